@@ -1,0 +1,332 @@
+"""The pacing policy: when may the master fork the next worker?
+
+Theory of operation
+-------------------
+This module is a sans-I/O state machine, in the spirit of h11's ``_state.py``.
+It never reads a clock, a file or a process table: the arbiter (or the
+long-worker pool, or the simulator in ``benchmarks/``) tells it what happened,
+each event stamped with the caller's clock, and asks it what to do next:
+
+    policy.spawned(key, now)        a process was forked
+    policy.ready(key, now)          the master saw it become ready
+    policy.exited(key, now)         it is gone (``expected=True``: we stopped it)
+    policy.cpu_idle(cpus, now)      a sample of how many CPUs stood idle
+    policy.set_hold(True)           hold all spawns (memory is short)
+    policy.restart(now)             a new ramp begins (SIGHUP reload)
+    policy.decide(now, wanted)  ->  Decision(spawn=k, wake_at=t, kill=..., ...)
+
+A process is *booting* from its fork until it is ready.  In ``ready`` mode at
+most ``window`` processes boot at once (``in_flight``).  The window starts at
+``initial`` (a probe: a broken application costs one fork, not N) and grows by
+one for each process that becomes ready, so it doubles every round trip as TCP
+slow start does, never beyond ``max_batch``.  It is pipelined: each ready
+process frees its place at once, so one slow process does not hold back the
+others.  With ``growth="idle"`` the window may also jump, after the probe, to
+the number of CPUs measured idle, as long as boots do not slow down.
+
+Failures are congestion.  A process that dies before it is ready (or is
+killed by the boot time-out) halves the window (never below 1), and further
+spawns of its kind back off exponentially (``Backoff``).  A process that
+becomes ready much later than the ramp's median boot does not grow the window.
+After ``max_failures`` consecutive boot failures of a kind, the decision
+reports that kind as exhausted: the arbiter stops the server for HTTP workers,
+the pool stops restarting a long worker.
+
+A booting process that never becomes ready stops counting against the window
+after ``ready_timeout`` seconds (the decision lists it in ``stale`` once, so
+the caller can warn), and with ``boot_timeout`` set it is listed in ``kill``.
+
+``timer`` mode is the reference policy this project grew from: batches of
+1, 2, 4, ... capped at ``max_batch``, ``delay`` seconds apart, blind to
+readiness.  ``off`` spawns everything at once, as stock gunicorn does.
+
+Two kinds of process share one budget: ``"http"`` workers and ``"long"``
+background workers.  HTTP workers are served first; long workers take the
+places they leave free.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from statistics import median
+from typing import Hashable
+
+MODES = ("ready", "timer", "off")
+GROWTHS = ("double", "idle")
+HTTP = "http"
+LONG = "long"
+KINDS = (HTTP, LONG)
+
+NEVER = float("inf")
+
+
+@dataclass(frozen=True)
+class BackoffConfig:
+    """Exponential back-off of respawns after boot failures of one kind."""
+
+    initial: float = 1.0
+    cap: float = 30.0
+    reset_after: float = 30.0
+    max_failures: int = 10  # 0 = never give up
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    mode: str = "ready"
+    initial: int = 1
+    max_batch: int = 1
+    delay: float = 2.0
+    ready_timeout: float = 30.0
+    boot_timeout: float = 0.0  # 0 = off
+    growth: str = "double"
+    slow_factor: float = 3.0  # a boot this many times the median does not grow the window
+    idle_slow_factor: float = 1.5  # idle growth stops once a boot takes this times the probe's
+    http_backoff: BackoffConfig = BackoffConfig()
+    long_backoff: BackoffConfig = BackoffConfig(initial=1.0, cap=60.0, reset_after=60.0, max_failures=5)
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
+        if self.growth not in GROWTHS:
+            raise ValueError(f"growth must be one of {', '.join(GROWTHS)}, not {self.growth!r}")
+        if self.initial < 1 or self.max_batch < 1:
+            raise ValueError("initial and max_batch must be at least 1")
+        if self.delay < 0 or self.ready_timeout <= 0 or self.boot_timeout < 0:
+            raise ValueError("delay and boot_timeout must be >= 0, ready_timeout > 0")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the caller should do now.
+
+    ``spawn`` HTTP workers and ``spawn_long`` long workers may be forked now;
+    look again no later than ``wake_at`` (``None``: only when an event comes).
+    ``kill`` lists booting processes past the boot time-out, ``stale`` the
+    ones that just passed the ready time-out, each listed once.
+    ``exhausted`` names the kinds that reached their failure limit.
+    """
+
+    spawn: int = 0
+    spawn_long: int = 0
+    wake_at: float | None = None
+    kill: tuple = ()
+    stale: tuple = ()
+    exhausted: tuple = ()
+
+
+class Backoff:
+    """Consecutive boot failures of one kind, and when the next spawn may be.
+
+    ``failures`` counts failures since the last process of this kind became
+    ready (that is what the give-up limit counts); ``level`` sets the delay
+    and falls back to zero only once a process booted after the last failure
+    has stayed ready for ``reset_after`` seconds.
+    """
+
+    def __init__(self, config: BackoffConfig) -> None:
+        self.config = config
+        self.failures = 0
+        self.level = 0
+        self.next_at = -NEVER
+        self.last_failure_at: float | None = None
+
+    def failure(self, now: float) -> None:
+        self.failures += 1
+        self.level += 1
+        delay = min(self.config.cap, self.config.initial * 2 ** (self.level - 1))
+        self.next_at = now + delay
+        self.last_failure_at = now
+
+    def ready(self) -> None:
+        self.failures = 0
+
+    def settle(self, ready_at: float, now: float) -> None:
+        """Forget the back-off once a process booted after the last failure stays up."""
+        if self.level and self.last_failure_at is not None:
+            if ready_at >= self.last_failure_at and now - ready_at >= self.config.reset_after:
+                self.level = 0
+                self.next_at = -NEVER
+
+    def allows(self, now: float) -> bool:
+        return now >= self.next_at
+
+    @property
+    def exhausted(self) -> bool:
+        return bool(self.config.max_failures) and self.failures >= self.config.max_failures
+
+
+@dataclass
+class _Booting:
+    kind: str
+    forked_at: float
+    stale: bool = False
+    killing: bool = False
+
+
+@dataclass
+class _Ramp:
+    """Per-ramp measurements: boot durations and the probe's boot time."""
+
+    boot_times: list = field(default_factory=list)
+    probe_boot: float | None = None
+    slowed: bool = False
+
+
+class SlowStartPolicy:
+    """The pacing state machine; see the module docstring."""
+
+    def __init__(self, config: PolicyConfig, now: float = 0.0) -> None:
+        self.config = config
+        self.booting: dict[Hashable, _Booting] = {}
+        self.ready_at: dict[Hashable, tuple[str, float]] = {}
+        self.backoff = {HTTP: Backoff(config.http_backoff), LONG: Backoff(config.long_backoff)}
+        self.held = False
+        self.idle_cpus = 0.0
+        self.restart(now)
+
+    # -- events ---------------------------------------------------------------
+
+    def restart(self, now: float) -> None:
+        """Begin a new ramp: the window falls back to the probe size."""
+        self.window = min(self.config.initial, self.config.max_batch)
+        self.timer_batch = self.window
+        self.next_batch_at = now
+        self.ramp = _Ramp()
+
+    def spawned(self, key: Hashable, now: float, kind: str = HTTP) -> None:
+        if kind not in KINDS:
+            raise ValueError(f"unknown kind {kind!r}")
+        self.booting[key] = _Booting(kind, now)
+
+    def ready(self, key: Hashable, now: float) -> None:
+        proc = self.booting.pop(key, None)
+        if proc is None:
+            return
+        self.ready_at[key] = (proc.kind, now)
+        self.backoff[proc.kind].ready()
+        duration = now - proc.forked_at
+        if self._grows_on(duration) and not proc.stale:
+            self.window = min(self.config.max_batch, self.window + 1)
+        self._measure(duration)
+
+    def exited(self, key: Hashable, now: float, expected: bool = False) -> None:
+        """A process is gone.  Dying while booting, unasked, is a boot failure."""
+        self.ready_at.pop(key, None)
+        proc = self.booting.pop(key, None)
+        if proc is None:
+            return
+        if proc.killing or not expected:
+            self.window = max(1, self.window // 2)
+            self.backoff[proc.kind].failure(now)
+
+    def cpu_idle(self, idle_cpus: float, now: float) -> None:
+        self.idle_cpus = max(0.0, idle_cpus)
+
+    def set_hold(self, held: bool) -> None:
+        self.held = held
+
+    # -- queries --------------------------------------------------------------
+
+    @property
+    def in_flight(self) -> int:
+        """Booting processes that still count against the window."""
+        return sum(1 for p in self.booting.values() if not p.stale)
+
+    def booting_count(self, kind: str | None = None) -> int:
+        return sum(1 for p in self.booting.values() if kind in (None, p.kind))
+
+    def ready_count(self, kind: str | None = None) -> int:
+        return sum(1 for k, _ in self.ready_at.values() if kind in (None, k))
+
+    def decide(self, now: float, wanted: int, wanted_long: int = 0) -> Decision:
+        """How many to fork now (HTTP first), and when to look again."""
+        wanted, wanted_long = max(0, wanted), max(0, wanted_long)
+        stale, kill = self._expire(now)
+        self._settle(now)
+        exhausted = tuple(kind for kind in KINDS if self.backoff[kind].exhausted)
+        if self.config.mode == "off":
+            return Decision(wanted, wanted_long, None, kill, stale, exhausted)
+        if HTTP in exhausted or self.held:
+            return Decision(0, 0, self._wake_at(now, 0, 0), kill, stale, exhausted)
+        self._grow_by_idle()
+        budget = self._budget(now)
+        spawn = min(wanted, budget) if self.backoff[HTTP].allows(now) else 0
+        spawn_long = 0
+        if LONG not in exhausted and self.backoff[LONG].allows(now):
+            spawn_long = min(wanted_long, budget - spawn)
+        if self.config.mode == "timer" and spawn + spawn_long:
+            self.timer_batch = min(self.config.max_batch, self.timer_batch * 2)
+            self.next_batch_at = now + self.config.delay
+        wake_at = self._wake_at(now, wanted - spawn, 0 if LONG in exhausted else wanted_long - spawn_long)
+        return Decision(spawn, spawn_long, wake_at, kill, stale, exhausted)
+
+    # -- internals ------------------------------------------------------------
+
+    def _budget(self, now: float) -> int:
+        if self.config.mode == "timer":
+            return self.timer_batch if now >= self.next_batch_at else 0
+        return max(0, self.window - self.in_flight)
+
+    def _grows_on(self, duration: float) -> bool:
+        """A boot far slower than this ramp's median is a sign of contention."""
+        if self.config.mode != "ready":
+            return False
+        times = self.ramp.boot_times
+        return not times or duration <= self.config.slow_factor * median(times)
+
+    def _measure(self, duration: float) -> None:
+        ramp = self.ramp
+        if ramp.probe_boot is None:
+            ramp.probe_boot = duration
+        elif duration > self.config.idle_slow_factor * ramp.probe_boot:
+            ramp.slowed = True
+        ramp.boot_times.append(duration)
+
+    def _grow_by_idle(self) -> None:
+        """After the probe, let the window reach the CPUs that stood idle."""
+        if self.config.growth != "idle" or self.config.mode != "ready":
+            return
+        if self.ramp.probe_boot is None or self.ramp.slowed:
+            return
+        target = self.in_flight + int(self.idle_cpus)
+        self.window = max(self.window, min(self.config.max_batch, target))
+
+    def _expire(self, now: float) -> tuple[tuple, tuple]:
+        stale, kill = [], []
+        for key, proc in self.booting.items():
+            age = now - proc.forked_at
+            if not proc.stale and age >= self.config.ready_timeout:
+                proc.stale = True
+                stale.append(key)
+            if self.config.boot_timeout and not proc.killing and age >= self.config.boot_timeout:
+                proc.killing = True
+                kill.append(key)
+        return tuple(stale), tuple(kill)
+
+    def _settle(self, now: float) -> None:
+        for kind, at in self.ready_at.values():
+            self.backoff[kind].settle(at, now)
+
+    def _wake_at(self, now: float, wanted: int, wanted_long: int) -> float | None:
+        times = []
+        for proc in self.booting.values():
+            if not proc.stale:
+                times.append(proc.forked_at + self.config.ready_timeout)
+            if self.config.boot_timeout and not proc.killing:
+                times.append(proc.forked_at + self.config.boot_timeout)
+        for kind, left in ((HTTP, wanted), (LONG, wanted_long)):
+            backoff = self.backoff[kind]
+            if left > 0 and not backoff.allows(now):
+                times.append(backoff.next_at)
+            if left > 0 and backoff.level and backoff.last_failure_at is not None:
+                times.append(self._settle_time(kind))
+        if self.config.mode == "timer" and (wanted > 0 or wanted_long > 0):
+            times.append(max(now, self.next_batch_at))
+        future = [t for t in times if t < NEVER]
+        return min(future) if future else None
+
+    def _settle_time(self, kind: str) -> float:
+        config = self.backoff[kind].config
+        after = self.backoff[kind].last_failure_at
+        ready = [at for k, at in self.ready_at.values() if k == kind and at >= after]
+        return min(ready) + config.reset_after if ready else NEVER
