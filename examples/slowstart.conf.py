@@ -1,4 +1,4 @@
-# gunicorn -k uvicorn_worker.UvicornWorker -w 8 -b 127.0.0.1:8000 -c examples/slowstart.conf.py examples.app:app
+# gunicorn -k uvicorn_worker.UvicornWorker -w 8 -c examples/slowstart.conf.py examples.app:app
 from gunicorn_slowstart import install
 
 install(globals())          # slow start with the defaults; keywords override them

@@ -47,9 +47,9 @@ places they leave free.
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from statistics import median
-from typing import Hashable
 
 MODES = ("ready", "timer", "off")
 GROWTHS = ("double", "idle")
@@ -192,6 +192,14 @@ class SlowStartPolicy:
         self.timer_batch = self.window
         self.next_batch_at = now
         self.ramp = _Ramp()
+
+    def reconfigure(self, config: PolicyConfig) -> None:
+        """New settings (SIGHUP): keep what is booting and the failure history."""
+        self.config = config
+        self.backoff[HTTP].config = config.http_backoff
+        self.backoff[LONG].config = config.long_backoff
+        self.window = min(self.window, config.max_batch)
+        self.timer_batch = min(self.timer_batch, config.max_batch)
 
     def spawned(self, key: Hashable, now: float, kind: str = HTTP) -> None:
         if kind not in KINDS:

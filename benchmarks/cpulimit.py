@@ -1,0 +1,249 @@
+"""Run processes inside a CPU-limited cgroup: the container case, on a bare host.
+
+A server in a container with ``--cpus 0.5`` still sees every host CPU in
+``os.cpu_count()`` but gets half a CPU of time.  The benchmark and the tests
+need that situation for real, so ``CpuLimit`` creates a temporary child of
+our own cgroup with a CFS quota, lets processes be moved into it, and on exit
+moves anything still inside back to the parent (it never kills) and removes
+the directory.
+
+cgroup v2 is used when our v2 cgroup can delegate the ``cpu`` controller to a
+child; otherwise the v1 ``cpu`` hierarchy.  When v1 ``cpuacct`` is a separate
+hierarchy that mirrors ``cpu`` (our path is the same in both), a twin cgroup
+is made there too, so that the CPU usage of the limited processes can be
+measured (``IdleCpuSampler`` relies on that, as it does in real containers).
+
+Command line (runs one command under the limit, then cleans up)::
+
+    python -m benchmarks.cpulimit 0.5 -- gunicorn -w 8 app:app
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import posixpath
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+
+from gunicorn_slowstart.cgroup import CgroupDir, find_cgroup, read_text
+
+log = logging.getLogger("benchmarks.cpulimit")
+
+PERIOD_US = 100_000
+RMDIR_ATTEMPTS = 40  # with the back-off below, at most about 3.5 s before giving up
+
+
+class CpuLimitUnavailable(RuntimeError):
+    """A CPU-limited cgroup cannot be made here; the message says why."""
+
+
+class CpuLimit:
+    """A temporary cgroup whose processes get at most ``cpus`` CPUs of time."""
+
+    def __init__(self, cpus: float, prefix: str = "slowstart-") -> None:
+        if not cpus * PERIOD_US >= 1000:  # the kernel's minimum quota is 1 ms
+            raise ValueError(f"cpus must be at least 0.01, not {cpus!r}")
+        self.cpus = cpus
+        self.prefix = prefix
+        self.path: str | None = None  # the cgroup carrying the quota
+        self.version: int | None = None
+        self._dirs: list[tuple[str, str]] = []  # (created dir, parent to move processes back to)
+        self._enabled_cpu_in: str | None = None  # a v2 subtree_control we switched "+cpu" on in
+
+    @property
+    def quota_us(self) -> int:
+        return int(self.cpus * PERIOD_US)
+
+    def __enter__(self) -> CpuLimit:
+        if os.geteuid() != 0:
+            raise CpuLimitUnavailable("not root: creating cgroups needs root (or a delegated subtree)")
+        name = f"{self.prefix}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        try:
+            reason = self._try_v2(name)
+            if reason is not None:
+                self._setup_v1(name, reason)
+        except BaseException:
+            self._cleanup()
+            raise
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        left = self._cleanup()
+        if left and exc_type is None:
+            raise RuntimeError(f"could not remove cgroup(s) {left}; processes kept moving in?")
+
+    # -- set-up -------------------------------------------------------------
+
+    def _try_v2(self, name: str) -> str | None:
+        """Make the cgroup in v2; None on success, else why not (for the error message)."""
+        where = find_cgroup("/", None)
+        if where is None:
+            return "no cgroup2 hierarchy"
+        if "cpu" not in (read_text(posixpath.join(where.path, "cgroup.controllers")) or "").split():
+            return f"cgroup2 at {where.path} has no cpu controller"
+        reason = self._enable_v2_cpu(where.path)
+        if reason is not None:
+            return reason
+        try:
+            self._make(where.path, name)
+            _write(posixpath.join(self._dirs[-1][0], "cpu.max"), f"{self.quota_us} {PERIOD_US}")
+        except OSError as exc:
+            self._cleanup()
+            return f"cgroup2 at {where.path}: {exc}"
+        self.path, self.version = self._dirs[-1][0], 2
+        return None
+
+    def _enable_v2_cpu(self, parent: str) -> str | None:
+        control = posixpath.join(parent, "cgroup.subtree_control")
+        if "cpu" in (read_text(control) or "").split():
+            return None
+        try:
+            _write(control, "+cpu")
+        except OSError as exc:  # EBUSY: the parent holds processes (the "no internal processes" rule)
+            return f"cannot enable cpu in {control}: {exc}"
+        self._enabled_cpu_in = control
+        return None
+
+    def _setup_v1(self, name: str, v2_reason: str) -> None:
+        where = find_cgroup("/", "cpu")
+        if where is None:
+            raise CpuLimitUnavailable(f"no writable cpu controller: {v2_reason}; no cgroup v1 cpu hierarchy")
+        try:
+            self._make(where.path, name)
+            _write(posixpath.join(self._dirs[-1][0], "cpu.cfs_period_us"), str(PERIOD_US))
+            _write(posixpath.join(self._dirs[-1][0], "cpu.cfs_quota_us"), str(self.quota_us))
+        except OSError as exc:  # EROFS, EACCES; EINVAL when a parent's quota is smaller
+            raise CpuLimitUnavailable(f"cannot limit CPU under {where.path}: {exc}") from exc
+        self.path, self.version = self._dirs[-1][0], 1
+        self._make_cpuacct_twin(where, name)
+
+    def _make_cpuacct_twin(self, cpu: CgroupDir, name: str) -> None:
+        acct = find_cgroup("/", "cpuacct")
+        if acct is None or acct.mount == cpu.mount or acct.rel != cpu.rel:
+            return  # co-mounted (nothing to do) or not mirrored (a twin would measure nothing useful)
+        try:
+            self._make(acct.path, name)
+        except OSError as exc:
+            log.debug("no cpuacct twin under %s: %s", acct.path, exc)
+
+    def _make(self, parent: str, name: str) -> None:
+        path = posixpath.join(parent, name)
+        os.mkdir(path)
+        self._dirs.append((path, parent))
+
+    # -- use ----------------------------------------------------------------
+
+    def add(self, pid: int) -> None:
+        """Move process ``pid`` (all its threads) into the cgroup."""
+        for path, _ in self._dirs:
+            _write(posixpath.join(path, "cgroup.procs"), str(pid))
+
+    def preexec_fn(self) -> Callable[[], None]:
+        """For ``subprocess.Popen(preexec_fn=...)``: the child moves itself in before exec,
+        so not even its first instruction runs unlimited."""
+        files = [posixpath.join(path, "cgroup.procs") for path, _ in self._dirs]
+
+        def move_self() -> None:
+            pid = str(os.getpid())
+            for name in files:
+                with open(name, "w") as fh:
+                    fh.write(pid)
+
+        return move_self
+
+    def pids(self) -> list[int]:
+        """The processes now inside the (quota) cgroup."""
+        return _read_pids(posixpath.join(self.path, "cgroup.procs")) if self.path else []
+
+    # -- tear-down ----------------------------------------------------------
+
+    def _cleanup(self) -> list[str]:
+        """Evacuate and remove every directory we made; return the ones that would not go."""
+        left = [path for path, parent in reversed(self._dirs) if not _evacuate_and_remove(path, parent)]
+        self._dirs = []
+        if self._enabled_cpu_in:
+            try:
+                _write(self._enabled_cpu_in, "-cpu")
+            except OSError as exc:  # still used by another child: leave it on
+                log.debug("left cpu enabled in %s: %s", self._enabled_cpu_in, exc)
+            self._enabled_cpu_in = None
+        for path in left:
+            log.warning("cgroup %s left behind", path)
+        return left
+
+
+def _evacuate_and_remove(path: str, parent: str) -> bool:
+    """Move members back to ``parent`` and rmdir, retrying: a process may fork meanwhile,
+    and a moved or exiting task can keep the cgroup busy for a moment."""
+    for attempt in range(RMDIR_ATTEMPTS):
+        for member_file in ("cgroup.procs", "tasks"):  # "tasks": v1 threads left behind
+            for pid in _read_pids(posixpath.join(path, member_file)):
+                _move(pid, posixpath.join(parent, member_file))
+        try:
+            os.rmdir(path)
+            return True
+        except FileNotFoundError:
+            return True
+        except OSError as exc:
+            log.debug("rmdir %s (attempt %d): %s", path, attempt + 1, exc)
+            time.sleep(min(0.005 * 2**attempt, 0.1))
+    return False
+
+
+def _move(pid: int, procs_file: str) -> None:
+    try:
+        _write(procs_file, str(pid))
+    except OSError as exc:  # ESRCH: it exited meanwhile
+        log.debug("could not move %d to %s: %s", pid, procs_file, exc)
+
+
+def _read_pids(path: str) -> list[int]:
+    text = read_text(path, log) or ""
+    return [int(line) for line in text.split() if line.isdigit()]
+
+
+def _write(path: str, text: str) -> None:
+    with open(path, "w") as fh:
+        fh.write(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m benchmarks.cpulimit CPUS -- CMD ARGS...``: exit with the command's status."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.cpulimit",
+                                     description="Run a command in a cgroup limited to CPUS CPUs.")
+    parser.add_argument("cpus", type=float, help="CPU quota, e.g. 0.5 or 1.5")
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
+    args = parser.parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        parser.error("no command given")
+    try:
+        with CpuLimit(args.cpus) as limit:
+            print(f"cpulimit: {args.cpus} CPU in cgroup v{limit.version} {limit.path}", file=sys.stderr)
+            return _run(command, limit)
+    except CpuLimitUnavailable as exc:
+        print(f"cpulimit: unavailable: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(command: list[str], limit: CpuLimit) -> int:
+    """Run the command, passing SIGINT/SIGTERM on to it, and wait for it."""
+    child = subprocess.Popen(command, preexec_fn=limit.preexec_fn())
+    forward = lambda signum, frame: child.send_signal(signum)  # noqa: E731
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        code = child.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 128 - code if code < 0 else code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,440 @@
+"""``SlowStartArbiter``: gunicorn's master, with worker forks paced by the policy.
+
+Theory of operation
+-------------------
+gunicorn's master forks every missing worker at once.  This subclass keeps
+gunicorn's main loop, signals and reaping as they are and changes only who
+decides to fork: every path that creates workers (the first start, a respawn
+after a worker died, TTIN, a control-socket scale-up, SIGHUP) ends in
+``manage_workers()``, which here asks the pure ``SlowStartPolicy`` how many it
+may fork now.  The master never sleeps to pace: while a ramp is in progress it
+shortens gunicorn's own wait (``wait_for_signals`` in gunicorn 27, ``sleep`` in
+gunicorn 23) to ``RAMP_TICK`` so that it sees readiness within tens of
+milliseconds and still handles every signal at once; after the ramp it is back
+on gunicorn's 1 s loop.
+
+Readiness is read from the worker's heartbeat file, which the master already
+holds.  ``WorkerTmp`` is created by ``mkstemp`` with the wall-clock time as
+its mtime; a worker's ``notify()`` sets it to ``time.monotonic()``.  Every
+stock worker class first notifies when it is ready to serve (UvicornWorker
+once its lifespan startup is complete and its sockets listen; sync and gthread
+at the top of their run loop).  So "the mtime moved away from its fork-time
+value" means ready, and costs one ``fstat`` per booting worker per tick.
+
+Exits are found by comparing the pids we track with gunicorn's ``WORKERS``
+after gunicorn reaped them; the exit status is peeked just before gunicorn
+reaps (``waitid(..., WNOWAIT)``), so gunicorn's own handling of boot errors
+(exit 3 / 4 stops the server) stays exactly as it is.  Because the first step
+forks one worker, a broken application stops the server after one fork.
+
+SIGHUP is a rolling reload: gunicorn's ``reload()`` reloads the config (its
+spawn-everything tail is neutralised), then the new generation is ramped like
+a first start while each old worker is stopped only when a new one is ready,
+so the server never has fewer ready workers than it had before the reload.
+
+``mode = "off"`` leaves gunicorn's own spawning, reload and scale-down code in
+charge; the master still records readiness, so the timeline compares fairly.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import select
+import signal
+import sys
+import time
+from dataclasses import dataclass
+
+from gunicorn.arbiter import Arbiter
+from gunicorn.errors import HaltServer
+
+from . import settings as settings_mod
+from .cpus import usable_cpus
+from .memory import available_memory_mb
+from .policy import HTTP, BackoffConfig, PolicyConfig, SlowStartPolicy
+from .status import StatusReporter
+
+RAMP_TICK = 0.025  # seconds between readiness checks while workers boot
+NOTIFIED_SKEW = 86400.0  # a notified mtime (monotonic) is this far from wall time
+KILL_GRACE = 5.0  # boot time-out: SIGTERM, then SIGKILL this much later
+MEMORY_POLL = 1.0
+
+
+@dataclass
+class _Boot:
+    forked_at: float
+    baseline: float  # heartbeat mtime right after the fork
+    wall: float
+
+
+@dataclass
+class _Ramp:
+    reason: str
+    started: float
+    target: int
+    first_ready: float | None = None
+
+
+class SlowStartArbiter(Arbiter):
+    """gunicorn's Arbiter, forking workers as the slow-start policy allows."""
+
+    def __init__(self, app) -> None:
+        self._init_slowstart()
+        super().__init__(app)
+
+    def _init_slowstart(self) -> None:
+        self.slowstart: settings_mod.Settings | None = None
+        self.policy: SlowStartPolicy | None = None
+        self.status: StatusReporter | None = None
+        self.cpus = 1
+        self.cap = 1
+        self._boots: dict[int, _Boot] = {}
+        self._tracked: set[int] = set()
+        self._retiring: set[int] = set()
+        self._stopping: set[int] = set()
+        self._killing: dict[int, float] = {}
+        self._statuses: dict[int, tuple[int | None, int | None]] = {}
+        self._ramp: _Ramp | None = None
+        self._next_reason = "start"
+        self._wake_at: float | None = None
+        self._memory_checked_at = -MEMORY_POLL
+        self._last_failure = "no failure recorded"
+        self._halting = False
+        self._reloading = False
+        self._control_pending = False
+
+    # -- configuration ----------------------------------------------------------
+
+    def setup(self, app) -> None:
+        """Resolve and check the slow-start settings before anything forks."""
+        from .hooks import current_installation
+
+        installation = current_installation()
+        try:
+            resolved = settings_mod.resolve(app.cfg, installation.namespace, installation.keywords)
+        except settings_mod.SettingError:
+            if self.slowstart is None:
+                raise  # first start: gunicorn prints "Error: ..." and exits 1
+            self.log.error("slow start: keeping previous settings: %s", sys.exc_info()[1])
+            resolved = self.slowstart
+        super().setup(app)
+        installation.ensure_hooks(self.cfg)
+        self._apply(resolved)
+
+    def _apply(self, resolved: settings_mod.Settings) -> None:
+        now = time.monotonic()
+        self.slowstart = resolved
+        self.cpus = usable_cpus() if resolved.cpus == "auto" else resolved.cpus
+        if resolved.max_batch != "auto":
+            self.cap = resolved.max_batch
+        else:
+            self.cap = self.cpus if resolved.mode == "ready" else max(1, self.cpus // 2)
+        config = PolicyConfig(
+            mode=resolved.mode, initial=resolved.initial, max_batch=self.cap, delay=resolved.delay,
+            ready_timeout=resolved.ready_timeout, boot_timeout=resolved.boot_timeout,
+            growth=resolved.growth,
+            http_backoff=BackoffConfig(max_failures=resolved.max_boot_failures),
+        )
+        if self.policy is None:
+            self.policy = SlowStartPolicy(config, now)
+        else:
+            self.policy.reconfigure(config)
+        if self.status is None:
+            self.status = StatusReporter(self.log, now, time.time())
+        self.status.configure(resolved.timeline, dict(
+            mode=resolved.mode, cap=self.cap, cpus=self.cpus, target=self.cfg.workers,
+            worker_class=self.cfg.worker_class_str))
+
+    @property
+    def mode(self) -> str:
+        return self.slowstart.mode if self.slowstart else "ready"
+
+    # -- gunicorn's main loop, with a short wait while a ramp is in progress ------
+
+    def _timeout(self, default: float) -> float:
+        if self._boots or self._killing:
+            return RAMP_TICK
+        if self._wake_at is not None:
+            return max(RAMP_TICK, min(default, self._wake_at - time.monotonic()))
+        return default
+
+    def wait_for_signals(self, timeout: float = 1.0):  # gunicorn >= 24
+        return super().wait_for_signals(timeout=self._timeout(timeout))
+
+    def sleep(self) -> None:  # gunicorn 23: the same wait, on the signal pipe
+        timeout = self._timeout(1.0)
+        if timeout >= 1.0:
+            return super().sleep()
+        try:
+            if select.select([self.PIPE[0]], [], [], timeout)[0]:
+                while os.read(self.PIPE[0], 1):
+                    pass
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EINTR):
+                raise
+        except KeyboardInterrupt:
+            sys.exit()
+
+    # -- creating workers ---------------------------------------------------------
+
+    def spawn_worker(self):
+        """Every fork goes through here; remember it so readiness can be watched."""
+        if self._reloading:
+            return None  # gunicorn's reload() forks cfg.workers at once: the ramp does it instead
+        pid = super().spawn_worker()  # in the child this never returns
+        now = time.monotonic()
+        worker = self.WORKERS.get(pid)
+        baseline = worker.tmp.last_update() if worker is not None else 0.0
+        self._boots[pid] = _Boot(now, baseline, time.time())
+        self._tracked.add(pid)
+        self.policy.spawned(pid, now, HTTP)
+        self.status.spawned(HTTP, pid, now)
+        return pid
+
+    def manage_workers(self) -> None:
+        """Observe, retire, then fork as many workers as the policy allows now."""
+        if self._reloading:
+            return
+        now = time.monotonic()
+        self._observe(now)
+        if self.mode == "off" and not self._retiring:
+            self._maybe_begin_ramp(now, self.num_workers - len(self._current()))
+            super().manage_workers()
+            self._report(time.monotonic())
+            return
+        self._scale_down()
+        self._retire_old()
+        self._spawn(now)
+        self._report(time.monotonic())
+
+    def spawn_workers(self) -> None:
+        if self.mode == "off":
+            return super().spawn_workers()
+        self._spawn(time.monotonic())
+
+    def _current(self) -> list[int]:
+        """Workers that count toward ``num_workers``: not old, not being stopped."""
+        return [pid for pid in list(self.WORKERS)
+                if pid not in self._retiring and pid not in self._stopping]
+
+    def _spawn(self, now: float) -> None:
+        wanted = self.num_workers - len(self._current())
+        self._check_memory(now)
+        self._maybe_begin_ramp(now, wanted)
+        decision = self.policy.decide(now, wanted)
+        self._warn_stale(decision.stale, now)
+        self._boot_timeout(decision.kill, now)
+        if HTTP in decision.exhausted:
+            failures = self.policy.backoff[HTTP].failures
+            reason = f"{failures} consecutive boot failures; last: {self._last_failure}"
+            raise HaltServer(reason, self.WORKER_BOOT_ERROR)
+        for _ in range(decision.spawn):
+            self.spawn_worker()
+        if decision.spawn:
+            self._log_step(decision.spawn)
+        self._wake_at = decision.wake_at
+
+    def _maybe_begin_ramp(self, now: float, wanted: int) -> None:
+        if wanted <= 0 or self._ramp is not None:
+            return
+        reason, self._next_reason = self._next_reason, "respawn"
+        if reason in ("start", "reload"):
+            self.policy.restart(now)
+        self._ramp = _Ramp(reason, now, wanted)
+        self.status.ramp_started(now, wanted, reason)
+
+    def _log_step(self, spawned: int) -> None:
+        booting, ready = self._counts()
+        self.log.info("slow start: spawned %d, booting %d, ready %d of %d, window %d, cap %d",
+                      spawned, booting, ready, self.num_workers, self.policy.window, self.cap)
+
+    def _counts(self) -> tuple[int, int]:
+        current = self._current()
+        booting = sum(1 for pid in current if pid in self._boots)
+        return booting, len(current) - booting
+
+    # -- watching workers ---------------------------------------------------------
+
+    def _observe(self, now: float) -> None:
+        """Feed the policy what happened since the last look: exits, then readiness."""
+        alive = set(self.WORKERS)
+        for pid in sorted(self._tracked - alive):
+            self._on_exit(pid, now)
+        for pid, boot in list(self._boots.items()):
+            worker = self.WORKERS.get(pid)
+            if worker is not None and self._notified(worker, boot):
+                self._on_ready(pid, now)
+        self._stopping &= alive
+        self._retiring &= alive
+
+    @staticmethod
+    def _notified(worker, boot: _Boot) -> bool:
+        try:
+            mtime = worker.tmp.last_update()
+        except (OSError, ValueError):
+            return False
+        return mtime != boot.baseline or abs(mtime - boot.wall) > NOTIFIED_SKEW
+
+    def _on_ready(self, pid: int, now: float) -> None:
+        boot = self._boots.pop(pid)
+        self.policy.ready(pid, now)
+        self.status.ready(pid, now)
+        self.log.debug("slow start: worker %s ready after %.2f s", pid, now - boot.forked_at)
+        if self._ramp is not None and self._ramp.first_ready is None:
+            self._ramp.first_ready = now
+
+    def _on_exit(self, pid: int, now: float) -> None:
+        self._tracked.discard(pid)
+        self._killing.pop(pid, None)
+        code, sig = self._statuses.pop(pid, (None, None))
+        expected = pid in self._stopping or self._halting
+        boot = self._boots.pop(pid, None)
+        self.policy.exited(pid, now, expected=expected)
+        self.status.exited(pid, now, code, sig)
+        if boot is not None and not expected:
+            how = f"signal {sig}" if sig else f"exit code {code}"
+            self._last_failure = f"worker {pid} died {now - boot.forked_at:.1f} s after fork ({how})"
+            self.log.warning("slow start: %s before it was ready", self._last_failure)
+
+    def reap_workers(self) -> None:
+        """Peek at exit statuses, then let gunicorn reap (and halt on boot errors)."""
+        for pid in list(self.WORKERS):
+            try:
+                info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except (ChildProcessError, OSError):
+                continue
+            if info is not None and info.si_pid == pid:
+                exited = info.si_code == os.CLD_EXITED
+                self._statuses[pid] = (info.si_status if exited else None,
+                                       None if exited else info.si_status)
+        try:
+            super().reap_workers()
+        except HaltServer:
+            if not self._halting:
+                raise  # gunicorn 27 raises again while halting when several workers fail at once
+
+    # -- stopping workers ---------------------------------------------------------
+
+    def _stop(self, pid: int) -> None:
+        self._stopping.add(pid)
+        self.kill_worker(pid, signal.SIGTERM)
+
+    def _scale_down(self) -> None:
+        """TTOU or fewer workers: stop booting workers first, then the oldest."""
+        current = self._current()
+        surplus = len(current) - self.num_workers
+        if surplus <= 0:
+            return
+        age = {pid: self.WORKERS[pid].age for pid in current if pid in self.WORKERS}
+        booting = sorted((p for p in age if p in self._boots), key=age.get, reverse=True)
+        ready = sorted((p for p in age if p not in self._boots), key=age.get)
+        for pid in (booting + ready)[:surplus]:
+            self._stop(pid)
+
+    def _retire_old(self) -> None:
+        """Rolling reload: stop an old worker only once a new one is ready."""
+        old = [pid for pid in self._retiring if pid in self.WORKERS and pid not in self._stopping]
+        if not old:
+            return
+        ready_new = sum(1 for pid in self._current() if pid not in self._boots)
+        keep = max(0, self.num_workers - ready_new)
+        old.sort(key=lambda pid: self.WORKERS[pid].age)
+        for pid in old[: max(0, len(old) - keep)]:
+            self._stop(pid)
+
+    def _boot_timeout(self, pids: tuple, now: float) -> None:
+        for pid in pids:
+            if pid in self.WORKERS:
+                self.log.warning("slow start: worker %s not ready %.1f s after fork: killing it "
+                                 "(boot_timeout)", pid, now - self._boots[pid].forked_at)
+                self._killing[pid] = now + KILL_GRACE
+                self.kill_worker(pid, signal.SIGTERM)
+        for pid, deadline in list(self._killing.items()):
+            if now >= deadline and pid in self.WORKERS:
+                self.kill_worker(pid, signal.SIGKILL)
+                self._killing[pid] = float("inf")
+
+    def _warn_stale(self, pids: tuple, now: float) -> None:
+        for pid in pids:
+            boot = self._boots.get(pid)
+            if boot is not None:
+                self.log.warning("slow start: worker %s not ready %.1f s after fork; "
+                                 "no longer holding back the ramp (ready_timeout)", pid, now - boot.forked_at)
+
+    def _check_memory(self, now: float) -> None:
+        """Hold the ramp while available memory is below ``min_free_mb``."""
+        limit = self.slowstart.min_free_mb
+        if not limit or now - self._memory_checked_at < MEMORY_POLL:
+            return
+        self._memory_checked_at = now
+        free = available_memory_mb()
+        held = free is not None and free < limit
+        if held and not self.policy.held:
+            self.log.warning("slow start: holding the ramp: %.0f MiB available, below min_free_mb %.0f",
+                             free, limit)
+        elif self.policy.held and not held:
+            self.log.info("slow start: memory recovered, ramp resumes")
+        self.policy.set_hold(held)
+        if held:
+            self._wake_at = now + MEMORY_POLL
+
+    # -- reporting ----------------------------------------------------------------
+
+    def _report(self, now: float) -> None:
+        booting, ready = self._counts()
+        self.status.step(now, self.policy.window, self.cap, booting, ready)
+        ramp = self._ramp
+        if ramp is None or booting or ready < self.num_workers:
+            return
+        first = (ramp.first_ready or now) - ramp.started
+        self.log.info("slow start: %d/%d workers ready in %.2f s (first ready after %.2f s, %s)",
+                      ready, self.num_workers, now - ramp.started, first, ramp.reason)
+        self.status.ramp_done(now, ready, self.num_workers)
+        self._ramp = None
+        if self._control_pending:
+            self._control_pending = False
+            super()._start_control_server()
+
+    def _start_control_server(self) -> None:
+        """gunicorn 27 starts its control socket after the first spawn "to avoid fork
+        deadlocks with asyncio", and stops and restarts it around every later fork.
+        Starting it once the first ramp is done keeps that intent for the whole ramp."""
+        if self._ramp is not None and self._ramp.reason == "start":
+            self._control_pending = True
+        else:
+            super()._start_control_server()
+
+    # -- signals that start a ramp ------------------------------------------------
+
+    def handle_ttin(self) -> None:
+        self._next_reason = "scale"
+        super().handle_ttin()
+
+    def reload(self) -> None:
+        """SIGHUP: gunicorn reloads the config; the new workers come as a rolling ramp."""
+        if self.mode == "off":
+            return super().reload()
+        workers, self.WORKERS = self.WORKERS, {}
+        self._reloading = True
+        try:
+            super().reload()
+        finally:
+            self.WORKERS = workers
+            self._reloading = False
+        self._retiring.update(pid for pid in workers if pid not in self._stopping)
+        self._ramp = None
+        self._next_reason = "reload"
+        self.manage_workers()
+
+    # -- shutting down ------------------------------------------------------------
+
+    def halt(self, reason=None, exit_status=0) -> None:
+        self._halting = True
+        super().halt(reason=reason, exit_status=exit_status)
+
+    def stop(self, graceful: bool = True) -> None:
+        self._halting = True
+        super().stop(graceful)
+        self._observe(time.monotonic())
+        self.status.close(time.monotonic())

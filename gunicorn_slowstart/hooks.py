@@ -1,0 +1,120 @@
+"""``install()``: what a gunicorn config file calls to turn slow start on.
+
+gunicorn executes the config file (``-c``) while it builds the application,
+before ``run()`` constructs the master.  ``install()`` does three things then:
+
+* checks its keywords (a bad one stops gunicorn with one line, before any fork);
+* makes gunicorn construct a ``SlowStartArbiter`` instead of its ``Arbiter``
+  (``BaseApplication.run()`` looks the class up in ``gunicorn.app.base`` when
+  it runs, so replacing that one name is enough);
+* chains the hooks slow start needs into the config namespace, keeping any
+  hook of the same name the user defined.
+
+A user may also define a hook *after* calling ``install()``, replacing ours in
+the namespace.  So the arbiter calls ``ensure_hooks()`` on the final
+configuration, which chains ours in again: user hooks always run, and so do
+ours, whatever the order in the file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, MutableMapping
+from typing import Any
+
+from . import settings as settings_mod
+
+_MARK = "_slowstart_hook"
+
+
+class Installation:
+    """What one ``install()`` call asked for: its keywords and its namespace."""
+
+    def __init__(self, namespace: MutableMapping[str, Any] | None = None,
+                 keywords: dict[str, Any] | None = None, pool: Any = None) -> None:
+        self.namespace = namespace if namespace is not None else {}
+        self.keywords = keywords or {}
+        self.pool = pool
+
+    def hooks(self) -> dict[str, Callable]:
+        """Our side of each hook, with gunicorn's exact arity."""
+
+        def on_starting(server):
+            from .arbiter import SlowStartArbiter
+
+            if not isinstance(server, SlowStartArbiter):
+                server.log.warning("slow start is not active: the master is a %s, not a SlowStartArbiter",
+                                   type(server).__name__)
+
+        def pre_fork(server, worker):
+            if self.pool is not None:
+                self.pool.pre_fork(server, worker)
+
+        return {"on_starting": on_starting, "pre_fork": pre_fork}
+
+    def chain_into(self, namespace: MutableMapping[str, Any]) -> None:
+        for name, ours in self.hooks().items():
+            namespace[name] = chain(ours, namespace.get(name))
+
+    def ensure_hooks(self, cfg: Any) -> None:
+        """Chain our hooks into a loaded gunicorn ``Config`` unless they are there."""
+        for name, ours in self.hooks().items():
+            setting = cfg.settings[name]
+            theirs = setting.get()
+            if not getattr(theirs, _MARK, False):
+                setting.set(chain(ours, theirs))
+
+
+_current = Installation()
+
+
+def current_installation() -> Installation:
+    return _current
+
+
+def chain(ours: Callable, theirs: Callable | None) -> Callable:
+    """A hook calling ours, then theirs; same arity, so gunicorn accepts it."""
+    if theirs is None or getattr(theirs, _MARK, False):
+        hook = ours
+    elif ours.__code__.co_argcount == 1:
+        def hook(server):
+            ours(server)
+            theirs(server)
+    else:
+        def hook(server, worker):
+            ours(server, worker)
+            theirs(server, worker)
+    setattr(hook, _MARK, True)
+    return hook
+
+
+def activate() -> None:
+    """Make gunicorn's application runner construct a ``SlowStartArbiter``."""
+    import gunicorn.app.base
+
+    from .arbiter import SlowStartArbiter
+
+    gunicorn.app.base.Arbiter = SlowStartArbiter
+
+
+def install(namespace: MutableMapping[str, Any] | None = None, **keywords: Any) -> Installation:
+    """Turn slow start on from a gunicorn config file: ``install(globals(), max_batch=4)``.
+
+    Keywords are the settings without their ``slowstart_`` prefix; see the
+    README for each, and for their precedence against flags, config names and
+    ``GUNICORN_SLOWSTART_*`` variables.
+    """
+    global _current
+    pool = keywords.pop("long_workers", None) if _is_pool(keywords.get("long_workers")) else None
+    try:
+        checked = settings_mod.check_keywords(keywords)
+    except settings_mod.SettingError as exc:
+        raise SystemExit(f"Error: gunicorn-slowstart: {exc}") from None
+    _current = Installation(namespace, checked, pool)
+    if namespace is not None:
+        _current.chain_into(namespace)
+    activate()
+    return _current
+
+
+def _is_pool(value: Any) -> bool:
+    return hasattr(value, "pre_fork") and hasattr(value, "size")

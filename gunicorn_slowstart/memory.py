@@ -1,0 +1,118 @@
+"""How much memory may this process still allocate before something kills it?
+
+Theory
+------
+Forking another worker when memory is short trades a slow start for an OOM
+kill, so the master holds the ramp while headroom is low.  Two ceilings
+apply and the **smaller** one is the answer:
+
+* the host's ``MemAvailable`` (``/proc/meminfo``): the kernel's own estimate
+  of what can be allocated without swapping, page cache it can drop included;
+* the cgroup memory limit minus the cgroup's usage (v2 ``memory.max`` minus
+  ``memory.current``, v1 ``memory.limit_in_bytes`` minus
+  ``memory.usage_in_bytes``), for our own cgroup and every ancestor, since the
+  OOM killer acts on whichever level runs out first.  Usage counts page cache;
+  its inactive file part (``inactive_file`` / ``total_inactive_file`` in
+  ``memory.stat``) is reclaimed before anyone is killed, so it is subtracted,
+  which is the "working set" that Kubernetes and ``docker stats`` use.
+
+cgroup v1 has no "max": an unlimited cgroup reports a huge number
+(``PAGE_COUNTER_MAX`` pages, about 2**63), so limits of 2**60 bytes or more,
+or above ``MemTotal``, mean "no limit".
+
+Unreadable or malformed files mean "no limit from that source" (DEBUG log);
+nothing here raises.  MB means MiB (2**20 bytes), as in the settings.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import posixpath
+
+from .cgroup import find_cgroup, read_text
+
+log = logging.getLogger("gunicorn_slowstart.memory")
+
+MIB = 2**20
+UNLIMITED = 2**60  # v1 limits at or above this are "no limit"
+
+
+def available_memory_mb(root: str = "/") -> float | None:
+    """MiB that can still be allocated: min(cgroup headroom, MemAvailable); None if unknown."""
+    meminfo = _meminfo(root)
+    candidates = [b for b in (_v2_headroom(root), _v1_headroom(root, meminfo.get("MemTotal")),
+                              meminfo.get("MemAvailable")) if b is not None]
+    return min(candidates) / MIB if candidates else None
+
+
+def _meminfo(root: str) -> dict[str, int]:
+    """The fields of /proc/meminfo in bytes (the file says kB, meaning KiB)."""
+    text = read_text(os.path.join(root, "proc/meminfo"), log) or ""
+    fields = {}
+    for line in text.splitlines():
+        name, _, rest = line.partition(":")
+        value = rest.split()
+        if value and value[0].isdigit():
+            fields[name.strip()] = int(value[0]) * 1024
+    return fields
+
+
+def _v2_headroom(root: str) -> int | None:
+    where = find_cgroup(root, None, log)
+    if where is None:
+        return None
+    levels = [_headroom(path, "memory.max", "memory.current", ("inactive_file",), None)
+              for path in where.ancestors()]
+    return _smallest(levels)
+
+
+def _v1_headroom(root: str, mem_total: int | None) -> int | None:
+    where = find_cgroup(root, "memory", log)
+    if where is None:
+        return None
+    names = ("total_inactive_file", "inactive_file")  # hierarchical first, like usage_in_bytes
+    levels = [_headroom(path, "memory.limit_in_bytes", "memory.usage_in_bytes", names, mem_total)
+              for path in where.ancestors()]
+    return _smallest(levels)
+
+
+def _headroom(path: str, limit_file: str, usage_file: str, inactive: tuple[str, ...],
+              mem_total: int | None) -> int | None:
+    """limit - (usage - inactive file cache) at one cgroup, never negative; None = no limit."""
+    limit = _read_bytes(posixpath.join(path, limit_file))
+    if limit is None or limit < 0 or limit >= UNLIMITED or (mem_total is not None and limit > mem_total):
+        return None
+    usage = _read_bytes(posixpath.join(path, usage_file))
+    if usage is None:
+        log.debug("memory limit at %s but no readable usage; ignoring it", path)
+        return None
+    working_set = max(0, usage - _stat_field(posixpath.join(path, "memory.stat"), inactive))
+    return max(0, limit - working_set)
+
+
+def _read_bytes(path: str) -> int | None:
+    """An integer file; "max" (v2 unlimited), missing or garbage -> None."""
+    text = read_text(path, log)
+    if text is None or text.strip() == "max":
+        return None
+    try:
+        return int(text.strip())
+    except ValueError:
+        log.debug("malformed byte count at %s: %r", path, text)
+        return None
+
+
+def _stat_field(path: str, names: tuple[str, ...]) -> int:
+    """The first of ``names`` found in a memory.stat file, else 0 (subtract nothing)."""
+    fields = {}
+    for line in (read_text(path, log) or "").splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit():
+            fields[parts[0]] = int(parts[1])
+    return next((fields[n] for n in names if n in fields), 0)
+
+
+def _smallest(values: list[int | None]) -> int | None:
+    known = [v for v in values if v is not None]
+    return min(known) if known else None

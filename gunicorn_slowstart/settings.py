@@ -1,0 +1,274 @@
+"""Every ``slowstart_*`` setting: its parser, its default, its sources.
+
+A setting can come from four places.  From highest precedence to lowest:
+
+1. a gunicorn setting: ``--slowstart-max-batch 4`` (``gunicorn-slowstart``
+   command), ``GUNICORN_CMD_ARGS``, or ``slowstart_max_batch = 4`` in a config
+   file (gunicorn merges these three in its own order: CLI over
+   ``GUNICORN_CMD_ARGS`` over the file);
+2. the environment: ``GUNICORN_SLOWSTART_MAX_BATCH=4``;
+3. a keyword of ``install(globals(), max_batch=4)`` in a config file;
+4. the default below.
+
+The settings are registered with gunicorn (``gunicorn.config.Setting``
+subclasses) when this module is imported.  The plain ``gunicorn`` command
+builds its argument parser before it reads ``-c``, so it only learns the
+``--slowstart-*`` flags through the ``gunicorn-slowstart`` command; config-file
+names work with both, because ``install()`` hands the config namespace to
+``resolve()``.
+
+Every value is checked before the master forks anything.  A bad one raises
+``SettingError`` (a ``RuntimeError``, which gunicorn prints as one ``Error:``
+line before exiting with status 1) naming the setting, its source and value.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from gunicorn.config import Setting
+
+ENV_PREFIX = "GUNICORN_SLOWSTART_"
+SETTING_PREFIX = "slowstart_"
+
+
+class SettingError(RuntimeError):
+    """A slow-start setting has a value it cannot use (one line, names the setting)."""
+
+
+# -- parsers: each takes a str (from a flag or the environment) or a Python value
+
+
+def _number(value: Any, cast: Callable, what: str) -> Any:
+    if isinstance(value, bool):
+        raise ValueError(f"must be {what}, not a boolean")
+    try:
+        number = cast(value.strip() if isinstance(value, str) else value)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"must be {what}") from None
+    if number != number or number in (float("inf"), float("-inf")):
+        raise ValueError(f"must be {what}")
+    return number
+
+
+def _whole(value: Any) -> int:
+    if isinstance(value, float) and not value.is_integer():
+        raise ValueError("must be a whole number")
+    return _number(value, int, "a whole number")
+
+
+def positive_int(value: Any) -> int:
+    number = _whole(value)
+    if number < 1:
+        raise ValueError("must be a whole number >= 1")
+    return number
+
+
+def non_negative_int(value: Any) -> int:
+    number = _whole(value)
+    if number < 0:
+        raise ValueError("must be a whole number >= 0")
+    return number
+
+
+def non_negative_float(value: Any) -> float:
+    number = _number(value, float, "a number of seconds")
+    if number < 0:
+        raise ValueError("must be >= 0")
+    return number
+
+
+def positive_float(value: Any) -> float:
+    number = _number(value, float, "a number of seconds")
+    if number <= 0:
+        raise ValueError("must be > 0")
+    return number
+
+
+def choice(*options: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        text = str(value).strip().lower() if isinstance(value, str) else value
+        if text not in options:
+            raise ValueError(f"must be one of: {', '.join(options)}")
+        return text
+
+    return parse
+
+
+def auto_or(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``"auto"`` (or None) means: work it out from this machine."""
+
+    def parse_auto(value: Any) -> Any:
+        if value is None or (isinstance(value, str) and value.strip().lower() == "auto"):
+            return "auto"
+        try:
+            return parse(value)
+        except ValueError as exc:
+            raise ValueError(f"{exc} or 'auto'") from None
+
+    return parse_auto
+
+
+def optional_path(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, (str, os.PathLike)):
+        raise ValueError("must be a file path")
+    return os.fspath(value)
+
+
+def optional_target(value: Any) -> Any:
+    """``module:callable`` for a long worker, or a callable."""
+    if value is None or value == "" or callable(value):
+        return value or None
+    if not isinstance(value, str) or value.count(":") != 1 or not all(value.split(":")):
+        raise ValueError("must be 'package.module:function'")
+    return value
+
+
+@dataclass(frozen=True)
+class Spec:
+    parse: Callable[[Any], Any]
+    default: Any
+    help: str
+    meta: str = "VALUE"
+
+
+SPECS: dict[str, Spec] = {
+    "mode": Spec(choice("ready", "timer", "off"), "ready",
+                 "How workers are paced: 'ready' (by readiness), 'timer' (fixed delay), 'off' (stock).",
+                 "MODE"),
+    "initial": Spec(positive_int, 1, "Workers in the first step (the probe).", "INT"),
+    "max_batch": Spec(auto_or(positive_int), "auto",
+                      "Most workers booting at once; 'auto': usable CPUs (ready mode) or half (timer mode).",
+                      "INT"),
+    "cpus": Spec(auto_or(positive_int), "auto",
+                 "Usable CPU count; 'auto' detects it (affinity, cgroup quota, host).", "INT"),
+    "delay": Spec(non_negative_float, 2.0, "Seconds between batches in timer mode.", "SECONDS"),
+    "ready_timeout": Spec(positive_float, 30.0,
+                          "Seconds after which a worker that is not ready stops holding back the ramp.",
+                          "SECONDS"),
+    "boot_timeout": Spec(non_negative_float, 0.0,
+                         "Kill a worker that is not ready this many seconds after its fork (0: never).",
+                         "SECONDS"),
+    "max_boot_failures": Spec(non_negative_int, 10,
+                              "Stop the server after this many consecutive boot failures (0: never).", "INT"),
+    "min_free_mb": Spec(non_negative_float, 0.0,
+                        "Hold the ramp while available memory is below this many MiB (0: off).", "MIB"),
+    "growth": Spec(choice("double", "idle"), "double",
+                   "How the window grows: 'double' (+1 per ready worker) or 'idle' (also up to idle CPUs).",
+                   "GROWTH"),
+    "timeline": Spec(optional_path, None, "Write the startup timeline (JSON) to this path.", "PATH"),
+    "long_worker": Spec(optional_target, None,
+                        "Target of the long-worker pool, 'package.module:function'.", "TARGET"),
+    "long_workers": Spec(auto_or(non_negative_int), 0,
+                         "Size of the long-worker pool; 'auto': 2 x usable CPUs.", "INT"),
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    mode: str = "ready"
+    initial: int = 1
+    max_batch: Any = "auto"
+    cpus: Any = "auto"
+    delay: float = 2.0
+    ready_timeout: float = 30.0
+    boot_timeout: float = 0.0
+    max_boot_failures: int = 10
+    min_free_mb: float = 0.0
+    growth: str = "double"
+    timeline: str | None = None
+    long_worker: Any = None
+    long_workers: Any = 0
+
+
+assert [f.name for f in fields(Settings)] == list(SPECS), "Settings and SPECS must list the same names"
+
+
+def env_name(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+def parse_one(name: str, value: Any, source: str) -> Any:
+    """Parse one value or raise SettingError naming where it came from."""
+    spec = SPECS.get(name)
+    if spec is None:
+        known = ", ".join(SPECS)
+        raise SettingError(f"unknown slow-start setting {source} (known: {known})")
+    try:
+        return spec.parse(value)
+    except ValueError as exc:
+        raise SettingError(f"{source} {exc}, got {value!r}") from None
+
+
+def check_keywords(keywords: Mapping[str, Any]) -> dict[str, Any]:
+    """Parse ``install()`` keywords, refusing unknown ones."""
+    return {name: parse_one(name, value, f"install({name}=...)") for name, value in keywords.items()}
+
+
+def resolve(cfg: Any = None, namespace: Mapping[str, Any] | None = None,
+            keywords: Mapping[str, Any] | None = None,
+            environ: Mapping[str, str] | None = None) -> Settings:
+    """Merge every source into one ``Settings``, highest precedence first."""
+    environ = os.environ if environ is None else environ
+    namespace = namespace or {}
+    _refuse_unknown(namespace, environ)
+    values = {}
+    for name in SPECS:
+        values[name] = _first_given(name, cfg, namespace, keywords or {}, environ)
+    return Settings(**values)
+
+
+def _first_given(name: str, cfg: Any, namespace: Mapping, keywords: Mapping, environ: Mapping) -> Any:
+    key = SETTING_PREFIX + name
+    settings = getattr(cfg, "settings", {}) or {}
+    if key in settings and settings[key].get() is not None:
+        return parse_one(name, settings[key].get(), key)
+    if namespace.get(key) is not None:
+        return parse_one(name, namespace[key], key)
+    if environ.get(env_name(name), "") != "":
+        return parse_one(name, environ[env_name(name)], env_name(name))
+    if name in keywords:
+        return parse_one(name, keywords[name], f"install({name}=...)")
+    return SPECS[name].default
+
+
+def _refuse_unknown(namespace: Mapping, environ: Mapping) -> None:
+    """A typo in a setting name must not pass silently."""
+    for key in namespace:
+        if key.startswith(SETTING_PREFIX) and key[len(SETTING_PREFIX):] not in SPECS:
+            parse_one(key[len(SETTING_PREFIX):], None, key)
+    for key in environ:
+        if key.startswith(ENV_PREFIX) and key[len(ENV_PREFIX):].lower() not in SPECS:
+            parse_one(key[len(ENV_PREFIX):].lower(), None, key)
+
+
+# -- registration with gunicorn ---------------------------------------------------
+
+
+def _validator(name: str) -> Callable[[Any], Any]:
+    def validate(value: Any) -> Any:
+        return None if value is None else parse_one(name, value, SETTING_PREFIX + name)
+
+    return validate
+
+
+def _register(name: str, spec: Spec) -> None:
+    attrs = {
+        "name": SETTING_PREFIX + name,
+        "section": "Slow Start",
+        "cli": ["--slowstart-" + name.replace("_", "-")],
+        "meta": spec.meta,
+        "validator": _validator(name),
+        "default": None,
+        "desc": f"{spec.help}\n\nDefault: {spec.default!r}. Environment: ``{env_name(name)}``.",
+    }
+    type("SlowStart" + name.title().replace("_", ""), (Setting,), attrs)
+
+
+for _name, _spec in SPECS.items():
+    _register(_name, _spec)

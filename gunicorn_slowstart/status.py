@@ -1,0 +1,102 @@
+"""What the master tells the world about a ramp.
+
+One object receives the arbiter's events and fans them out to the three
+places a person or a supervisor looks: the startup timeline file (JSON, see
+``timeline.py``), statsd gauges and a boot-time histogram (when gunicorn's
+statsd logger is configured, under gunicorn's own prefix), and systemd's
+``STATUS=`` line (when the master runs under ``Type=notify``).  Keeping this
+here keeps the arbiter about pacing only.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from gunicorn import systemd
+
+from .timeline import Timeline
+
+WRITE_EVERY = 1.0  # at most one timeline write a second while workers boot; at once otherwise
+
+
+class StatusReporter:
+    def __init__(self, log: Any, t0: float, wall_t0: float) -> None:
+        self.log = log
+        self.meta: dict[str, Any] = {}
+        self.timeline = Timeline(t0, wall_t0, self.meta)
+        self.path: str | None = None
+        self.forked_at: dict[int, float] = {}
+        self.last: tuple = ()
+        self.written_at = t0
+        self.dirty = False
+        self.closed = False
+
+    def configure(self, path: str | None, meta: dict[str, Any]) -> None:
+        self.path = path
+        self.meta.update(meta)
+
+    # -- events from the arbiter ----------------------------------------------------
+
+    def ramp_started(self, now: float, target: int, reason: str) -> None:
+        self.dirty = True
+        self.timeline.ramp_started(now, target, reason)
+
+    def spawned(self, kind: str, pid: int, now: float) -> None:
+        self.forked_at[pid] = now
+        self.dirty = True
+        self.timeline.spawned(kind, pid, now)
+
+    def ready(self, pid: int, now: float) -> None:
+        self.timeline.ready(pid, now)
+        self.dirty = True
+        forked = self.forked_at.get(pid)
+        if forked is not None:
+            self._metric("histogram", "gunicorn.slowstart.boot_duration", round((now - forked) * 1000, 3))
+
+    def exited(self, pid: int, now: float, code: int | None, sig: int | None) -> None:
+        self.forked_at.pop(pid, None)
+        self.dirty = True
+        self.timeline.exited(pid, now, code, sig)
+
+    def step(self, now: float, window: int, cap: int, booting: int, ready: int) -> None:
+        self.timeline.step(now, window, cap, booting, ready)
+        if (booting, ready) != self.last[:2]:
+            self._metric("gauge", "gunicorn.slowstart.booting", booting)
+            self._metric("gauge", "gunicorn.slowstart.ready", ready)
+            if booting:
+                self._notify(f"ramp: {ready}/{self.meta.get('target', '?')} ready, {booting} booting")
+        self.last = (booting, ready, window)
+        if self.dirty and (not booting or now - self.written_at >= WRITE_EVERY):
+            self.write(now)
+
+    def ramp_done(self, now: float, ready: int, target: int) -> None:
+        self.timeline.ramp_done(now)
+        self._notify(f"{ready}/{target} workers ready")
+        self.write(now)
+
+    def close(self, now: float) -> None:
+        if not self.closed:
+            self.closed = True
+            self.write(now)
+
+    # -- outputs --------------------------------------------------------------------
+
+    def write(self, now: float) -> None:
+        self.written_at = now
+        self.dirty = False
+        if not self.path:
+            return
+        try:
+            self.timeline.write(self.path)
+        except (OSError, ValueError) as exc:
+            self.log.warning("slow start: cannot write timeline %s: %s", self.path, exc)
+
+    def _metric(self, kind: str, name: str, value: float) -> None:
+        send = getattr(self.log, kind, None)  # gunicorn's Statsd logger has gauge() and histogram()
+        if send is not None and callable(send) and hasattr(self.log, "prefix"):
+            send(name, value)
+
+    def _notify(self, text: str) -> None:
+        if os.environ.get("NOTIFY_SOCKET"):
+            systemd.sd_notify("STATUS=" + text, self.log)
