@@ -8,17 +8,8 @@ CPU, each takes longer to boot, exactly as a heavy application does.
 """
 
 import os
-import time
 
-
-def burn_cpu(seconds: float) -> None:
-    """Spin until this process has used ``seconds`` of CPU time."""
-    end = time.process_time() + seconds
-    x = 0
-    while time.process_time() < end:
-        for i in range(2000):
-            x += i * i
-
+from examples.cpu import burn_cpu
 
 BOOT_CPU = float(os.environ.get("EXAMPLE_BOOT_CPU", "0.5"))
 burn_cpu(BOOT_CPU)

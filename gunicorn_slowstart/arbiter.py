@@ -50,15 +50,17 @@ from gunicorn.arbiter import Arbiter
 from gunicorn.errors import HaltServer
 
 from . import settings as settings_mod
-from .cpus import usable_cpus
+from .cpus import IdleCpuSampler, usable_cpus
 from .memory import available_memory_mb
-from .policy import HTTP, BackoffConfig, PolicyConfig, SlowStartPolicy
+from .policy import HTTP, LONG, BackoffConfig, PolicyConfig, SlowStartPolicy
+from .pool import LongWorkerPool, PoolLink, check_target
 from .status import StatusReporter
 
 RAMP_TICK = 0.025  # seconds between readiness checks while workers boot
 NOTIFIED_SKEW = 86400.0  # a notified mtime (monotonic) is this far from wall time
 KILL_GRACE = 5.0  # boot time-out: SIGTERM, then SIGKILL this much later
 MEMORY_POLL = 1.0
+IDLE_SAMPLE = 0.25  # seconds between idle-CPU samples while a ramp is in progress
 
 
 @dataclass
@@ -99,10 +101,16 @@ class SlowStartArbiter(Arbiter):
         self._next_reason = "start"
         self._wake_at: float | None = None
         self._memory_checked_at = -MEMORY_POLL
+        self._idle: IdleCpuSampler | None = None
+        self._idle_sampled_at = -IDLE_SAMPLE
         self._last_failure = "no failure recorded"
         self._halting = False
         self._reloading = False
         self._control_pending = False
+        self.pool: LongWorkerPool | None = None
+        self.pool_size = 0
+        self._pool_link: PoolLink | None = None
+        self._pool_gave_up_logged = False
 
     # -- configuration ----------------------------------------------------------
 
@@ -113,14 +121,45 @@ class SlowStartArbiter(Arbiter):
         installation = current_installation()
         try:
             resolved = settings_mod.resolve(app.cfg, installation.namespace, installation.keywords)
+            pool = self._pool_from(resolved, installation.pool)
         except settings_mod.SettingError:
             if self.slowstart is None:
                 raise  # first start: gunicorn prints "Error: ..." and exits 1
             self.log.error("slow start: keeping previous settings: %s", sys.exc_info()[1])
-            resolved = self.slowstart
+            resolved, pool = self.slowstart, self.pool
         super().setup(app)
         installation.ensure_hooks(self.cfg)
         self._apply(resolved)
+        self._apply_pool(pool)
+
+    @staticmethod
+    def _pool_from(resolved: settings_mod.Settings, pool: LongWorkerPool | None) -> LongWorkerPool | None:
+        """The pool install() was given, else the one the settings describe; checked."""
+        if pool is None and resolved.long_workers not in (0, None):
+            if not resolved.long_worker:
+                raise settings_mod.SettingError("slowstart_long_workers needs slowstart_long_worker "
+                                                "('package.module:function')")
+            pool = LongWorkerPool(resolved.long_worker, resolved.long_workers)
+        if pool is None:
+            return None
+        try:
+            pool.size = settings_mod.parse_one("long_workers", pool.size, "LongWorkerPool(size=...)")
+            check_target(pool.target)
+        except ValueError as exc:
+            raise settings_mod.SettingError(f"long worker target {pool.target!r}: {exc}") from None
+        return pool
+
+    def _apply_pool(self, pool: LongWorkerPool | None) -> None:
+        self.pool = pool
+        self.pool_size = 0 if pool is None else 2 * self.cpus if pool.size == "auto" else pool.size
+        if self._pool_link is not None and pool is not None:
+            self._pool_link.reload(pool, self.pool_size)
+
+    def start_long_workers(self) -> None:
+        """Called from the first ``pre_fork``: fork the pool manager (once)."""
+        if self._pool_link is None and self.pool is not None and self.pool_size > 0:
+            self._pool_link = PoolLink(self.pool, self.pool_size, self.log)
+            self._pool_link.start(self)
 
     def _apply(self, resolved: settings_mod.Settings) -> None:
         now = time.monotonic()
@@ -140,6 +179,7 @@ class SlowStartArbiter(Arbiter):
             self.policy = SlowStartPolicy(config, now)
         else:
             self.policy.reconfigure(config)
+        self._idle = IdleCpuSampler(usable=self.cpus) if resolved.growth == "idle" else None
         if self.status is None:
             self.status = StatusReporter(self.log, now, time.time())
         self.status.configure(resolved.timeline, dict(
@@ -153,7 +193,7 @@ class SlowStartArbiter(Arbiter):
     # -- gunicorn's main loop, with a short wait while a ramp is in progress ------
 
     def _timeout(self, default: float) -> float:
-        if self._boots or self._killing:
+        if self._boots or self._killing or (self._pool_link and self._pool_link.booting):
             return RAMP_TICK
         if self._wake_at is not None:
             return max(RAMP_TICK, min(default, self._wake_at - time.monotonic()))
@@ -221,18 +261,27 @@ class SlowStartArbiter(Arbiter):
     def _spawn(self, now: float) -> None:
         wanted = self.num_workers - len(self._current())
         self._check_memory(now)
+        self._sample_idle(now)
         self._maybe_begin_ramp(now, wanted)
-        decision = self.policy.decide(now, wanted)
+        link = self._pool_link
+        decision = self.policy.decide(now, wanted, link.wanted() if link else 0)
         self._warn_stale(decision.stale, now)
         self._boot_timeout(decision.kill, now)
         if HTTP in decision.exhausted:
             failures = self.policy.backoff[HTTP].failures
             reason = f"{failures} consecutive boot failures; last: {self._last_failure}"
             raise HaltServer(reason, self.WORKER_BOOT_ERROR)
+        if LONG in decision.exhausted and link and not link.gave_up:
+            link.gave_up = True
+            self.log.error("slow start: long worker %r failed %d times in a row; no longer restarting "
+                           "it (the HTTP server keeps serving)", link.pool.name,
+                           self.policy.backoff[LONG].failures)
         for _ in range(decision.spawn):
             self.spawn_worker()
-        if decision.spawn:
-            self._log_step(decision.spawn)
+        if decision.spawn_long:
+            link.grant(decision.spawn_long, now, self.policy)
+        if decision.spawn or decision.spawn_long:
+            self._log_step(decision.spawn, decision.spawn_long)
         self._wake_at = decision.wake_at
 
     def _maybe_begin_ramp(self, now: float, wanted: int) -> None:
@@ -244,10 +293,16 @@ class SlowStartArbiter(Arbiter):
         self._ramp = _Ramp(reason, now, wanted)
         self.status.ramp_started(now, wanted, reason)
 
-    def _log_step(self, spawned: int) -> None:
+    def _log_step(self, spawned: int, spawned_long: int = 0) -> None:
         booting, ready = self._counts()
-        self.log.info("slow start: spawned %d, booting %d, ready %d of %d, window %d, cap %d",
-                      spawned, booting, ready, self.num_workers, self.policy.window, self.cap)
+        if spawned:
+            self.log.info("slow start: spawned %d, booting %d, ready %d of %d, window %d, cap %d",
+                          spawned, booting, ready, self.num_workers, self.policy.window, self.cap)
+        if spawned_long:
+            link = self._pool_link
+            ready = len(link.current - link.booting)
+            self.log.info("slow start: long workers: spawned %d, booting %d, ready %d of %d",
+                          spawned_long, len(link.booting), ready, link.size)
 
     def _counts(self) -> tuple[int, int]:
         current = self._current()
@@ -258,6 +313,9 @@ class SlowStartArbiter(Arbiter):
 
     def _observe(self, now: float) -> None:
         """Feed the policy what happened since the last look: exits, then readiness."""
+        if self._pool_link is not None:
+            self._pool_link.check_alive(self, now, self.policy, self.status)
+            self._pool_link.poll(now, self.policy, self.status)
         alive = set(self.WORKERS)
         for pid in sorted(self._tracked - alive):
             self._on_exit(pid, now)
@@ -345,7 +403,11 @@ class SlowStartArbiter(Arbiter):
 
     def _boot_timeout(self, pids: tuple, now: float) -> None:
         for pid in pids:
-            if pid in self.WORKERS:
+            if isinstance(pid, tuple):  # a long worker: (LONG, id)
+                self.log.warning("slow start: long worker #%s not ready after %.1f s: killing it "
+                                 "(boot_timeout)", pid[1], self.slowstart.boot_timeout)
+                self._pool_link.kill(pid[1])
+            elif pid in self.WORKERS:
                 self.log.warning("slow start: worker %s not ready %.1f s after fork: killing it "
                                  "(boot_timeout)", pid, now - self._boots[pid].forked_at)
                 self._killing[pid] = now + KILL_GRACE
@@ -361,6 +423,15 @@ class SlowStartArbiter(Arbiter):
             if boot is not None:
                 self.log.warning("slow start: worker %s not ready %.1f s after fork; "
                                  "no longer holding back the ramp (ready_timeout)", pid, now - boot.forked_at)
+
+    def _sample_idle(self, now: float) -> None:
+        """Growth by idle CPU: a cheap read of /proc/stat or the cgroup's usage, no thread."""
+        if self._idle is None or now - self._idle_sampled_at < IDLE_SAMPLE:
+            return
+        self._idle_sampled_at = now
+        idle = self._idle.sample(now)
+        if idle is not None:
+            self.policy.cpu_idle(idle, now)
 
     def _check_memory(self, now: float) -> None:
         """Hold the ramp while available memory is below ``min_free_mb``."""
@@ -434,7 +505,13 @@ class SlowStartArbiter(Arbiter):
         super().halt(reason=reason, exit_status=exit_status)
 
     def stop(self, graceful: bool = True) -> None:
+        """Stop the pool alongside the HTTP workers, within gunicorn's graceful timeout."""
         self._halting = True
+        link = self._pool_link
+        deadline = link.request_stop(graceful, self.cfg.graceful_timeout) if link else 0.0
         super().stop(graceful)
+        if link is not None:
+            link.wait_stopped(deadline)
+            link.poll(time.monotonic(), self.policy, self.status)
         self._observe(time.monotonic())
         self.status.close(time.monotonic())

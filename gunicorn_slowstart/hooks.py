@@ -46,8 +46,9 @@ class Installation:
                                    type(server).__name__)
 
         def pre_fork(server, worker):
-            if self.pool is not None:
-                self.pool.pre_fork(server, worker)
+            start = getattr(server, "start_long_workers", None)
+            if start is not None:
+                start()  # the first pre_fork starts the long-worker pool, if there is one
 
         return {"on_starting": on_starting, "pre_fork": pre_fork}
 

@@ -68,6 +68,7 @@ class BackoffConfig:
     cap: float = 30.0
     reset_after: float = 30.0
     max_failures: int = 10  # 0 = never give up
+    ready_resets: bool = True  # does a process becoming ready end a run of failures?
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,8 @@ class PolicyConfig:
     slow_factor: float = 3.0  # a boot this many times the median does not grow the window
     idle_slow_factor: float = 1.5  # idle growth stops once a boot takes this times the probe's
     http_backoff: BackoffConfig = BackoffConfig()
-    long_backoff: BackoffConfig = BackoffConfig(initial=1.0, cap=60.0, reset_after=60.0, max_failures=5)
+    long_backoff: BackoffConfig = BackoffConfig(initial=1.0, cap=60.0, reset_after=60.0, max_failures=5,
+                                                ready_resets=False)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -117,10 +119,13 @@ class Decision:
 class Backoff:
     """Consecutive boot failures of one kind, and when the next spawn may be.
 
-    ``failures`` counts failures since the last process of this kind became
-    ready (that is what the give-up limit counts); ``level`` sets the delay
-    and falls back to zero only once a process booted after the last failure
-    has stayed ready for ``reset_after`` seconds.
+    ``failures`` counts consecutive failures (what the give-up limit counts)
+    and ``level`` sets the delay.  For HTTP workers a worker becoming ready
+    ends the run and the back-off: a boot that works is the evidence that
+    boots work (the simulator showed that waiting 30 s of stability instead
+    turns 20 % random boot failures into 30 s stalls).  Long workers can crash
+    after they are ready, so for them only a process started after the last
+    failure and up for ``reset_after`` seconds ends it.
     """
 
     def __init__(self, config: BackoffConfig) -> None:
@@ -138,13 +143,18 @@ class Backoff:
         self.last_failure_at = now
 
     def ready(self) -> None:
-        self.failures = 0
+        """A process became ready: for HTTP workers, boots work again."""
+        if self.config.ready_resets:
+            self.failures = 0
+            self.level = 0
+            self.next_at = -NEVER
 
     def settle(self, ready_at: float, now: float) -> None:
         """Forget the back-off once a process booted after the last failure stays up."""
         if self.level and self.last_failure_at is not None:
-            if ready_at >= self.last_failure_at and now - ready_at >= self.config.reset_after:
+            if ready_at >= self.last_failure_at and now >= ready_at + self.config.reset_after:
                 self.level = 0
+                self.failures = 0
                 self.next_at = -NEVER
 
     def allows(self, now: float) -> bool:
@@ -181,7 +191,10 @@ class SlowStartPolicy:
         self.ready_at: dict[Hashable, tuple[str, float]] = {}
         self.backoff = {HTTP: Backoff(config.http_backoff), LONG: Backoff(config.long_backoff)}
         self.held = False
-        self.idle_cpus = 0.0
+        self.reacted_at = -NEVER
+        self.idle_target: int | None = None
+        self.sampled_at = -NEVER
+        self.spawned_at = -NEVER
         self.restart(now)
 
     # -- events ---------------------------------------------------------------
@@ -205,6 +218,7 @@ class SlowStartPolicy:
         if kind not in KINDS:
             raise ValueError(f"unknown kind {kind!r}")
         self.booting[key] = _Booting(kind, now)
+        self.spawned_at = now
 
     def ready(self, key: Hashable, now: float) -> None:
         proc = self.booting.pop(key, None)
@@ -217,18 +231,41 @@ class SlowStartPolicy:
             self.window = min(self.config.max_batch, self.window + 1)
         self._measure(duration)
 
-    def exited(self, key: Hashable, now: float, expected: bool = False) -> None:
-        """A process is gone.  Dying while booting, unasked, is a boot failure."""
-        self.ready_at.pop(key, None)
+    def exited(self, key: Hashable, now: float, expected: bool = False, failed: bool | None = None) -> None:
+        """A process is gone.  Dying while booting, unasked, is a boot failure.
+
+        A boot failure halves the window (congestion).  ``failed`` lets the
+        caller count a crash after readiness toward the back-off too (a long
+        worker that dies seconds after it started).
+        """
+        done = self.ready_at.pop(key, None)
         proc = self.booting.pop(key, None)
-        if proc is None:
+        boot_failure = proc is not None and (proc.killing or not expected)
+        if boot_failure and self._same_loss_event(proc):
             return
-        if proc.killing or not expected:
+        if boot_failure:
             self.window = max(1, self.window // 2)
-            self.backoff[proc.kind].failure(now)
+            self.reacted_at = now
+        kind = proc.kind if proc is not None else done[0] if done is not None else None
+        if kind is not None and (boot_failure if failed is None else failed):
+            self.backoff[kind].failure(now)
+
+    def _same_loss_event(self, proc: _Booting) -> bool:
+        """Like TCP, react once per round: a process forked before the last
+        reaction was already in flight when it happened (ready mode only; in
+        timer mode batches keep growing, so every failure must count)."""
+        return self.config.mode == "ready" and proc.forked_at < self.reacted_at
 
     def cpu_idle(self, idle_cpus: float, now: float) -> None:
-        self.idle_cpus = max(0.0, idle_cpus)
+        """A sample of the CPUs that stood idle since the previous sample.
+
+        What the window may grow to is fixed at sample time (processes booting
+        now plus the idle CPUs), and a sample whose interval saw a spawn is
+        ignored: that spawn already took some of the idle CPU.
+        """
+        clean = self.spawned_at < self.sampled_at
+        self.sampled_at = now
+        self.idle_target = self.in_flight + round(max(0.0, idle_cpus)) if clean else None
 
     def set_hold(self, held: bool) -> None:
         self.held = held
@@ -294,10 +331,10 @@ class SlowStartPolicy:
         """After the probe, let the window reach the CPUs that stood idle."""
         if self.config.growth != "idle" or self.config.mode != "ready":
             return
-        if self.ramp.probe_boot is None or self.ramp.slowed:
+        if self.ramp.probe_boot is None or self.ramp.slowed or self.idle_target is None:
             return
-        target = self.in_flight + int(self.idle_cpus)
-        self.window = max(self.window, min(self.config.max_batch, target))
+        self.window = max(self.window, min(self.config.max_batch, self.idle_target))
+        self.idle_target = None
 
     def _expire(self, now: float) -> tuple[tuple, tuple]:
         stale, kill = [], []
@@ -329,7 +366,8 @@ class SlowStartPolicy:
             if left > 0 and backoff.level and backoff.last_failure_at is not None:
                 times.append(self._settle_time(kind))
         if self.config.mode == "timer" and (wanted > 0 or wanted_long > 0):
-            times.append(max(now, self.next_batch_at))
+            gates = [self.backoff[k].next_at for k, left in ((HTTP, wanted), (LONG, wanted_long)) if left > 0]
+            times.append(max(self.next_batch_at, min(gates)))
         future = [t for t in times if t < NEVER]
         return min(future) if future else None
 

@@ -158,7 +158,7 @@ SPECS: dict[str, Spec] = {
                               "Stop the server after this many consecutive boot failures (0: never).", "INT"),
     "min_free_mb": Spec(non_negative_float, 0.0,
                         "Hold the ramp while available memory is below this many MiB (0: off).", "MIB"),
-    "growth": Spec(choice("double", "idle"), "double",
+    "growth": Spec(choice("idle", "double"), "idle",
                    "How the window grows: 'double' (+1 per ready worker) or 'idle' (also up to idle CPUs).",
                    "GROWTH"),
     "timeline": Spec(optional_path, None, "Write the startup timeline (JSON) to this path.", "PATH"),
@@ -180,7 +180,7 @@ class Settings:
     boot_timeout: float = 0.0
     max_boot_failures: int = 10
     min_free_mb: float = 0.0
-    growth: str = "double"
+    growth: str = "idle"
     timeline: str | None = None
     long_worker: Any = None
     long_workers: Any = 0

@@ -89,6 +89,7 @@ class Server:
         self.env.update(env or {})
         self.proc: subprocess.Popen | None = None
         self.known: set[int] = set()
+        self.orphans_expected = False  # a test that SIGKILLs the master orphans its HTTP workers
 
     # -- life cycle ---------------------------------------------------------------
 
@@ -108,10 +109,13 @@ class Server:
         except subprocess.TimeoutExpired:
             raise AssertionError(f"master {self.pid} still running after {timeout} s") from None
 
-    def stop(self) -> None:
-        """SIGTERM the master, then SIGKILL whatever this test started that is left."""
+    def stop(self) -> list[int]:
+        """SIGTERM the master, then SIGKILL whatever this test started that is left.
+
+        Returns the processes that were still running once the master was gone.
+        """
         if self.proc is None:
-            return
+            return []
         self.remember_children()
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -120,12 +124,15 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
-        for pid in self.leftovers():
+        left = self.leftovers()
+        for pid in left:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        wait_for(lambda: not self.leftovers(), 10, f"leftover processes {left} to die")
         self.log_file.close()
+        return left
 
     # -- what the master did --------------------------------------------------------
 

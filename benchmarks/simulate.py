@@ -1,0 +1,719 @@
+"""Discrete-event simulator of a gunicorn master starting N workers.
+
+The spawn decisions in the ``timer`` and ``ready`` modes are made by the real
+``SlowStartPolicy`` (imported unchanged from ``gunicorn_slowstart.policy``),
+fed the same events the arbiter gives it.  ``off`` replays gunicorn's own
+``spawn_workers()`` loop.  Run ``python -m benchmarks.simulate --help``.
+
+Model and assumptions
+---------------------
+* CPU: processor sharing.  ``capacity = min(cores, quota)`` CPUs.  Every
+  runnable process -- our booting workers, the master while it forks, and the
+  ``neighbours`` (L processes that always want a CPU) -- gets the same rate
+  ``min(1, capacity / runnable)``.  A cgroup quota is modelled as a smaller
+  pool shared by everybody, neighbours included.  There is no cost of
+  contention beyond the sharing itself (no cache or memory thrashing, no
+  context-switch overhead, no swapping), so in this model running everything
+  at once never loses throughput; pacing can only win on the time to the first
+  ready worker.  Ready workers are idle (they use no CPU).
+* A worker's boot is a CPU demand, in CPU seconds, drawn up front for the N
+  workers from ``dist``: ``fixed``; ``normal`` (sd 20 %, redrawn until > 0);
+  ``longtail`` (lognormal, sigma 0.6, mean ``boot_cpu``); ``straggler`` (all
+  ``boot_cpu``, one random worker ``5 x boot_cpu``).  Boot demands are handed
+  out in fork order; a respawn takes over the demand of the worker it replaces.
+* Failures: each fork dies with probability ``fail_prob`` at a uniformly drawn
+  point of its boot; the master learns it at once (SIGCHLD) and the worker must
+  be respawned.  Failed workers are not ready, ever.
+* The master spends ``fork_cost`` CPU seconds per fork, one fork at a time,
+  competing for the CPU like everybody else; the child starts booting when its
+  fork is done.  In the policy modes ``policy.spawned(key, t)`` is stamped at
+  the decision time (the arbiter is blocked while it forks, so no decision can
+  come in between).
+* Readiness is seen ``detect_lag`` seconds after the boot ends (the arbiter
+  polls every 25 ms: the default is the worst case).  ``first_ready`` and
+  ``all_ready`` are these *seen* times, in every mode, so the modes compare
+  on equal terms.
+* ``off``: at t=0 the master runs gunicorn's loop ``for _ in range(N - len(
+  WORKERS)): spawn_worker(); time.sleep(0.1 * random())``.  The sleep blocks
+  the master; deaths during the loop are reaped and respawned by another loop
+  once it returns.
+* ``timer`` / ``ready``: ``PolicyConfig(mode, max_batch=cap, delay=2.0,
+  growth=...)``, every other field at its default.  ``decide(now, N - alive)``
+  is called at t=0, after each ready or exit event delivered, at the
+  decision's ``wake_at`` and after each ``cpu_idle`` sample.  Samples come
+  every 0.25 s: ``idle = capacity - CPU used by everybody in the last 0.25 s``
+  (so neighbours count as busy).  A ``wake_at`` that is not in the future is
+  counted (``zero_wakes``) and re-polled one ``detect_lag`` later, as the
+  arbiter's poll would do, rather than looping at one instant.
+* Default caps: ``ready`` -> usable CPUs (``floor(min(cores, quota))``, at
+  least 1); ``timer`` -> ``max(1, usable // 2)``.
+* Bounds: ``lone_boot = boot_cpu / min(1, capacity / (1 + L))`` (the nominal
+  boot of one worker with the neighbours running); ``cpu_bound = sum of the N
+  boot demands / (N * min(1, capacity / (N + L)))`` (the most CPU we can get
+  is with all N runnable).  The goal of a cell: ``first_ready <= 1.2 *
+  lone_boot`` and ``all_ready <= max(off's all_ready, cpu_bound) + lone_boot``.
+* Deterministic for a seed: the boot demands, failures and gunicorn's jitter
+  come from three ``random.Random`` streams derived from it, so the modes of a
+  cell see the same demands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import json
+import math
+import random
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from gunicorn_slowstart.policy import HTTP, PolicyConfig, SlowStartPolicy
+
+MODES = ("off", "timer", "ready")
+DISTS = ("fixed", "normal", "longtail", "straggler")
+GROWTHS = ("double", "idle")
+TIMER_DELAY = 2.0
+SAMPLE_EVERY = 0.25
+OFF_JITTER = 0.1
+NORMAL_SD = 0.2
+LONGTAIL_SIGMA = 0.6
+STRAGGLER_FACTOR = 5.0
+MAX_TIME = 3600.0
+FIRST_SLACK = 1.2
+EPS = 1e-9
+INF = math.inf
+
+PolicyFactory = Callable[[PolicyConfig, float], SlowStartPolicy]
+
+
+# -- model helpers ------------------------------------------------------------
+
+
+def capacity_of(cores: int, quota: float | None) -> float:
+    return float(cores) if quota is None else min(float(cores), float(quota))
+
+
+def usable_cpus(cores: int, quota: float | None) -> int:
+    return max(1, math.floor(capacity_of(cores, quota)))
+
+
+def default_cap(mode: str, cores: int, quota: float | None) -> int:
+    usable = usable_cpus(cores, quota)
+    return max(1, usable // 2) if mode == "timer" else usable
+
+
+def lone_boot_bound(boot_cpu: float, cores: int, quota: float | None, neighbours: int) -> float:
+    return boot_cpu / min(1.0, capacity_of(cores, quota) / (1 + neighbours))
+
+
+def cpu_bound_of(boots: Sequence[float], cores: int, quota: float | None, neighbours: int) -> float:
+    n = len(boots)
+    if not n:
+        return 0.0
+    ours = n * min(1.0, capacity_of(cores, quota) / (n + neighbours))
+    return sum(boots) / ours
+
+
+def draw_boots(n: int, boot_cpu: float, dist: str, rng: random.Random) -> list[float]:
+    if dist == "fixed":
+        return [boot_cpu] * n
+    if dist == "normal":
+        out = []
+        for _ in range(n):
+            x = 0.0
+            while x <= 0.0:
+                x = rng.gauss(boot_cpu, NORMAL_SD * boot_cpu)
+            out.append(x)
+        return out
+    if dist == "longtail":
+        mu = math.log(boot_cpu) - LONGTAIL_SIGMA**2 / 2
+        return [rng.lognormvariate(mu, LONGTAIL_SIGMA) for _ in range(n)]
+    if dist == "straggler":
+        out = [boot_cpu] * n
+        if n:
+            out[rng.randrange(n)] = STRAGGLER_FACTOR * boot_cpu
+        return out
+    raise ValueError(f"dist must be one of {', '.join(DISTS)}, not {dist!r}")
+
+
+# -- results ------------------------------------------------------------------
+
+
+@dataclass
+class Proc:
+    """One forked worker.  Times are simulated seconds; ``None``: did not happen."""
+
+    key: int
+    boot_cpu: float  # CPU seconds its boot needs
+    fail_at: float | None  # CPU seconds into the boot at which it dies (None: it boots)
+    spawned_at: float  # the master decided to fork it (the policy's ``spawned`` stamp)
+    started_at: float | None = None  # fork done: the child runs
+    done_at: float | None = None  # boot ended (ready, or dead if ``failed``)
+    seen_at: float | None = None  # the master saw it ready
+
+    @property
+    def failed(self) -> bool:
+        return self.fail_at is not None
+
+
+@dataclass
+class Result:
+    mode: str
+    n: int
+    cores: int
+    quota: float | None
+    neighbours: int
+    growth: str
+    dist: str
+    seed: int
+    cap: int | None  # the policy's max_batch (None for off)
+    first_ready: float  # inf: never
+    all_ready: float  # inf: never (exhausted, or stuck)
+    peak_booting: int  # most children booting at once
+    lone_boot: float
+    cpu_bound: float
+    spawns: int
+    failures: int
+    stale: int  # workers the policy reported stale (ready_timeout)
+    zero_wakes: int  # decisions whose wake_at was not in the future
+    exhausted: bool
+    end: float
+    procs: list[Proc] = field(default_factory=list, repr=False)
+
+    @property
+    def intervals(self) -> list[tuple[float, float, bool]]:
+        """(child start, boot end, failed) per forked worker that started."""
+        return [
+            (p.started_at, p.done_at if p.done_at is not None else self.end, p.failed)
+            for p in self.procs
+            if p.started_at is not None
+        ]
+
+    def summary(self) -> dict[str, Any]:
+        """The figures, without the per-process records."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "procs"}
+
+
+def goal(result: Result, stock_all_ready: float) -> bool:
+    """The project's goal for one cell (see the module docstring)."""
+    return not goal_misses(result, stock_all_ready)
+
+
+def goal_misses(result: Result, stock_all_ready: float) -> list[str]:
+    """Which parts of the goal a run misses: ``"first"`` and/or ``"all"``."""
+    misses = []
+    if result.first_ready > FIRST_SLACK * result.lone_boot:
+        misses.append("first")
+    if result.all_ready > max(stock_all_ready, result.cpu_bound) + result.lone_boot:
+        misses.append("all")
+    return misses
+
+
+def miss_ratio(result: Result, stock_all_ready: float) -> float:
+    """How far from the goal: > 1 is a MISS, the worse of the two criteria."""
+    first = result.first_ready / (FIRST_SLACK * result.lone_boot)
+    total = result.all_ready / (max(stock_all_ready, result.cpu_bound) + result.lone_boot)
+    return max(first, total)
+
+
+# -- the simulator ------------------------------------------------------------
+
+
+class _Sim:
+    """One run: processor sharing by virtual time (every runnable process gets the same rate,
+    so each completes when the shared virtual clock reaches its demand), plus a heap of
+    timed events.  Time jumps from event to event; nothing is stepped."""
+
+    def __init__(
+        self,
+        mode: str,
+        n: int,
+        cores: int,
+        quota: float | None,
+        neighbours: int,
+        boots: list[float],
+        seed: int,
+        growth: str,
+        detect_lag: float,
+        fork_cost: float,
+        fail_prob: float,
+        cap: int | None,
+        policy_factory: PolicyFactory | None,
+        decide_on_sample: bool,
+    ) -> None:
+        self.mode = mode
+        self.n = n
+        self.capacity = capacity_of(cores, quota)
+        self.neighbours = neighbours
+        self.detect_lag = detect_lag
+        self.fork_cost = fork_cost
+        self.fail_prob = fail_prob
+        self.decide_on_sample = decide_on_sample
+        self.fail_rng = random.Random(f"{seed}:fail")
+        self.jitter_rng = random.Random(f"{seed}:jitter")
+        self.demands: deque[float] = deque(boots)
+
+        self.now = 0.0
+        self.vtime = 0.0  # CPU seconds each runnable process has received so far
+        self.busy = 0.0  # CPU seconds used by everybody so far
+        self.seq = 0
+        # (vtime at which it completes, seq, what, proc): the runnable processes
+        self.cpu: list[tuple[float, int, str, Proc]] = []
+        # (time, seq, what, proc): readiness seen, the master's sleep ends
+        self.timed: list[tuple[float, int, str, Proc | None]] = []
+        self.forks: deque[Proc] = deque()
+        self.master_on_cpu = False
+
+        self.procs: list[Proc] = []
+        self.alive = 0  # forked (or about to be) and not dead
+        self.booting = 0
+        self.peak = 0
+        self.ready = 0
+        self.failures = 0
+        self.first_ready = INF
+        self.all_ready = INF
+        self.stale = 0
+        self.zero_wakes = 0
+        self.exhausted = False
+        self.finished = False
+
+        # off mode: gunicorn's spawn_workers() loop
+        self.loop_left = 0
+        self.in_loop = False
+
+        self.policy: SlowStartPolicy | None = None
+        self.next_wake = INF
+        self.next_sample = INF
+        self.sample_no = 0
+        self.busy_at_sample = 0.0
+        if mode != "off":
+            assert cap is not None
+            config = PolicyConfig(mode=mode, max_batch=cap, delay=TIMER_DELAY, growth=growth)
+            self.policy = (policy_factory or SlowStartPolicy)(config, 0.0)
+            self.next_sample = SAMPLE_EVERY
+
+    # -- CPU ----------------------------------------------------------------
+
+    def _rate(self) -> float:
+        runnable = len(self.cpu) + self.neighbours
+        return min(1.0, self.capacity / runnable) if runnable else 0.0
+
+    def _push_cpu(self, need: float, what: str, proc: Proc) -> None:
+        self.seq += 1
+        heapq.heappush(self.cpu, (self.vtime + need, self.seq, what, proc))
+
+    def _push_timed(self, at: float, what: str, proc: Proc | None) -> None:
+        self.seq += 1
+        heapq.heappush(self.timed, (at, self.seq, what, proc))
+
+    def _advance(self, t: float) -> None:
+        dt = t - self.now
+        if dt > 0:
+            runnable = len(self.cpu) + self.neighbours
+            self.vtime += self._rate() * dt
+            self.busy += min(self.capacity, runnable) * dt
+            self.now = t
+
+    def _next_cpu_time(self) -> float:
+        if not self.cpu:
+            return INF
+        rate = self._rate()
+        return self.now + max(0.0, self.cpu[0][0] - self.vtime) / rate
+
+    # -- the master ---------------------------------------------------------
+
+    def _new_proc(self) -> Proc:
+        demand = self.demands.popleft()
+        fail_at = None
+        if self.fail_rng.random() < self.fail_prob:
+            fail_at = self.fail_rng.random() * demand
+        proc = Proc(len(self.procs), demand, fail_at, self.now)
+        self.procs.append(proc)
+        self.alive += 1
+        return proc
+
+    def _fork(self, proc: Proc) -> None:
+        self.forks.append(proc)
+        if not self.master_on_cpu:
+            self._start_fork()
+
+    def _start_fork(self) -> None:
+        self.master_on_cpu = True
+        self._push_cpu(self.fork_cost, "fork", self.forks[0])
+
+    def _forked(self, proc: Proc) -> None:
+        self.forks.popleft()
+        self.master_on_cpu = False
+        proc.started_at = self.now
+        self.booting += 1
+        self.peak = max(self.peak, self.booting)
+        self._push_cpu(proc.fail_at if proc.failed else proc.boot_cpu, "boot", proc)
+        if self.mode == "off":
+            self._push_timed(self.now + OFF_JITTER * self.jitter_rng.random(), "sleep", None)
+        elif self.forks:
+            self._start_fork()
+
+    def _spawn_workers(self) -> None:
+        """gunicorn's spawn_workers(): N - len(WORKERS) forks, a sleep after each."""
+        left = self.n - self.alive
+        if left > 0 and not self.in_loop:
+            self.in_loop = True
+            self.loop_left = left
+            self._fork(self._new_proc())
+
+    def _slept(self) -> None:
+        self.loop_left -= 1
+        if self.loop_left > 0:
+            self._fork(self._new_proc())
+        else:
+            self.in_loop = False
+            self._spawn_workers()  # the next manage_workers() replaces the dead
+
+    def _decide(self) -> None:
+        policy = self.policy
+        if policy is None or self.exhausted:
+            return
+        decision = policy.decide(self.now, self.n - self.alive)
+        self.stale += len(decision.stale)
+        if HTTP in decision.exhausted:
+            self.exhausted = True  # the arbiter halts the server
+            self.finished = True
+            return
+        for _ in range(decision.spawn):
+            proc = self._new_proc()
+            policy.spawned(proc.key, self.now)
+            self._fork(proc)
+        wake = INF if decision.wake_at is None else decision.wake_at
+        if wake <= self.now + EPS:
+            self.zero_wakes += 1
+            wake = self.now + max(self.detect_lag, 1e-3)
+        self.next_wake = wake
+
+    # -- events -------------------------------------------------------------
+
+    def _boot_ended(self, proc: Proc) -> None:
+        self.booting -= 1
+        proc.done_at = self.now
+        if proc.failed:
+            self.alive -= 1
+            self.failures += 1
+            self.demands.appendleft(proc.boot_cpu)  # the respawn boots the same app
+            if self.policy is None:
+                self._spawn_workers()
+            else:
+                self.policy.exited(proc.key, self.now)
+                self._decide()
+        else:
+            self._push_timed(self.now + self.detect_lag, "seen", proc)
+
+    def _seen(self, proc: Proc) -> None:
+        proc.seen_at = self.now
+        self.ready += 1
+        self.first_ready = min(self.first_ready, self.now)
+        if self.ready >= self.n:
+            self.all_ready = self.now
+            self.finished = True
+            return
+        if self.policy is not None:
+            self.policy.ready(proc.key, self.now)
+            self._decide()
+
+    def _sample(self) -> None:
+        assert self.policy is not None
+        idle = self.capacity - (self.busy - self.busy_at_sample) / SAMPLE_EVERY
+        self.busy_at_sample = self.busy
+        self.sample_no += 1
+        self.next_sample = (self.sample_no + 1) * SAMPLE_EVERY
+        self.policy.cpu_idle(idle, self.now)
+        if self.decide_on_sample:
+            self._decide()
+
+    def run(self) -> None:
+        if self.policy is None:
+            self._spawn_workers()
+        else:
+            self._decide()
+        while not self.finished:
+            timed = self.timed[0][0] if self.timed else INF
+            t = min(self._next_cpu_time(), timed, self.next_sample, self.next_wake)
+            if t == INF or t > MAX_TIME:
+                break  # stuck (nothing left to happen) or far too slow
+            self._advance(t)
+            while self.cpu and self.cpu[0][0] <= self.vtime + EPS and not self.finished:
+                _, _, what, proc = heapq.heappop(self.cpu)
+                if what == "fork":
+                    self._forked(proc)
+                else:
+                    self._boot_ended(proc)
+            while self.timed and self.timed[0][0] <= self.now + EPS and not self.finished:
+                _, _, what, maybe = heapq.heappop(self.timed)
+                if what == "sleep":
+                    self._slept()
+                else:
+                    assert maybe is not None
+                    self._seen(maybe)
+            if self.next_sample <= self.now + EPS and not self.finished:
+                self._sample()
+            if self.next_wake <= self.now + EPS and not self.finished:
+                self.next_wake = INF
+                self._decide()
+
+
+def simulate(
+    mode: str,
+    n: int,
+    cores: int,
+    quota: float | None = None,
+    neighbours: int = 0,
+    boot_cpu: float = 1.0,
+    dist: str = "fixed",
+    seed: int = 0,
+    growth: str = "double",
+    detect_lag: float = 0.025,
+    fork_cost: float = 0.002,
+    fail_prob: float = 0.0,
+    cap: int | None = None,
+    *,
+    policy_factory: PolicyFactory | None = None,
+    decide_on_sample: bool = True,
+) -> Result:
+    """Simulate one start of ``n`` workers; see the module docstring for the model.
+
+    ``policy_factory(config, now)`` may replace ``SlowStartPolicy`` (to try a
+    variant of the policy); ``decide_on_sample=False`` calls ``decide`` only on
+    ready/exit events and at ``wake_at``.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+    if growth not in GROWTHS:
+        raise ValueError(f"growth must be one of {', '.join(GROWTHS)}, not {growth!r}")
+    if n < 1 or cores < 1 or neighbours < 0 or boot_cpu <= 0:
+        raise ValueError("n and cores must be >= 1, neighbours >= 0, boot_cpu > 0")
+    if quota is not None and quota <= 0:
+        raise ValueError("quota must be > 0")
+    if not 0.0 <= fail_prob < 1.0:
+        raise ValueError("fail_prob must be in [0, 1)")
+    if mode != "off" and cap is None:
+        cap = default_cap(mode, cores, quota)
+    if mode == "off":
+        cap = None
+    boots = draw_boots(n, boot_cpu, dist, random.Random(seed))
+    sim = _Sim(
+        mode,
+        n,
+        cores,
+        quota,
+        neighbours,
+        boots,
+        seed,
+        growth,
+        detect_lag,
+        fork_cost,
+        fail_prob,
+        cap,
+        policy_factory,
+        decide_on_sample,
+    )
+    sim.run()
+    return Result(
+        mode=mode,
+        n=n,
+        cores=cores,
+        quota=quota,
+        neighbours=neighbours,
+        growth=growth,
+        dist=dist,
+        seed=seed,
+        cap=cap,
+        first_ready=sim.first_ready,
+        all_ready=sim.all_ready,
+        peak_booting=sim.peak,
+        lone_boot=lone_boot_bound(boot_cpu, cores, quota, neighbours),
+        cpu_bound=cpu_bound_of(boots, cores, quota, neighbours),
+        spawns=len(sim.procs),
+        failures=sim.failures,
+        stale=sim.stale,
+        zero_wakes=sim.zero_wakes,
+        exhausted=sim.exhausted,
+        end=sim.now,
+        procs=sim.procs,
+    )
+
+
+# -- the grid -----------------------------------------------------------------
+
+GRID_CORES = (2, 8, 16, 64, 128)
+MAX_GRID_N = 512
+
+
+def grid_quotas(cores: int) -> list[float | None]:
+    if cores == 2:
+        return [None, 0.5, 1.0]
+    return [None, max(0.5, cores / 4)]
+
+
+def grid_ns(cores: int) -> list[int]:
+    ns = [max(1, cores // 2), cores, 2 * cores + 1, 4 * cores]
+    return sorted({min(MAX_GRID_N, x) for x in ns})
+
+
+def grid_cells(cores_list: Sequence[int] = GRID_CORES) -> list[tuple[int, float | None, int, int]]:
+    return [
+        (cores, quota, n, neighbours)
+        for cores in cores_list
+        for quota in grid_quotas(cores)
+        for n in grid_ns(cores)
+        for neighbours in (0, cores)
+    ]
+
+
+def run_grid(
+    cores_list: Sequence[int] = GRID_CORES,
+    growth: str = "double",
+    boot_cpu: float = 1.0,
+    dist: str = "fixed",
+    seed: int = 0,
+    fail_prob: float = 0.0,
+    detect_lag: float = 0.025,
+    fork_cost: float = 0.002,
+    policy_factory: PolicyFactory | None = None,
+) -> list[dict[str, Any]]:
+    """One row per cell and mode, each with its goal verdict (``ok`` / ``MISS``)."""
+    rows = []
+    for cores, quota, n, neighbours in grid_cells(cores_list):
+        results = {
+            mode: simulate(
+                mode,
+                n,
+                cores,
+                quota,
+                neighbours,
+                boot_cpu,
+                dist,
+                seed,
+                growth,
+                detect_lag,
+                fork_cost,
+                fail_prob,
+                policy_factory=policy_factory,
+            )
+            for mode in MODES
+        }
+        stock = results["off"].all_ready
+        for mode in MODES:
+            r = results[mode]
+            row = r.summary()
+            misses = goal_misses(r, stock)
+            row["goal"] = "MISS" if misses else "ok"
+            row["missed"] = "+".join(misses)
+            row["miss_ratio"] = miss_ratio(r, stock)
+            row["stock_all_ready"] = stock
+            rows.append(row)
+    return rows
+
+
+def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
+    """Strict JSON: ``inf`` (never happened) becomes ``null``."""
+    return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()}
+
+
+def _fmt(x: float | None, width: int = 7) -> str:
+    if x is None:
+        return "-".rjust(width)
+    if x == INF:
+        return "inf".rjust(width)
+    return f"{x:{width}.2f}"
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    head = (
+        f"{'cores':>5} {'quota':>5} {'N':>4} {'L':>4} {'mode':>5} {'first':>7} {'all':>7} {'peak':>4} "
+        f"{'lone':>7} {'cpu':>7} {'goal':>4}"
+    )
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        quota = "-" if r["quota"] is None else f"{r['quota']:g}"
+        lines.append(
+            f"{r['cores']:>5} {quota:>5} {r['n']:>4} {r['neighbours']:>4} {r['mode']:>5} "
+            f"{_fmt(r['first_ready'])} {_fmt(r['all_ready'])} {r['peak_booting']:>4} "
+            f"{_fmt(r['lone_boot'])} {_fmt(r['cpu_bound'])} {r['goal']:>4}"
+        )
+    return "\n".join(lines)
+
+
+def format_summary(rows: list[dict[str, Any]], growth: str, worst: int = 5) -> str:
+    lines = [f"growth={growth}:"]
+    for mode in MODES:
+        mine = [r for r in rows if r["mode"] == mode]
+        misses = sum(r["goal"] == "MISS" for r in mine)
+        lines.append(f"  {mode:>5}: {misses:3d} / {len(mine)} MISS")
+    for mode in ("timer", "ready"):
+        bad = sorted((r for r in rows if r["mode"] == mode), key=lambda r: -r["miss_ratio"])[:worst]
+        for r in bad:
+            if r["goal"] != "MISS":
+                break
+            quota = "-" if r["quota"] is None else f"{r['quota']:g}"
+            lines.append(
+                f"  worst {mode}: cores={r['cores']} quota={quota} N={r['n']} L={r['neighbours']} "
+                f"first={r['first_ready']:.2f} (lone {r['lone_boot']:.2f}) all={r['all_ready']:.2f} "
+                f"(stock {r['stock_all_ready']:.2f}, cpu {r['cpu_bound']:.2f}) x{r['miss_ratio']:.2f} "
+                f"missed {r['missed']}"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.simulate",
+        description="Simulate gunicorn starting N workers (off / timer / ready) over a grid of machines.",
+    )
+    parser.add_argument("--boot-cpu", type=float, default=1.0, help="CPU seconds per boot (default 1.0)")
+    parser.add_argument("--dist", choices=DISTS, default="fixed")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--growth", choices=(*GROWTHS, "both"), default="double")
+    parser.add_argument(
+        "--cores",
+        type=lambda s: [int(x) for x in s.split(",")],
+        default=list(GRID_CORES),
+        help="comma-separated core counts (default 2,8,16,64,128)",
+    )
+    parser.add_argument("--fail-prob", type=float, default=0.0)
+    parser.add_argument("--detect-lag", type=float, default=0.025)
+    parser.add_argument("--fork-cost", type=float, default=0.002)
+    parser.add_argument("--json", metavar="PATH", help="write every row (and its goal) as JSON here")
+    args = parser.parse_args(argv)
+
+    growths = GROWTHS if args.growth == "both" else (args.growth,)
+    started = time.perf_counter()
+    all_rows: list[dict[str, Any]] = []
+    summaries = []
+    for growth in growths:
+        rows = run_grid(
+            args.cores,
+            growth,
+            args.boot_cpu,
+            args.dist,
+            args.seed,
+            args.fail_prob,
+            args.detect_lag,
+            args.fork_cost,
+        )
+        print(f"# growth={growth} boot_cpu={args.boot_cpu} dist={args.dist} seed={args.seed}")
+        print(format_table(rows))
+        print()
+        summaries.append(format_summary(rows, growth))
+        all_rows.extend(rows)
+    print("\n".join(summaries))
+    print(f"({len(all_rows)} runs in {time.perf_counter() - started:.1f} s)")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump([_jsonable(r) for r in all_rows], f, indent=1, allow_nan=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,6 @@
+"""A long-worker target whose module fails at import in every worker."""
+raise RuntimeError("job queue unreachable")
+
+
+def run():
+    pass
