@@ -8,7 +8,7 @@ import threading
 import time
 
 import pytest
-from support import GUNICORN_MAJOR, get, peak_booting, ready_at, try_get, wait_for
+from support import get, peak_booting, ready_at, try_get, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -196,7 +196,6 @@ def test_invalid_setting_refused_before_any_fork(server, env, needle):
     assert "Booting worker" not in log and "Traceback" not in log
 
 
-@pytest.mark.skipif(GUNICORN_MAJOR < 24, reason="gunicorn 23 has no --slowstart flags")
 def test_invalid_flag_refused_by_console_script(server):
     srv = server(workers=2, config="", command=("-m", "gunicorn_slowstart.cli"),
                  args=("--slowstart-initial", "-1"))
