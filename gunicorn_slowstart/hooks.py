@@ -73,8 +73,14 @@ def current_installation() -> Installation:
 
 
 def chain(ours: Callable, theirs: Callable | None) -> Callable:
-    """A hook calling ours, then theirs; same arity, so gunicorn accepts it."""
-    if theirs is None or getattr(theirs, _MARK, False):
+    """A hook calling ours, then theirs; same arity, so gunicorn accepts it.
+
+    Chaining onto one of our own hooks (``install()`` called twice on one
+    namespace) keeps the user's hook that one had chained.
+    """
+    if getattr(theirs, _MARK, False):
+        theirs = getattr(theirs, "_slowstart_theirs", None)
+    if theirs is None:
         hook = ours
     elif ours.__code__.co_argcount == 1:
         def hook(server):
@@ -85,6 +91,7 @@ def chain(ours: Callable, theirs: Callable | None) -> Callable:
             ours(server, worker)
             theirs(server, worker)
     setattr(hook, _MARK, True)
+    hook._slowstart_theirs = theirs
     return hook
 
 

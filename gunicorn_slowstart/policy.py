@@ -241,20 +241,22 @@ class SlowStartPolicy:
         done = self.ready_at.pop(key, None)
         proc = self.booting.pop(key, None)
         boot_failure = proc is not None and (proc.killing or not expected)
-        if boot_failure and self._same_loss_event(proc):
-            return
-        if boot_failure:
+        kind = proc.kind if proc is not None else done[0] if done is not None else None
+        if boot_failure and not self._same_loss_event(proc, self.reacted_at):
             self.window = max(1, self.window // 2)
             self.reacted_at = now
-        kind = proc.kind if proc is not None else done[0] if done is not None else None
-        if kind is not None and (boot_failure if failed is None else failed):
-            self.backoff[kind].failure(now)
+        if kind is None or not (boot_failure if failed is None else failed):
+            return
+        if boot_failure and self._same_loss_event(proc, self.backoff[kind].last_failure_at):
+            return
+        self.backoff[kind].failure(now)
 
-    def _same_loss_event(self, proc: _Booting) -> bool:
+    def _same_loss_event(self, proc: _Booting, reacted_at: float | None) -> bool:
         """Like TCP, react once per round: a process forked before the last
         reaction was already in flight when it happened (ready mode only; in
-        timer mode batches keep growing, so every failure must count)."""
-        return self.config.mode == "ready" and proc.forked_at < self.reacted_at
+        timer mode batches keep growing, so every failure must count).  The
+        window reacts once for both kinds; each kind's back-off once for its own."""
+        return self.config.mode == "ready" and reacted_at is not None and proc.forked_at < reacted_at
 
     def cpu_idle(self, idle_cpus: float, now: float) -> None:
         """A sample of the CPUs that stood idle since the previous sample.

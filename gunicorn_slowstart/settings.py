@@ -55,9 +55,10 @@ def _number(value: Any, cast: Callable, what: str) -> Any:
 
 
 def _whole(value: Any) -> int:
-    if isinstance(value, float) and not value.is_integer():
-        raise ValueError("must be a whole number")
-    return _number(value, int, "a whole number")
+    number = _number(value, int, "a whole number")
+    if not isinstance(value, str) and number != value:
+        raise ValueError("must be a whole number")  # 1.5, Decimal("1.5"): int() would truncate
+    return number
 
 
 def positive_int(value: Any) -> int:
@@ -242,9 +243,10 @@ def _refuse_unknown(namespace: Mapping, environ: Mapping) -> None:
     for key in namespace:
         if key.startswith(SETTING_PREFIX) and key[len(SETTING_PREFIX):] not in SPECS:
             parse_one(key[len(SETTING_PREFIX):], None, key)
+    known = {env_name(name) for name in SPECS}
     for key in environ:
-        if key.startswith(ENV_PREFIX) and key[len(ENV_PREFIX):].lower() not in SPECS:
-            parse_one(key[len(ENV_PREFIX):].lower(), None, key)
+        if key.startswith(ENV_PREFIX) and key not in known:
+            raise SettingError(f"unknown slow-start setting {key} (known: {', '.join(sorted(known))})")
 
 
 # -- registration with gunicorn ---------------------------------------------------
