@@ -183,7 +183,8 @@ class SlowStartArbiter(Arbiter):
         if self.status is None:
             self.status = StatusReporter(self.log, now, time.time())
         self.status.configure(resolved.timeline, dict(
-            mode=resolved.mode, cap=self.cap, cpus=self.cpus, target=self.cfg.workers,
+            mode=resolved.mode, cap=None if resolved.mode == "off" else self.cap, cpus=self.cpus,
+            target=self.cfg.workers,
             worker_class=self.cfg.worker_class_str))
 
     @property
@@ -240,7 +241,8 @@ class SlowStartArbiter(Arbiter):
         self._observe(now)
         if self.mode == "off" and not self._retiring:
             self._maybe_begin_ramp(now, self.num_workers - len(self._current()))
-            super().manage_workers()
+            super().manage_workers()  # stock spawning and scale-down
+            self._spawn(now)  # nothing left for HTTP: this starts the long workers, all at once
             self._report(time.monotonic())
             return
         self._scale_down()
@@ -454,7 +456,10 @@ class SlowStartArbiter(Arbiter):
 
     def _report(self, now: float) -> None:
         booting, ready = self._counts()
-        self.status.step(now, self.policy.window, self.cap, booting, ready)
+        if self.mode == "off":  # everything may boot at once
+            self.status.step(now, self.num_workers, self.num_workers, booting, ready)
+        else:
+            self.status.step(now, self.policy.window, self.cap, booting, ready)
         ramp = self._ramp
         if ramp is None or booting or ready < self.num_workers:
             return
@@ -485,6 +490,8 @@ class SlowStartArbiter(Arbiter):
     def reload(self) -> None:
         """SIGHUP: gunicorn reloads the config; the new workers come as a rolling ramp."""
         if self.mode == "off":
+            self._ramp, self._next_reason = None, "reload"
+            self._maybe_begin_ramp(time.monotonic(), self.num_workers)
             return super().reload()
         workers, self.WORKERS = self.WORKERS, {}
         self._reloading = True

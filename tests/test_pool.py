@@ -140,3 +140,11 @@ def test_unimportable_target_refused_before_any_fork(server, target, needle):
     assert srv.wait_exit(20) != 0
     assert needle in srv.log()
     assert "Booting worker" not in srv.log() and "Traceback" not in srv.log()
+
+
+def test_off_mode_starts_the_long_workers_at_once(server):
+    srv = server(workers=2, boot_cpu=0.1, env={**POOL, "GUNICORN_SLOWSTART_LONG_WORKERS": "3",
+                                               "GUNICORN_SLOWSTART_MODE": "off"})
+    wait_for(lambda: len([p for p in alive_long(srv) if p["ready"]]) == 3, 60, "3 ready long workers")
+    forks = [p["fork"] for p in long_workers(srv)]
+    assert max(forks) - min(forks) < 0.5
