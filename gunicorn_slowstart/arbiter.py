@@ -58,7 +58,9 @@ from .status import StatusReporter
 
 RAMP_TICK = 0.025  # seconds between readiness checks while workers boot
 NOTIFIED_SKEW = 86400.0  # a notified mtime (monotonic) is this far from wall time
-KILL_GRACE = 5.0  # boot time-out: SIGTERM, then SIGKILL this much later
+KILL_GRACE = 5.0  # a booting worker we stop: SIGTERM, then SIGKILL this much later
+RESEND = 1.0  # re-send SIGTERM this often: one sent in the instant after fork can be lost
+SHUTDOWN_REAP = 1.0  # after gunicorn's stop(), wait this long to record SIGKILLed workers
 MEMORY_POLL = 1.0
 IDLE_SAMPLE = 0.25  # seconds between idle-CPU samples while a ramp is in progress
 
@@ -68,6 +70,13 @@ class _Boot:
     forked_at: float
     baseline: float  # heartbeat mtime right after the fork
     wall: float
+
+
+@dataclass
+class _Termination:
+    expected: bool  # we stopped it (scale-down, rolling reload); False: boot time-out, a failure
+    kill_at: float
+    resend_at: float
 
 
 @dataclass
@@ -94,8 +103,7 @@ class SlowStartArbiter(Arbiter):
         self._boots: dict[int, _Boot] = {}
         self._tracked: set[int] = set()
         self._retiring: set[int] = set()
-        self._stopping: set[int] = set()
-        self._killing: dict[int, float] = {}
+        self._terminating: dict[int, _Termination] = {}
         self._statuses: dict[int, tuple[int | None, int | None]] = {}
         self._ramp: _Ramp | None = None
         self._next_reason = "start"
@@ -137,8 +145,9 @@ class SlowStartArbiter(Arbiter):
         """The pool install() was given, else the one the settings describe; checked."""
         if pool is None and resolved.long_workers not in (0, None):
             if not resolved.long_worker:
-                raise settings_mod.SettingError("slowstart_long_workers needs slowstart_long_worker "
-                                                "('package.module:function')")
+                raise settings_mod.SettingError(
+                    "slowstart_long_workers (GUNICORN_SLOWSTART_LONG_WORKERS) needs a target: set "
+                    "slowstart_long_worker (GUNICORN_SLOWSTART_LONG_WORKER) to 'package.module:function'")
             pool = LongWorkerPool(resolved.long_worker, resolved.long_workers)
         if pool is None:
             return None
@@ -194,11 +203,18 @@ class SlowStartArbiter(Arbiter):
     # -- gunicorn's main loop, with a short wait while a ramp is in progress ------
 
     def _timeout(self, default: float) -> float:
-        if self._boots or self._killing or (self._pool_link and self._pool_link.booting):
+        if self._active_boots() or (self._pool_link and self._pool_link.booting):
             return RAMP_TICK
+        times = [min(t.kill_at, t.resend_at) for t in self._terminating.values()]
         if self._wake_at is not None:
-            return max(RAMP_TICK, min(default, self._wake_at - time.monotonic()))
-        return default
+            times.append(self._wake_at)
+        if not times:
+            return default
+        return max(RAMP_TICK, min(default, min(times) - time.monotonic()))
+
+    def _active_boots(self) -> list[int]:
+        """Booting HTTP workers that still hold back the ramp (not past ready_timeout)."""
+        return [pid for pid in list(self._boots) if not self.policy.is_stale(pid)]
 
     def wait_for_signals(self, timeout: float = 1.0):  # gunicorn >= 24
         return super().wait_for_signals(timeout=self._timeout(timeout))
@@ -239,6 +255,7 @@ class SlowStartArbiter(Arbiter):
             return
         now = time.monotonic()
         self._observe(now)
+        self._enforce_terminations(now)
         if self.mode == "off" and not self._retiring:
             self._maybe_begin_ramp(now, self.num_workers - len(self._current()))
             super().manage_workers()  # stock spawning and scale-down
@@ -257,8 +274,8 @@ class SlowStartArbiter(Arbiter):
 
     def _current(self) -> list[int]:
         """Workers that count toward ``num_workers``: not old, not being stopped."""
-        return [pid for pid in list(self.WORKERS)
-                if pid not in self._retiring and pid not in self._stopping]
+        return [pid for pid in list(self.WORKERS) if pid not in self._retiring
+                and not (pid in self._terminating and self._terminating[pid].expected)]
 
     def _spawn(self, now: float) -> None:
         wanted = self.num_workers - len(self._current())
@@ -318,14 +335,18 @@ class SlowStartArbiter(Arbiter):
         if self._pool_link is not None:
             self._pool_link.check_alive(self, now, self.policy, self.status)
             self._pool_link.poll(now, self.policy, self.status)
-        alive = set(self.WORKERS)
-        for pid in sorted(self._tracked - alive):
-            self._on_exit(pid, now)
+        self._record_exits(now)
         for pid, boot in list(self._boots.items()):
             worker = self.WORKERS.get(pid)
             if worker is not None and self._notified(worker, boot):
                 self._on_ready(pid, now)
-        self._stopping &= alive
+
+    def _record_exits(self, now: float) -> None:
+        alive = set(self.WORKERS)
+        for pid in sorted(self._tracked - alive):
+            self._on_exit(pid, now)
+        for pid in set(self._terminating) - alive:
+            del self._terminating[pid]
         self._retiring &= alive
 
     @staticmethod
@@ -346,9 +367,9 @@ class SlowStartArbiter(Arbiter):
 
     def _on_exit(self, pid: int, now: float) -> None:
         self._tracked.discard(pid)
-        self._killing.pop(pid, None)
+        termination = self._terminating.pop(pid, None)
         code, sig = self._statuses.pop(pid, (None, None))
-        expected = pid in self._stopping or self._halting
+        expected = (termination is not None and termination.expected) or self._halting
         boot = self._boots.pop(pid, None)
         self.policy.exited(pid, now, expected=expected)
         self.status.exited(pid, now, code, sig)
@@ -373,12 +394,35 @@ class SlowStartArbiter(Arbiter):
         except HaltServer:
             if not self._halting:
                 raise  # gunicorn 27 raises again while halting when several workers fail at once
+        if self._halting:
+            self._record_exits(time.monotonic())  # stop() reaps in its own loop: stamp exits on time
 
     # -- stopping workers ---------------------------------------------------------
 
-    def _stop(self, pid: int) -> None:
-        self._stopping.add(pid)
+    def _terminate(self, pid: int, now: float, expected: bool) -> None:
+        """SIGTERM now, again every second, SIGKILL at the deadline.
+
+        A worker forked a moment ago may still run the master's signal
+        handler, which only queues the signal in its own copy of the master:
+        a single SIGTERM can be lost, so it is re-sent until the worker exits.
+        """
+        grace = KILL_GRACE if pid in self._boots else self.cfg.graceful_timeout
+        self._terminating[pid] = _Termination(expected, now + grace, now + RESEND)
         self.kill_worker(pid, signal.SIGTERM)
+
+    def _enforce_terminations(self, now: float) -> None:
+        for pid, term in list(self._terminating.items()):
+            if pid not in self.WORKERS:
+                continue
+            if now >= term.kill_at:
+                self.kill_worker(pid, signal.SIGKILL)
+                term.kill_at = term.resend_at = float("inf")
+            elif now >= term.resend_at:
+                self.kill_worker(pid, signal.SIGTERM)
+                term.resend_at = now + RESEND
+
+    def _stop(self, pid: int) -> None:
+        self._terminate(pid, time.monotonic(), expected=True)
 
     def _scale_down(self) -> None:
         """TTOU or fewer workers: stop booting workers first, then the oldest."""
@@ -394,7 +438,7 @@ class SlowStartArbiter(Arbiter):
 
     def _retire_old(self) -> None:
         """Rolling reload: stop an old worker only once a new one is ready."""
-        old = [pid for pid in self._retiring if pid in self.WORKERS and pid not in self._stopping]
+        old = [pid for pid in self._retiring if pid in self.WORKERS and pid not in self._terminating]
         if not old:
             return
         ready_new = sum(1 for pid in self._current() if pid not in self._boots)
@@ -412,12 +456,7 @@ class SlowStartArbiter(Arbiter):
             elif pid in self.WORKERS:
                 self.log.warning("slow start: worker %s not ready %.1f s after fork: killing it "
                                  "(boot_timeout)", pid, now - self._boots[pid].forked_at)
-                self._killing[pid] = now + KILL_GRACE
-                self.kill_worker(pid, signal.SIGTERM)
-        for pid, deadline in list(self._killing.items()):
-            if now >= deadline and pid in self.WORKERS:
-                self.kill_worker(pid, signal.SIGKILL)
-                self._killing[pid] = float("inf")
+                self._terminate(pid, now, expected=False)
 
     def _warn_stale(self, pids: tuple, now: float) -> None:
         for pid in pids:
@@ -460,14 +499,21 @@ class SlowStartArbiter(Arbiter):
             self.status.step(now, self.num_workers, self.num_workers, booting, ready)
         else:
             self.status.step(now, self.policy.window, self.cap, booting, ready)
+        if self.policy.held:
+            self._start_pending_control_server()
         ramp = self._ramp
-        if ramp is None or booting or ready < self.num_workers:
+        current = self._current()
+        if ramp is None or len(current) < self.num_workers or set(self._active_boots()) & set(current):
             return
+        stale = f", {booting} not ready after ready_timeout" if booting else ""
         first = (ramp.first_ready or now) - ramp.started
-        self.log.info("slow start: %d/%d workers ready in %.2f s (first ready after %.2f s, %s)",
-                      ready, self.num_workers, now - ramp.started, first, ramp.reason)
+        self.log.info("slow start: %d/%d workers ready in %.2f s (first ready after %.2f s, %s%s)",
+                      ready, self.num_workers, now - ramp.started, first, ramp.reason, stale)
         self.status.ramp_done(now, ready, self.num_workers)
         self._ramp = None
+        self._start_pending_control_server()
+
+    def _start_pending_control_server(self) -> None:
         if self._control_pending:
             self._control_pending = False
             super()._start_control_server()
@@ -500,7 +546,7 @@ class SlowStartArbiter(Arbiter):
         finally:
             self.WORKERS = workers
             self._reloading = False
-        self._retiring.update(pid for pid in workers if pid not in self._stopping)
+        self._retiring.update(pid for pid in workers if pid not in self._terminating)
         self._ramp = None
         self._next_reason = "reload"
         self.manage_workers()
@@ -517,8 +563,12 @@ class SlowStartArbiter(Arbiter):
         link = self._pool_link
         deadline = link.request_stop(graceful, self.cfg.graceful_timeout) if link else 0.0
         super().stop(graceful)
+        reap_until = time.monotonic() + SHUTDOWN_REAP
+        while self.WORKERS and time.monotonic() < reap_until:  # the ones gunicorn just SIGKILLed
+            time.sleep(0.02)
+            self.reap_workers()
         if link is not None:
             link.wait_stopped(deadline)
             link.poll(time.monotonic(), self.policy, self.status)
-        self._observe(time.monotonic())
+        self._record_exits(time.monotonic())
         self.status.close(time.monotonic())

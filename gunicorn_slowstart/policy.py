@@ -279,6 +279,10 @@ class SlowStartPolicy:
         """Booting processes that still count against the window."""
         return sum(1 for p in self.booting.values() if not p.stale)
 
+    def is_stale(self, key: Hashable) -> bool:
+        proc = self.booting.get(key)
+        return proc is not None and proc.stale
+
     def booting_count(self, kind: str | None = None) -> int:
         return sum(1 for p in self.booting.values() if kind in (None, p.kind))
 

@@ -75,11 +75,15 @@ def non_negative_int(value: Any) -> int:
     return number
 
 
-def non_negative_float(value: Any) -> float:
-    number = _number(value, float, "a number of seconds")
+def non_negative_float(value: Any, what: str = "a number of seconds") -> float:
+    number = _number(value, float, what)
     if number < 0:
         raise ValueError("must be >= 0")
     return number
+
+
+def mebibytes(value: Any) -> float:
+    return non_negative_float(value, "a number of MiB")
 
 
 def positive_float(value: Any) -> float:
@@ -157,7 +161,7 @@ SPECS: dict[str, Spec] = {
                          "SECONDS"),
     "max_boot_failures": Spec(non_negative_int, 10,
                               "Stop the server after this many consecutive boot failures (0: never).", "INT"),
-    "min_free_mb": Spec(non_negative_float, 0.0,
+    "min_free_mb": Spec(mebibytes, 0.0,
                         "Hold the ramp while available memory is below this many MiB (0: off).", "MIB"),
     "growth": Spec(choice("idle", "double"), "idle",
                    "How the window grows: 'double' (+1 per ready worker) or 'idle' (also up to idle CPUs).",
@@ -194,16 +198,25 @@ def env_name(name: str) -> str:
     return ENV_PREFIX + name.upper()
 
 
+def show(value: Any, limit: int = 60) -> str:
+    """A value for a one-line message: repr, shortened, never raising."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int over Python's 4300-digit str limit
+        return f"<a {value.bit_length()}-bit number>" if isinstance(value, int) else "<unprintable>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def parse_one(name: str, value: Any, source: str) -> Any:
     """Parse one value or raise SettingError naming where it came from."""
     spec = SPECS.get(name)
     if spec is None:
         known = ", ".join(SPECS)
-        raise SettingError(f"unknown slow-start setting {source} (known: {known})")
+        raise SettingError(f"unknown slow-start setting {show(source)} (known: {known})")
     try:
         return spec.parse(value)
-    except ValueError as exc:
-        raise SettingError(f"{source} {exc}, got {value!r}") from None
+    except (ValueError, TypeError) as exc:
+        raise SettingError(f"{source} {exc}, got {show(value)}") from None
 
 
 def check_keywords(keywords: Mapping[str, Any]) -> dict[str, Any]:
@@ -246,7 +259,7 @@ def _refuse_unknown(namespace: Mapping, environ: Mapping) -> None:
     known = {env_name(name) for name in SPECS}
     for key in environ:
         if key.startswith(ENV_PREFIX) and key not in known:
-            raise SettingError(f"unknown slow-start setting {key} (known: {', '.join(sorted(known))})")
+            raise SettingError(f"unknown slow-start setting {show(key)} (known: {', '.join(sorted(known))})")
 
 
 # -- registration with gunicorn ---------------------------------------------------

@@ -30,7 +30,6 @@ class StatusReporter:
         self.last: tuple = ()
         self.written_at = t0
         self.dirty = False
-        self.closed = False
 
     def configure(self, path: str | None, meta: dict[str, Any]) -> None:
         self.path = path
@@ -76,9 +75,8 @@ class StatusReporter:
         self.write(now)
 
     def close(self, now: float) -> None:
-        if not self.closed:
-            self.closed = True
-            self.write(now)
+        """The master stops (SIGINT and SIGQUIT stop twice: the second record is the complete one)."""
+        self.write(now)
 
     # -- outputs --------------------------------------------------------------------
 

@@ -185,7 +185,7 @@ def test_console_script_flags(server):
     ({"GUNICORN_SLOWSTART_MAX_BATCH": "0"}, "GUNICORN_SLOWSTART_MAX_BATCH must be a whole number >= 1"),
     ({"GUNICORN_SLOWSTART_MODE": "fast"}, "GUNICORN_SLOWSTART_MODE must be one of"),
     ({"GUNICORN_SLOWSTART_DELAY": "soon"}, "GUNICORN_SLOWSTART_DELAY must be a number"),
-    ({"GUNICORN_SLOWSTART_MAX_BACH": "2"}, "unknown slow-start setting GUNICORN_SLOWSTART_MAX_BACH"),
+    ({"GUNICORN_SLOWSTART_MAX_BACH": "2"}, "unknown slow-start setting 'GUNICORN_SLOWSTART_MAX_BACH'"),
 ])
 def test_invalid_setting_refused_before_any_fork(server, env, needle):
     srv = server(workers=4, env=env)
