@@ -207,12 +207,17 @@ def show(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def one_line(name: str) -> str:
+    """A name as typed, unless it would break the one-line message."""
+    return name if name.splitlines() == [name] else repr(name)
+
+
 def parse_one(name: str, value: Any, source: str) -> Any:
     """Parse one value or raise SettingError naming where it came from."""
     spec = SPECS.get(name)
     if spec is None:
         known = ", ".join(SPECS)
-        raise SettingError(f"unknown slow-start setting {show(source)} (known: {known})")
+        raise SettingError(f"unknown slow-start setting {one_line(source)} (known: {known})")
     try:
         return spec.parse(value)
     except (ValueError, TypeError) as exc:
@@ -259,7 +264,7 @@ def _refuse_unknown(namespace: Mapping, environ: Mapping) -> None:
     known = {env_name(name) for name in SPECS}
     for key in environ:
         if key.startswith(ENV_PREFIX) and key not in known:
-            raise SettingError(f"unknown slow-start setting {show(key)} (known: {', '.join(sorted(known))})")
+            raise SettingError(f"unknown slow-start setting {one_line(key)} (known: {', '.join(sorted(known))})")
 
 
 # -- registration with gunicorn ---------------------------------------------------

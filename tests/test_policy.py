@@ -825,6 +825,7 @@ class PolicyMachine(RuleBasedStateMachine):
         self.listed_kill: set[int] = set()
         self.forked_at: dict[int, float] = {}
         self.reacted_at = float("-inf")  # when a boot failure last halved the window
+        self.kind_failed_at: dict = {}  # when each kind's back-off last counted a failure
 
     def both(self, method, *args, **kwargs):
         getattr(self.a, method)(*args, **kwargs)
@@ -883,14 +884,20 @@ class PolicyMachine(RuleBasedStateMachine):
         failures = self.a.backoff[kind].failures
         self.both("exited", key, self.now, expected=expected)
         failure = not expected or key in self.listed_kill
-        same_round = self.config.mode == "ready" and self.forked_at[key] < self.reacted_at
-        if not failure or same_round:  # not a failure, or already reacted to in this round
+        ready_mode = self.config.mode == "ready"
+        # one reaction per round: the window once for both kinds, each kind's back-off once for its own
+        window_same = ready_mode and self.forked_at[key] < self.reacted_at
+        kind_same = ready_mode and self.forked_at[key] < self.kind_failed_at.get(kind, float("-inf"))
+        if not failure or window_same:
             assert self.a.window == window
-            assert self.a.backoff[kind].failures == failures
         else:
             assert self.a.window == max(1, window // 2)
-            assert self.a.backoff[kind].failures == failures + 1
             self.reacted_at = self.now
+        if not failure or kind_same:
+            assert self.a.backoff[kind].failures == failures
+        else:
+            assert self.a.backoff[kind].failures == failures + 1
+            self.kind_failed_at[kind] = self.now
 
     @precondition(lambda self: self.up)
     @rule(data=st.data(), dt=times, expected=st.booleans())
