@@ -83,7 +83,6 @@ class _Termination:
 class _Ramp:
     reason: str
     started: float
-    target: int
     first_ready: float | None = None
 
 
@@ -91,10 +90,6 @@ class SlowStartArbiter(Arbiter):
     """gunicorn's Arbiter, forking workers as the slow-start policy allows."""
 
     def __init__(self, app) -> None:
-        self._init_slowstart()
-        super().__init__(app)
-
-    def _init_slowstart(self) -> None:
         self.slowstart: settings_mod.Settings | None = None
         self.policy: SlowStartPolicy | None = None
         self.status: StatusReporter | None = None
@@ -118,7 +113,7 @@ class SlowStartArbiter(Arbiter):
         self.pool: LongWorkerPool | None = None
         self.pool_size = 0
         self._pool_link: PoolLink | None = None
-        self._pool_gave_up_logged = False
+        super().__init__(app)  # calls setup(), which resolves the settings
 
     # -- configuration ----------------------------------------------------------
 
@@ -309,7 +304,7 @@ class SlowStartArbiter(Arbiter):
         reason, self._next_reason = self._next_reason, "respawn"
         if reason in ("start", "reload"):
             self.policy.restart(now)
-        self._ramp = _Ramp(reason, now, wanted)
+        self._ramp = _Ramp(reason, now)
         self.status.ramp_started(now, wanted, reason)
 
     def _log_step(self, spawned: int, spawned_long: int = 0) -> None:
