@@ -102,6 +102,7 @@ class SlowStartArbiter(Arbiter):
         self._statuses: dict[int, tuple[int | None, int | None]] = {}
         self._ramp: _Ramp | None = None
         self._next_reason = "start"
+        self._settled_target = 0  # num_workers when the last ramp ended
         self._wake_at: float | None = None
         self._memory_checked_at = -MEMORY_POLL
         self._idle: IdleCpuSampler | None = None
@@ -302,6 +303,8 @@ class SlowStartArbiter(Arbiter):
         if wanted <= 0 or self._ramp is not None:
             return
         reason, self._next_reason = self._next_reason, "respawn"
+        if reason == "respawn" and self.num_workers > self._settled_target:
+            reason = "scale"  # TTIN, or the control socket's "worker add"
         if reason in ("start", "reload"):
             self.policy.restart(now)
         self._ramp = _Ramp(reason, now)
@@ -506,6 +509,7 @@ class SlowStartArbiter(Arbiter):
                       ready, self.num_workers, now - ramp.started, first, ramp.reason, stale)
         self.status.ramp_done(now, ready, self.num_workers)
         self._ramp = None
+        self._settled_target = self.num_workers
         self._start_pending_control_server()
 
     def _start_pending_control_server(self) -> None:
@@ -522,11 +526,7 @@ class SlowStartArbiter(Arbiter):
         else:
             super()._start_control_server()
 
-    # -- signals that start a ramp ------------------------------------------------
-
-    def handle_ttin(self) -> None:
-        self._next_reason = "scale"
-        super().handle_ttin()
+    # -- SIGHUP -----------------------------------------------------------------------
 
     def reload(self) -> None:
         """SIGHUP: gunicorn reloads the config; the new workers come as a rolling ramp."""

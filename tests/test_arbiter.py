@@ -8,7 +8,7 @@ import threading
 import time
 
 import pytest
-from support import get, peak_booting, ready_at, try_get, wait_for
+from support import GUNICORN_MAJOR, get, peak_booting, ready_at, try_get, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -185,7 +185,7 @@ def test_console_script_flags(server):
     ({"GUNICORN_SLOWSTART_MAX_BATCH": "0"}, "GUNICORN_SLOWSTART_MAX_BATCH must be a whole number >= 1"),
     ({"GUNICORN_SLOWSTART_MODE": "fast"}, "GUNICORN_SLOWSTART_MODE must be one of"),
     ({"GUNICORN_SLOWSTART_DELAY": "soon"}, "GUNICORN_SLOWSTART_DELAY must be a number"),
-    ({"GUNICORN_SLOWSTART_MAX_BACH": "2"}, "unknown slow-start setting 'GUNICORN_SLOWSTART_MAX_BACH'"),
+    ({"GUNICORN_SLOWSTART_MAX_BACH": "2"}, "unknown slow-start setting GUNICORN_SLOWSTART_MAX_BACH"),
 ])
 def test_invalid_setting_refused_before_any_fork(server, env, needle):
     srv = server(workers=4, env=env)
@@ -221,3 +221,25 @@ def test_off_mode_is_stock_gunicorn(server):
     forks = sorted(p["fork"] for p in http_workers(timeline))
     assert forks[-1] - forks[0] < 0.5  # all at once, with gunicorn's own 0-0.1 s jitter
     assert "slow start: spawned" not in srv.log()
+
+
+@pytest.mark.skipif(GUNICORN_MAJOR < 24, reason="gunicorn 23 has no control socket")
+def test_control_socket_scale_up_is_paced(server):
+    from gunicorn.ctl.client import ControlClient
+
+    srv = server(workers=1, boot_cpu=0.4, env={"GUNICORN_SLOWSTART_MAX_BATCH": "2"})
+    srv.wait_ready()
+    wait_for(lambda: "Control socket listening" in srv.log(), 10, "the control socket")
+    with ControlClient(str(srv.tmp / "ctl.sock"), timeout=10) as client:
+        client.send_command("worker add 5")
+    wait_for(lambda: ready_count(srv) == 6, 60, "6 ready workers")
+    assert peak_booting(http_workers(srv.timeline())) <= 2
+    wait_for(lambda: "6/6 workers ready in" in srv.log(), 10, "the scale-up summary")
+    assert "s, scale)" in srv.log()
+
+
+def test_console_script_reads_gunicorn_cmd_args(server):
+    srv = server(workers=2, config="", command=("-m", "gunicorn_slowstart.cli"), boot_cpu=0.1,
+                 env={"GUNICORN_CMD_ARGS": "--slowstart-max-batch 1 --slowstart-growth double"})
+    timeline = srv.wait_ready()
+    assert timeline["meta"]["cap"] == 1
