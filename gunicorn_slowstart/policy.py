@@ -267,7 +267,8 @@ class SlowStartPolicy:
         """
         clean = self.spawned_at < self.sampled_at
         self.sampled_at = now
-        self.idle_target = self.in_flight + round(max(0.0, idle_cpus)) if clean else None
+        idle = min(max(0.0, idle_cpus), float(self.config.max_batch))  # also tames inf and nan
+        self.idle_target = self.in_flight + round(idle) if clean else None
 
     def set_hold(self, held: bool) -> None:
         self.held = held

@@ -68,7 +68,7 @@ class Server:
     def __init__(self, tmp_path: Path, app: str = "examples.app:app", workers: int = 6,
                  worker_class: str = UVICORN_WORKER, config: str = "python:gunicorn_slowstart.conf",
                  env: dict | None = None, args: tuple = (), boot_cpu: float = 0.3,
-                 command: tuple = ("-m", "gunicorn")) -> None:
+                 command: tuple = ("-m", "gunicorn"), preexec_fn=None) -> None:
         self.tmp = tmp_path
         self.port = free_port()
         self.timeline_path = tmp_path / "timeline.json"
@@ -88,6 +88,7 @@ class Server:
         })
         self.env.update(env or {})
         self.proc: subprocess.Popen | None = None
+        self.preexec_fn = preexec_fn  # e.g. CpuLimit(0.5).preexec_fn(): the container case
         self.known: set[int] = set()
         self.orphans_expected = False  # a test that SIGKILLs the master orphans its HTTP workers
 
@@ -96,7 +97,7 @@ class Server:
     def start(self) -> Server:
         self.log_file = open(self.log_path, "wb")
         self.proc = subprocess.Popen(self.cmd, cwd=self.tmp, env=self.env, stdin=subprocess.DEVNULL,
-                                     stdout=self.log_file, stderr=subprocess.STDOUT)
+                                     stdout=self.log_file, stderr=subprocess.STDOUT, preexec_fn=self.preexec_fn)
         return self
 
     @property
