@@ -158,6 +158,7 @@ class SlowStartArbiter(Arbiter):
         self.pool = pool
         self.pool_size = 0 if pool is None else 2 * self.cpus if pool.size == "auto" else pool.size
         if self._pool_link is not None and pool is not None:
+            self.policy.forget_failures(LONG)  # a pool that gave up tries the new code
             self._pool_link.reload(pool, self.pool_size)
 
     def start_long_workers(self) -> None:
@@ -199,7 +200,7 @@ class SlowStartArbiter(Arbiter):
     # -- gunicorn's main loop, with a short wait while a ramp is in progress ------
 
     def _timeout(self, default: float) -> float:
-        if self._active_boots() or (self._pool_link and self._pool_link.booting):
+        if self._active_boots() or self._active_long_boots():
             return RAMP_TICK
         times = [min(t.kill_at, t.resend_at) for t in self._terminating.values()]
         if self._wake_at is not None:
@@ -211,6 +212,10 @@ class SlowStartArbiter(Arbiter):
     def _active_boots(self) -> list[int]:
         """Booting HTTP workers that still hold back the ramp (not past ready_timeout)."""
         return [pid for pid in list(self._boots) if not self.policy.is_stale(pid)]
+
+    def _active_long_boots(self) -> list[int]:
+        link = self._pool_link
+        return [wid for wid in link.booting if not self.policy.is_stale((LONG, wid))] if link else []
 
     def wait_for_signals(self, timeout: float = 1.0):  # gunicorn >= 24
         return super().wait_for_signals(timeout=self._timeout(timeout))
@@ -378,6 +383,8 @@ class SlowStartArbiter(Arbiter):
 
     def reap_workers(self) -> None:
         """Peek at exit statuses, then let gunicorn reap (and halt on boot errors)."""
+        if self._reloading:
+            return  # gunicorn 23 reaps in its SIGCHLD handler; WORKERS is swapped out: reap after
         for pid in list(self.WORKERS):
             try:
                 info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
@@ -428,7 +435,8 @@ class SlowStartArbiter(Arbiter):
         surplus = len(current) - self.num_workers
         if surplus <= 0:
             return
-        age = {pid: self.WORKERS[pid].age for pid in current if pid in self.WORKERS}
+        ages = {pid: w.age for pid, w in list(self.WORKERS.items())}  # gunicorn 23 reaps in a signal handler
+        age = {pid: ages[pid] for pid in current if pid in ages}
         booting = sorted((p for p in age if p in self._boots), key=age.get, reverse=True)
         ready = sorted((p for p in age if p not in self._boots), key=age.get)
         for pid in (booting + ready)[:surplus]:
@@ -436,12 +444,13 @@ class SlowStartArbiter(Arbiter):
 
     def _retire_old(self) -> None:
         """Rolling reload: stop an old worker only once a new one is ready."""
-        old = [pid for pid in self._retiring if pid in self.WORKERS and pid not in self._terminating]
+        ages = {pid: w.age for pid, w in list(self.WORKERS.items())}  # gunicorn 23 reaps in a signal handler
+        old = [pid for pid in self._retiring if pid in ages and pid not in self._terminating]
         if not old:
             return
         ready_new = sum(1 for pid in self._current() if pid not in self._boots)
         keep = max(0, self.num_workers - ready_new)
-        old.sort(key=lambda pid: self.WORKERS[pid].age)
+        old.sort(key=ages.get)
         for pid in old[: max(0, len(old) - keep)]:
             self._stop(pid)
 
@@ -458,6 +467,11 @@ class SlowStartArbiter(Arbiter):
 
     def _warn_stale(self, pids: tuple, now: float) -> None:
         for pid in pids:
+            if isinstance(pid, tuple):  # a long worker: (LONG, id)
+                self.log.warning("slow start: long worker pid %s not ready after %.1f s; no longer holding "
+                                 "back the ramp (ready_timeout)", self._pool_link.pids.get(pid[1], "?"),
+                                 self.slowstart.ready_timeout)
+                continue
             boot = self._boots.get(pid)
             if boot is not None:
                 self.log.warning("slow start: worker %s not ready %.1f s after fork; "
@@ -541,6 +555,7 @@ class SlowStartArbiter(Arbiter):
         finally:
             self.WORKERS = workers
             self._reloading = False
+        self.reap_workers()
         self._retiring.update(pid for pid in workers if pid not in self._terminating)
         self._ramp = None
         self._next_reason = "reload"

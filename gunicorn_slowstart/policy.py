@@ -214,6 +214,10 @@ class SlowStartPolicy:
         self.window = min(self.window, config.max_batch)
         self.timer_batch = min(self.timer_batch, config.max_batch)
 
+    def forget_failures(self, kind: str) -> None:
+        """New code for this kind (SIGHUP): its old failures say nothing about it."""
+        self.backoff[kind] = Backoff(self.backoff[kind].config)
+
     def spawned(self, key: Hashable, now: float, kind: str = HTTP) -> None:
         if kind not in KINDS:
             raise ValueError(f"unknown kind {kind!r}")
@@ -296,8 +300,8 @@ class SlowStartPolicy:
         stale, kill = self._expire(now)
         self._settle(now)
         exhausted = tuple(kind for kind in KINDS if self.backoff[kind].exhausted)
-        if self.config.mode == "off":
-            return Decision(wanted, wanted_long, None, kill, stale, exhausted)
+        if self.config.mode == "off":  # stock gunicorn never gives up on HTTP workers
+            return Decision(wanted, wanted_long, None, kill, stale, tuple(k for k in exhausted if k != HTTP))
         if HTTP in exhausted or self.held:
             return Decision(0, 0, self._wake_at(now, 0, 0), kill, stale, exhausted)
         self._grow_by_idle()

@@ -31,6 +31,7 @@ from __future__ import annotations
 import ast
 import errno
 import importlib
+import importlib.machinery
 import importlib.util
 import json
 import os
@@ -106,15 +107,27 @@ def check_target(target: str | Callable) -> None:
     if callable(target):
         return
     module_name, _, attr = target.partition(":")
-    try:
-        spec = importlib.util.find_spec(module_name)
-    except (ImportError, ValueError) as exc:
-        raise ValueError(f"cannot import {module_name!r}: {exc}") from None
+    spec = _find_spec(module_name)
     if spec is None:
         raise ValueError(f"no module named {module_name!r}")
     source = _source(spec)
     if source is not None and not _defines(source, attr.split(".")[0]):
         raise ValueError(f"module {module_name!r} defines no {attr!r}")
+
+
+def _find_spec(dotted: str):
+    """``find_spec`` that does not import parent packages (the stdlib one does)."""
+    parts = dotted.split(".")
+    try:
+        spec = importlib.util.find_spec(parts[0])  # a top-level name imports nothing
+        for depth in range(1, len(parts)):
+            locations = spec.submodule_search_locations if spec is not None else None
+            if locations is None:
+                return None
+            spec = importlib.machinery.PathFinder.find_spec(".".join(parts[: depth + 1]), list(locations))
+    except (ImportError, ValueError):
+        return None
+    return spec
 
 
 def _source(spec) -> str | None:
@@ -212,9 +225,9 @@ class PoolLink:
     def reload(self, pool: LongWorkerPool, size: int) -> None:
         """Rolling restart: the current workers become old; new ones are ramped."""
         self.pool, self.size, self.gave_up = pool, size, False
-        self.retiring |= self.current
+        self.retiring |= self.current | self.pending  # a grant in flight was made for the old code
         self.current = set()
-        self._send({"op": "reload", "target": _target_text(pool.target)})
+        self._send({"op": "reload", "target": _target_text(pool.target), "size": size})
 
     def poll(self, now: float, policy: Any, status: Any) -> None:
         """Feed every report the manager sent since the last look to the policy."""
@@ -328,10 +341,12 @@ class _Manager:
         self.pool = pool
         self.target = pool.target
         self.sock = sock
+        self.pid = os.getpid()
         self.master_pid = master.pid
         self.log = master.log
         self.graceful_timeout = master.cfg.graceful_timeout
         self.children: dict[int, _Child] = {}
+        self.size = master.pool_size
         self.generation = 0
         self.stopping = False
         self.stop_deadline = float("inf")
@@ -396,14 +411,20 @@ class _Manager:
             except (OSError, ValueError):
                 return
             op = msg.get("op")
-            if op == "spawn" and not self.stopping:
+            if op == "spawn":
                 for wid in msg["ids"]:
-                    self._spawn(wid)
+                    if self.stopping:
+                        self._report({"op": "exited", "id": wid, "pid": 0, "uptime": 0.0,
+                                      "requested": True, "code": None, "signal": None})
+                    else:
+                        self._spawn(wid)
             elif op == "kill":
                 self._kill(msg["id"])
             elif op == "reload":
                 self.target = msg.get("target") or self.target
+                self.size = msg.get("size", self.size)
                 self.generation += 1
+                self._retire_old()
             elif op == "stop":
                 self._stop(msg.get("graceful", True), msg.get("timeout", self.graceful_timeout))
 
@@ -415,8 +436,10 @@ class _Manager:
             os.close(ready_r)
             _long_worker_main(self, slot, ready_w)
         os.close(ready_w)
-        self.children[pid] = _Child(wid, slot, pid, ready_r, self.generation)
+        child = self.children[pid] = _Child(wid, slot, pid, ready_r, self.generation)
         self._report({"op": "spawned", "id": wid, "pid": pid})
+        if self.stopping:  # a stop signal was handled while we forked
+            self._terminate(child, 0.0)
 
     def _free_slot(self) -> int:
         used = {c.slot for c in self.children.values() if c.generation == self.generation}
@@ -437,13 +460,15 @@ class _Manager:
             return
         child.ready = True
         self._report({"op": "ready", "id": child.wid})
-        self._retire_one_old()
+        self._retire_old()
 
-    def _retire_one_old(self) -> None:
-        """Rolling reload: each new ready worker lets one old worker go."""
-        old = [c for c in self.children.values() if c.generation < self.generation and not c.requested]
-        if old:
-            self._terminate(min(old, key=lambda c: c.started), self.graceful_timeout)
+    def _retire_old(self) -> None:
+        """Rolling reload: keep old workers only while new ones are not ready to replace them."""
+        old = sorted((c for c in self.children.values() if c.generation < self.generation and not c.requested),
+                     key=lambda c: c.started)
+        new_ready = sum(1 for c in self.children.values() if c.generation == self.generation and c.ready)
+        for child in old[: max(0, len(old) - max(0, self.size - new_ready))]:
+            self._terminate(child, self.graceful_timeout)
 
     def _kill(self, wid: int) -> None:
         for child in self.children.values():
@@ -509,6 +534,8 @@ def _long_worker_main(manager: _Manager, slot: int, ready_w: int) -> None:
     code = 1
     try:
         _die_with_parent(signal.SIGKILL)
+        if os.getppid() != manager.pid:
+            os._exit(1)  # the manager died before the parent-death signal was armed
         signal.set_wakeup_fd(-1)
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGCHLD,
                     signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH):

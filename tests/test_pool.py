@@ -92,9 +92,14 @@ def test_sigkill_of_master_leaves_no_orphan(server):
     srv.signal(signal.SIGKILL)
     srv.wait_exit(5)
 
+    def running(pid: int) -> bool:
+        try:
+            return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
     def gone():
-        return not [pid for pid in pool if psutil.pid_exists(pid)
-                    and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+        return not [pid for pid in pool if running(pid)]
 
     wait_for(gone, 3, "every pool process to exit by itself")
 
@@ -148,3 +153,56 @@ def test_off_mode_starts_the_long_workers_at_once(server):
     wait_for(lambda: len([p for p in alive_long(srv) if p["ready"]]) == 3, 60, "3 ready long workers")
     forks = [p["fork"] for p in long_workers(srv)]
     assert max(forks) - min(forks) < 0.5
+
+
+def test_sighup_to_a_smaller_pool_stops_the_surplus(server, tmp_path):
+    conf = tmp_path / "size.conf.py"
+    size = tmp_path / "size"
+    size.write_text("3")
+    conf.write_text("from gunicorn_slowstart import install\ninstall(globals())\n"
+                    f"slowstart_long_workers = int(open({str(size)!r}).read())\n"
+                    "slowstart_long_worker = 'examples.jobs:run'\n")
+    srv = server(workers=1, boot_cpu=0.1, config=str(conf))
+    wait_for(lambda: len([p for p in alive_long(srv) if p["ready"]]) == 3, 60, "3 ready long workers")
+    old = {p["pid"] for p in alive_long(srv)}
+    size.write_text("1")
+    srv.signal(signal.SIGHUP)
+    wait_for(lambda: len(alive_long(srv)) == 1 and not old & {p["pid"] for p in alive_long(srv)}
+             and alive_long(srv)[0]["ready"], 60, "one new long worker, the old ones gone")
+
+
+def test_sighup_restarts_a_pool_that_gave_up(server, tmp_path):
+    pkg = tmp_path / "jobpkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "job.py").write_text("raise RuntimeError('broken release')\ndef run():\n    pass\n")
+    srv = server(workers=1, boot_cpu=0.1, env={"PYTHONPATH": f"{tmp_path}:{srv_path()}",
+                                               "GUNICORN_SLOWSTART_LONG_WORKER": "jobpkg.job:run",
+                                               "GUNICORN_SLOWSTART_LONG_WORKERS": "1"})
+    wait_for(lambda: "no longer restarting it" in srv.log(), 60, "the pool to give up")
+    (pkg / "job.py").write_text("import time\ndef run():\n    while True:\n        time.sleep(0.5)\n")
+    srv.signal(signal.SIGHUP)
+    wait_for(lambda: [p for p in alive_long(srv) if p["ready"]], 30, "the fixed long worker running")
+
+
+def srv_path() -> str:
+    from support import APPS, ROOT
+
+    return f"{ROOT}:{APPS}"
+
+
+def test_check_target_does_not_import_the_package(tmp_path, monkeypatch):
+    """The master must not run a heavy package __init__ just to check a target exists."""
+    import sys
+
+    from gunicorn_slowstart.pool import check_target
+
+    pkg = tmp_path / "heavypkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("raise RuntimeError('imported in the master')\n")
+    (pkg / "jobs.py").write_text("def run():\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    check_target("heavypkg.jobs:run")
+    assert "heavypkg" not in sys.modules
+    with pytest.raises(ValueError, match="no module named 'heavypkg.nope'"):
+        check_target("heavypkg.nope:run")
