@@ -75,6 +75,17 @@ def read_text(path: str, logger: logging.Logger = log) -> str | None:
         return None
 
 
+def parse_int(text: str | None, path: str, logger: logging.Logger = log) -> int | None:
+    """An integer read from ``path``, or None (logged at DEBUG) when missing or malformed."""
+    if text is None:
+        return None
+    try:
+        return int(text.strip())
+    except ValueError:
+        logger.debug("malformed number at %s: %r", path, text)
+        return None
+
+
 def under_root(root: str, path: str) -> str:
     """``path`` (absolute, as the process sees it) inside the tree at ``root``."""
     return posixpath.normpath(os.path.join(root, path.lstrip("/")))

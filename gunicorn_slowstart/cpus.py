@@ -42,7 +42,7 @@ import os
 import posixpath
 from dataclasses import dataclass
 
-from .cgroup import CgroupDir, find_cgroup, read_text
+from .cgroup import CgroupDir, find_cgroup, parse_int, read_text
 
 log = logging.getLogger("gunicorn_slowstart.cpus")
 
@@ -135,8 +135,8 @@ def _v1_quotas(root: str) -> list[_Quota]:
         return []
     found = []
     for path in where.ancestors():
-        quota = _parse_int(read_text(posixpath.join(path, "cpu.cfs_quota_us"), log), path)
-        period = _parse_int(read_text(posixpath.join(path, "cpu.cfs_period_us"), log), path)
+        quota = parse_int(read_text(posixpath.join(path, "cpu.cfs_quota_us"), log), path, log)
+        period = parse_int(read_text(posixpath.join(path, "cpu.cfs_period_us"), log), path, log)
         pair = _checked(quota, period, path)
         if pair:
             found.append(_Quota(pair[0], pair[1], 1, path, where))
@@ -153,17 +153,7 @@ def _parse_cpu_max(text: str | None, path: str) -> tuple[int, int] | None:
         return None
     if fields[0] == "max":
         return None
-    return _checked(_parse_int(fields[0], path), _parse_int(fields[1], path), path)
-
-
-def _parse_int(text: str | None, path: str) -> int | None:
-    if text is None:
-        return None
-    try:
-        return int(text.strip())
-    except ValueError:
-        log.debug("malformed number at %s: %r", path, text)
-        return None
+    return _checked(parse_int(fields[0], path, log), parse_int(fields[1], path, log), path)
 
 
 def _checked(quota: int | None, period: int | None, path: str) -> tuple[int, int] | None:

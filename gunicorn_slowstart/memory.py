@@ -30,7 +30,7 @@ import logging
 import os
 import posixpath
 
-from .cgroup import find_cgroup, read_text
+from .cgroup import find_cgroup, parse_int, read_text
 
 log = logging.getLogger("gunicorn_slowstart.memory")
 
@@ -94,13 +94,9 @@ def _headroom(path: str, limit_file: str, usage_file: str, inactive: tuple[str, 
 def _read_bytes(path: str) -> int | None:
     """An integer file; "max" (v2 unlimited), missing or garbage -> None."""
     text = read_text(path, log)
-    if text is None or text.strip() == "max":
+    if text is not None and text.strip() == "max":
         return None
-    try:
-        return int(text.strip())
-    except ValueError:
-        log.debug("malformed byte count at %s: %r", path, text)
-        return None
+    return parse_int(text, path, log)
 
 
 def _stat_field(path: str, names: tuple[str, ...]) -> int:
