@@ -269,6 +269,8 @@ class SlowStartArbiter(Arbiter):
         self._report(time.monotonic())
 
     def spawn_workers(self) -> None:
+        """gunicorn only calls this from manage_workers(); should another path call it,
+        the spawns still go through the policy."""
         if self.mode == "off":
             return super().spawn_workers()
         self._spawn(time.monotonic())
@@ -499,9 +501,7 @@ class SlowStartArbiter(Arbiter):
                              free, limit)
         elif self.policy.held and not held:
             self.log.info("slow start: memory recovered, ramp resumes")
-        self.policy.set_hold(held)
-        if held:
-            self._wake_at = now + MEMORY_POLL
+        self.policy.set_hold(held)  # re-checked every MEMORY_POLL s: gunicorn's own 1 s loop calls us
 
     # -- reporting ----------------------------------------------------------------
 

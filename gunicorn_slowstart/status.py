@@ -27,7 +27,7 @@ class StatusReporter:
         self.timeline = Timeline(t0, wall_t0, self.meta)
         self.path: str | None = None
         self.forked_at: dict[int, float] = {}
-        self.last: tuple = ()
+        self.last: tuple = ()  # (booting, ready) of the last step
         self.written_at = t0
         self.dirty = False
 
@@ -60,12 +60,12 @@ class StatusReporter:
 
     def step(self, now: float, window: int, cap: int, booting: int, ready: int) -> None:
         self.timeline.step(now, window, cap, booting, ready)
-        if (booting, ready) != self.last[:2]:
+        if (booting, ready) != self.last:
             self._metric("gauge", "gunicorn.slowstart.booting", booting)
             self._metric("gauge", "gunicorn.slowstart.ready", ready)
             if booting:
                 self._notify(f"ramp: {ready}/{self.meta.get('target', '?')} ready, {booting} booting")
-        self.last = (booting, ready, window)
+        self.last = (booting, ready)
         if self.dirty and (not booting or now - self.written_at >= WRITE_EVERY):
             self.write(now)
 
