@@ -38,7 +38,9 @@ charge; the master still records readiness, so the timeline compares fairly.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import io
 import os
 import select
 import signal
@@ -54,6 +56,7 @@ from .cpus import IdleCpuSampler, usable_cpus
 from .memory import available_memory_mb
 from .policy import HTTP, LONG, BackoffConfig, PolicyConfig, SlowStartPolicy
 from .pool import LongWorkerPool, PoolLink, check_target
+from .rollout import Rollout
 from .status import StatusReporter
 
 RAMP_TICK = 0.025  # seconds between readiness checks while workers boot
@@ -114,6 +117,7 @@ class SlowStartArbiter(Arbiter):
         self.pool: LongWorkerPool | None = None
         self.pool_size = 0
         self._pool_link: PoolLink | None = None
+        self.rollout = Rollout()
         super().__init__(app)  # calls setup(), which resolves the settings
 
     # -- configuration ----------------------------------------------------------
@@ -160,6 +164,15 @@ class SlowStartArbiter(Arbiter):
         if self._pool_link is not None and pool is not None:
             self.policy.forget_failures(LONG)  # a pool that gave up tries the new code
             self._pool_link.reload(pool, self.pool_size)
+        elif self._pool_link is not None and self._pool_link.size:
+            self._remove_pool()
+
+    def _remove_pool(self) -> None:
+        """SIGHUP without a pool any more (long_workers 2 -> 0): a rolling change to size 0."""
+        link = self._pool_link
+        self.log.info("slow start: long-worker pool %r removed by the new configuration: stopping its "
+                      "%d workers", link.pool.name, len(link.current | link.booting))
+        link.reload(link.pool, 0)
 
     def start_long_workers(self) -> None:
         """Called from the first ``pre_fork``: fork the pool manager (once)."""
@@ -248,6 +261,7 @@ class SlowStartArbiter(Arbiter):
         self._tracked.add(pid)
         self.policy.spawned(pid, now, HTTP)
         self.status.spawned(HTTP, pid, now)
+        self.rollout.spawned(pid)
         return pid
 
     def manage_workers(self) -> None:
@@ -281,7 +295,7 @@ class SlowStartArbiter(Arbiter):
                 and not (pid in self._terminating and self._terminating[pid].expected)]
 
     def _spawn(self, now: float) -> None:
-        wanted = self.num_workers - len(self._current())
+        wanted = min(self.num_workers - len(self._current()), self._surge_room())
         self._check_memory(now)
         self._sample_idle(now)
         self._maybe_begin_ramp(now, wanted)
@@ -289,7 +303,7 @@ class SlowStartArbiter(Arbiter):
         decision = self.policy.decide(now, wanted, link.wanted() if link else 0)
         self._warn_stale(decision.stale, now)
         self._boot_timeout(decision.kill, now)
-        if HTTP in decision.exhausted:
+        if HTTP in decision.exhausted:  # the policy says so only while no HTTP worker is ready
             failures = self.policy.backoff[HTTP].failures
             reason = f"{failures} consecutive boot failures; last: {self._last_failure}"
             raise HaltServer(reason, self.WORKER_BOOT_ERROR)
@@ -305,6 +319,17 @@ class SlowStartArbiter(Arbiter):
         if decision.spawn or decision.spawn_long:
             self._log_step(decision.spawn, decision.spawn_long)
         self._wake_at = decision.wake_at
+
+    def _surge_room(self) -> int:
+        """A reload runs at most ``reload_surge`` workers above the target (Kubernetes' maxSurge);
+        it never runs below it (old workers retire only when new ones are ready)."""
+        if not self._retiring:
+            return self.num_workers
+        surge = self.slowstart.reload_surge
+        surge = self.policy.window if surge == "auto" else surge
+        live = [pid for pid in list(self.WORKERS)
+                if not (pid in self._terminating and self._terminating[pid].expected)]
+        return max(0, surge - (len(live) - self.num_workers))
 
     def _maybe_begin_ramp(self, now: float, wanted: int) -> None:
         if wanted <= 0 or self._ramp is not None:
@@ -366,6 +391,7 @@ class SlowStartArbiter(Arbiter):
         boot = self._boots.pop(pid)
         self.policy.ready(pid, now)
         self.status.ready(pid, now)
+        self.rollout.ready(pid)
         self.log.debug("slow start: worker %s ready after %.2f s", pid, now - boot.forked_at)
         if self._ramp is not None and self._ramp.first_ready is None:
             self._ramp.first_ready = now
@@ -381,12 +407,42 @@ class SlowStartArbiter(Arbiter):
         if boot is not None and not expected:
             how = f"signal {sig}" if sig else f"exit code {code}"
             self._last_failure = f"worker {pid} died {now - boot.forked_at:.1f} s after fork ({how})"
-            self.log.warning("slow start: %s before it was ready", self._last_failure)
+            self.log.warning("slow start: %s before it was ready%s", self._last_failure, self._backoff_text(now))
+            if self.rollout.boot_failed(pid, self._last_failure):
+                self._abandon_reload(pid, code, now)
+        self.rollout.exited(pid)
+
+    def _backoff_text(self, now: float) -> str:
+        """What a boot failure costs a serving server: when the next fork may come."""
+        if self.mode == "off":
+            return ""
+        backoff = self.policy.backoff[HTTP]
+        serving = sum(1 for pid in list(self.WORKERS) if pid not in self._boots and pid not in self._terminating)
+        return (f"; next fork in {max(0.0, backoff.next_at - now):.1f} s (back-off after "
+                f"{backoff.failures} consecutive boot failures), {serving} of {self.num_workers} serving")
 
     def reap_workers(self) -> None:
-        """Peek at exit statuses, then let gunicorn reap (and halt on boot errors)."""
+        """Peek at exit statuses, then let gunicorn reap.  gunicorn halts the server on a
+        worker's exit 3 / 4; here that halt applies only where ``Rollout.halts`` says so."""
         if self._reloading:
             return  # gunicorn 23 reaps in its SIGCHLD handler; WORKERS is swapped out: reap after
+        self._peek_statuses()
+        for _ in range(len(self.WORKERS) + 1):  # each halt caught here has reaped one worker
+            workers = dict(self.WORKERS)
+            try:
+                super().reap_workers()
+                break
+            except HaltServer as exc:
+                if self._halting:
+                    break  # gunicorn 27 raises again while halting when several workers fail at once
+                pid = self._halted_by(workers, exc.exit_status)
+                if pid is None or self._gunicorn_halt_applies(pid):
+                    raise
+                self._finish_reap(pid, workers[pid])
+        if self._halting:
+            self._record_exits(time.monotonic())  # stop() reaps in its own loop: stamp exits on time
+
+    def _peek_statuses(self) -> None:
         for pid in list(self.WORKERS):
             try:
                 info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
@@ -396,13 +452,37 @@ class SlowStartArbiter(Arbiter):
                 exited = info.si_code == os.CLD_EXITED
                 self._statuses[pid] = (info.si_status if exited else None,
                                        None if exited else info.si_status)
-        try:
-            super().reap_workers()
-        except HaltServer:
-            if not self._halting:
-                raise  # gunicorn 27 raises again while halting when several workers fail at once
-        if self._halting:
-            self._record_exits(time.monotonic())  # stop() reaps in its own loop: stamp exits on time
+
+    def _gunicorn_halt_applies(self, pid: int) -> bool:
+        if self.mode == "off":
+            return True  # stock gunicorn
+        return self.rollout.halts(pid, never_give_up=self.slowstart.max_boot_failures == 0)
+
+    def _halted_by(self, workers: dict, code: int) -> int | None:
+        """The worker whose exit made gunicorn raise HaltServer: reaped now, exit ``code``.
+
+        gunicorn 27 pops it from WORKERS before raising, gunicorn 23 after: so
+        look for the pid the kernel no longer holds as a child."""
+        reaped = []
+        for pid in workers:
+            try:
+                os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:
+                reaped.append(pid)
+            except OSError:
+                continue
+        exact = [pid for pid in reaped if self._statuses.get(pid, (None, None))[0] == code]
+        unknown = [pid for pid in reaped if pid not in self._statuses]  # exited after the peek
+        for pid in exact + unknown:
+            self._statuses[pid] = (code, None)
+            return pid
+        return None
+
+    def _finish_reap(self, pid: int, worker) -> None:
+        """What gunicorn's reap_workers() does after its halt check, which it skipped."""
+        self.WORKERS.pop(pid, None)
+        worker.tmp.close()
+        self.cfg.child_exit(self, worker)
 
     # -- stopping workers ---------------------------------------------------------
 
@@ -522,6 +602,9 @@ class SlowStartArbiter(Arbiter):
         self.log.info("slow start: %d/%d workers ready in %.2f s (first ready after %.2f s, %s%s)",
                       ready, self.num_workers, now - ramp.started, first, ramp.reason, stale)
         self.status.ramp_done(now, ready, self.num_workers)
+        if ramp.reason == "reload" and self.rollout.reload is not None:
+            self.rollout.reload_done()
+            self.status.reload_done(self.rollout.serving)
         self._ramp = None
         self._settled_target = self.num_workers
         self._start_pending_control_server()
@@ -543,11 +626,64 @@ class SlowStartArbiter(Arbiter):
     # -- SIGHUP -----------------------------------------------------------------------
 
     def reload(self) -> None:
-        """SIGHUP: gunicorn reloads the config; the new workers come as a rolling ramp."""
-        if self.mode == "off":
-            self._ramp, self._next_reason = None, "reload"
-            self._maybe_begin_ramp(time.monotonic(), self.num_workers)
-            return super().reload()
+        """SIGHUP: the config is read again and checked first (a bad one is refused and
+        changes nothing); then the new workers come as a rolling ramp (or, for
+        ``mode = "off"`` in the new config, as gunicorn's own reload)."""
+        resolved = self._reload_config()
+        if resolved is None:
+            return
+        app = self.app
+        app.reload = _already_loaded  # gunicorn's reload() would execute the config file again
+        try:
+            if resolved.mode == "off":
+                self._reload_stock()
+            else:
+                self._reload_rolling()
+        finally:
+            del app.reload  # the instance attribute goes, the class's method is back
+
+    def _reload_config(self) -> settings_mod.Settings | None:
+        """Execute the config file again, as gunicorn's ``reload()`` does, and check it.
+
+        gunicorn exits the master (status 1, workers left running) on a config
+        file that fails or holds an invalid value; here the error is logged
+        as one line and everything stays as it was.
+        """
+        from .hooks import current_installation, restore_installation
+
+        cfg, installation, environ = self.app.cfg, current_installation(), dict(os.environ)
+        for key in cfg.env:  # as gunicorn does before it reads the file: the launch environment
+            if key in cfg.env_orig:
+                os.environ[key] = cfg.env_orig[key]
+            else:
+                os.environ.pop(key, None)
+        captured = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(captured):  # gunicorn prints the error, then sys.exit(1)
+                self.app.reload()
+            new = current_installation()
+            resolved = settings_mod.resolve(self.app.cfg, new.namespace, new.keywords)
+            self._pool_from(resolved, new.pool)
+            return resolved
+        except (SystemExit, Exception) as exc:  # noqa: BLE001 - nothing in a config file may stop the master
+            self.app.cfg = cfg
+            restore_installation(installation)
+            os.environ.clear()
+            os.environ.update(environ)
+            self.log.error("slow start: SIGHUP refused, keeping the previous configuration and workers: %s",
+                           _config_error(exc, captured.getvalue()))
+            self.log.debug("slow start: the config file's output: %s", captured.getvalue())
+            return None
+
+    def _reload_stock(self) -> None:
+        """``mode = "off"``: gunicorn's reload (all new workers at once, then the old ones go)."""
+        self._retiring.clear()
+        self.rollout.begin_reload(0)
+        self._ramp, self._next_reason = None, "reload"
+        self._maybe_begin_ramp(time.monotonic(), self.num_workers)
+        super().reload()
+
+    def _reload_rolling(self) -> None:
         workers, self.WORKERS = self.WORKERS, {}
         self._reloading = True
         try:
@@ -557,9 +693,33 @@ class SlowStartArbiter(Arbiter):
             self._reloading = False
         self.reap_workers()
         self._retiring.update(pid for pid in workers if pid not in self._terminating)
+        limit = self.slowstart.reload_max_failures
+        self.rollout.begin_reload(self.slowstart.initial if limit == "auto" else limit)
+        self.policy.forget_failures(HTTP)  # new code: the old code's failures say nothing about it
         self._ramp = None
         self._next_reason = "reload"
         self.manage_workers()
+
+    def _abandon_reload(self, pid: int, code: int | None, now: float) -> None:
+        """The new generation cannot boot: stop what is left of it, keep the old one serving."""
+        reload = self.rollout.abandon()
+        for other in list(self._boots):
+            if self.rollout.of.get(other) == reload.generation and other in self.WORKERS:
+                self._terminate(other, now, expected=True)
+        self._retiring.clear()  # the old generation is the current one again
+        current = self._current()
+        if current:
+            self.num_workers = len(current)  # nothing more of the new generation is forked
+        self._ramp = None
+        self._settled_target = self.num_workers
+        meaning = {self.WORKER_BOOT_ERROR: ": the worker failed to boot",
+                   self.APP_LOAD_ERROR: ": the application failed to load"}.get(code, "")
+        self.log.error("slow start: reload to generation %d failed and is abandoned after %d boot "
+                       "failure(s): %s%s (its traceback is in this log after 'Booting worker with pid: %d'); "
+                       "serving generation %d with %d workers; send SIGHUP again once the code is fixed",
+                       reload.generation, reload.failures, reload.last_failure, meaning, pid,
+                       self.rollout.serving, len(current))
+        self.status.reload_failed(now, reload.generation, self.rollout.serving, reload.last_failure)
 
     # -- shutting down ------------------------------------------------------------
 
@@ -582,3 +742,27 @@ class SlowStartArbiter(Arbiter):
             link.poll(time.monotonic(), self.policy, self.status)
         self._record_exits(time.monotonic())
         self.status.close(time.monotonic())
+
+
+def _already_loaded() -> None:
+    """Stands in for ``app.reload()`` during gunicorn's ``reload()``: the arbiter has
+    already executed and checked the config file (``_reload_config``)."""
+
+
+def _config_error(exc: BaseException, output: str) -> str:
+    """One line for a config file refused on SIGHUP, from the exception or gunicorn's output."""
+    if isinstance(exc, SystemExit) and isinstance(exc.code, str):
+        text = exc.code  # install() with a bad keyword
+    elif not isinstance(exc, SystemExit):
+        text = f"{type(exc).__name__}: {exc}" if not isinstance(exc, settings_mod.SettingError) else str(exc)
+    else:
+        lines = [line.strip() for line in output.splitlines() if line.strip()]
+        errors = [line for line in lines if line.startswith("Error:")]
+        if errors:
+            text = errors[-1]
+        elif lines:
+            text = lines[0] if len(lines) == 1 else f"{lines[0]}: {lines[-1]}"
+        else:
+            text = f"the config file exited with status {exc.code}"
+    text = text.strip()
+    return text[len("Error:"):].strip() if text.startswith("Error:") else text

@@ -72,6 +72,13 @@ def current_installation() -> Installation:
     return _current
 
 
+def restore_installation(installation: Installation) -> None:
+    """A config file refused on SIGHUP may have called ``install()`` before it failed:
+    the arbiter puts the previous installation back."""
+    global _current
+    _current = installation
+
+
 def chain(ours: Callable, theirs: Callable | None) -> Callable:
     """A hook calling ours, then theirs; same arity, so gunicorn accepts it.
 

@@ -30,7 +30,8 @@ spawns of its kind back off exponentially (``Backoff``).  A process that
 becomes ready much later than the ramp's median boot does not grow the window.
 After ``max_failures`` consecutive boot failures of a kind, the decision
 reports that kind as exhausted: the arbiter stops the server for HTTP workers,
-the pool stops restarting a long worker.
+the pool stops restarting a long worker.  HTTP workers are exhausted only while
+none of them is ready: a server that serves keeps retrying at the capped back-off.
 
 A booting process that never becomes ready stops counting against the window
 after ``ready_timeout`` seconds (the decision lists it in ``stale`` once, so
@@ -299,7 +300,8 @@ class SlowStartPolicy:
         wanted, wanted_long = max(0, wanted), max(0, wanted_long)
         stale, kill = self._expire(now)
         self._settle(now)
-        exhausted = tuple(kind for kind in KINDS if self.backoff[kind].exhausted)
+        exhausted = tuple(kind for kind in KINDS if self.backoff[kind].exhausted
+                          and not (kind == HTTP and self.ready_count(HTTP)))  # a serving server retries
         if self.config.mode == "off":  # stock gunicorn never gives up on HTTP workers
             return Decision(wanted, wanted_long, None, kill, stale, tuple(k for k in exhausted if k != HTTP))
         if HTTP in exhausted or self.held:

@@ -171,6 +171,12 @@ SPECS: dict[str, Spec] = {
                         "Target of the long-worker pool, 'package.module:function'.", "TARGET"),
     "long_workers": Spec(auto_or(non_negative_int), 0,
                          "Size of the long-worker pool; 'auto': 2 x usable CPUs.", "INT"),
+    "reload_max_failures": Spec(auto_or(non_negative_int), "auto",
+                                "Abandon a SIGHUP reload after this many boot failures of its new workers; "
+                                "'auto': the size of the first step (initial); 0: never.", "INT"),
+    "reload_surge": Spec(auto_or(positive_int), "auto",
+                         "Most workers a SIGHUP reload runs above the target; 'auto': the current window.",
+                         "INT"),
 }
 
 
@@ -189,6 +195,8 @@ class Settings:
     timeline: str | None = None
     long_worker: Any = None
     long_workers: Any = 0
+    reload_max_failures: Any = "auto"
+    reload_surge: Any = "auto"
 
 
 assert [f.name for f in fields(Settings)] == list(SPECS), "Settings and SPECS must list the same names"

@@ -74,6 +74,19 @@ class StatusReporter:
         self._notify(f"{ready}/{target} workers ready")
         self.write(now)
 
+    def reload_failed(self, now: float, generation: int, serving: int, cause: str) -> None:
+        """A SIGHUP reload was abandoned: the previous generation keeps serving."""
+        self.timeline.reload_failed(now, generation, serving, cause)
+        self._metric("gauge", "gunicorn.slowstart.reload_failed", 1)
+        self._metric("gauge", "gunicorn.slowstart.generation", serving)
+        self._notify(f"reload failed, serving generation {serving}")
+        self.write(now)
+
+    def reload_done(self, generation: int) -> None:
+        """A SIGHUP reload completed: its generation serves."""
+        self._metric("gauge", "gunicorn.slowstart.reload_failed", 0)
+        self._metric("gauge", "gunicorn.slowstart.generation", generation)
+
     def close(self, now: float) -> None:
         """The master stops (SIGINT and SIGQUIT stop twice: the second record is the complete one)."""
         self.write(now)

@@ -132,6 +132,14 @@ class Timeline:
         if self._ramps and self._ramps[-1]["end"] is None:
             self._ramps[-1]["end"] = self._rel(t)
 
+    def reload_failed(self, t: float, generation: int, serving: int, cause: str) -> None:
+        """The last ramp (a reload) was abandoned; ``failed`` says why and what still serves."""
+        if self._ramps and self._ramps[-1]["reason"] == "reload":
+            ramp = self._ramps[-1]
+            ramp["failed"] = {"t": self._rel(t), "generation": generation, "serving": serving, "cause": cause}
+            if ramp["end"] is None:
+                ramp["end"] = self._rel(t)
+
     def to_dict(self) -> dict:
         data = {"version": VERSION, "wall_t0": self.wall_t0, "meta": dict(self.meta),
                 "processes": [dict(p) for p in self._processes],

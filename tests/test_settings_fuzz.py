@@ -38,6 +38,8 @@ DOCUMENTED = {
     "timeline": ("path",),
     "long_worker": ("target",),
     "long_workers": ("int", 0, True),
+    "reload_max_failures": ("int", 0, True),
+    "reload_surge": ("int", 1, True),
 }
 NAMES = list(SPECS)
 KNOWN_SUFFIXES = {n.upper() for n in SPECS}

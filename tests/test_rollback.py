@@ -1,0 +1,308 @@
+"""A bad deploy never takes down a serving server: reloads roll back, respawns back off.
+
+Every test runs a real master on ``tests/apps/deploy_app.py``, whose next
+boots a test breaks and fixes through a flag file, with a client sending a
+request every 20 ms the whole time; failed requests are counted.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import socket
+import threading
+import time
+
+import psutil
+import pytest
+from support import peak_booting, ready_at, try_get, wait_for
+
+pytestmark = pytest.mark.slow
+
+ABANDONED = re.compile(r"reload to generation (\d+) failed and is abandoned after (\d+) boot failure\(s\): "
+                       r"worker (\d+) died [\d.]+ s after fork \((exit code \d+|signal \d+)\)")
+
+
+class Client:
+    """Sends GET / every 20 ms from a thread; records (time, status or None, body)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.results: list[tuple[float, int | None, str]] = []
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + 240  # bounded, whatever the test does
+        while not self.stop_event.is_set() and time.monotonic() < deadline:
+            result = try_get(self.port, timeout=5)
+            self.results.append((time.monotonic(), *(result or (None, ""))))
+            time.sleep(0.02)
+
+    def __enter__(self) -> Client:
+        self.thread.start()
+        wait_for(lambda: self.results, 10, "the client's first answer")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop_event.set()
+        self.thread.join(10)
+
+    def failed(self, since: float = 0.0) -> list:
+        return [r for r in self.results if r[0] >= since and r[1] != 200]
+
+    def count(self) -> int:
+        return len(self.results)
+
+    def more(self, n: int = 5) -> None:
+        target = self.count() + n
+        wait_for(lambda: self.count() >= target, 15, f"{n} more requests")
+
+    def versions(self, since: float) -> set[str]:
+        return {r[2].split()[1] for r in self.results if r[0] >= since and r[1] == 200}
+
+
+class Deploy:
+    """The flag files ``deploy_app`` reads as each worker boots."""
+
+    def __init__(self, tmp_path) -> None:
+        self.dir = tmp_path / "deploy"
+        self.dir.mkdir()
+        self.env = {"DEPLOY_DIR": str(self.dir)}
+
+    def set(self, fault: str = "ok", version: str | None = None) -> None:
+        (self.dir / "fault").write_text(fault)
+        if version is not None:
+            (self.dir / "version").write_text(version)
+
+
+def http(srv) -> list[dict]:
+    return [p for p in srv.timeline().get("processes", []) if p["kind"] == "http"]
+
+
+def live_ready(srv) -> list[int]:
+    return sorted(p["pid"] for p in http(srv) if p["ready"] is not None and p["exit"] is None)
+
+
+def settled(srv, count: int) -> list[int] | None:
+    """``count`` ready workers, exactly the master's children."""
+    ready = live_ready(srv)
+    return ready if len(ready) == count and ready == srv.workers() else None
+
+
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def hold(predicate, duration: float, what: str) -> None:
+    """``predicate`` must stay true for ``duration`` s (polled)."""
+    deadline = time.monotonic() + duration
+    while time.monotonic() < deadline:
+        assert predicate(), what
+        time.sleep(0.05)
+
+
+def rollback_server(server, tmp_path, deploy: Deploy, env: dict | None = None, **kwargs):
+    conf = tmp_path / "deploy.conf.py"
+    conf.write_text("from gunicorn_slowstart import install\ninstall(globals())\n")
+    srv = server(app="deploy_app:app", config=str(conf), env={**deploy.env, **(env or {})}, **kwargs)
+    srv.conf = conf
+    return srv
+
+
+def reload_and_wait_abandoned(srv, count: int) -> re.Match:
+    srv.signal(signal.SIGHUP)
+    wait_for(lambda: len(ABANDONED.findall(srv.log())) >= count, 30, f"abandoned reload #{count}")
+    return list(ABANDONED.finditer(srv.log()))[count - 1]
+
+
+# -- what the issue must show -------------------------------------------------------------
+
+
+def test_invalid_settings_and_broken_config_files_on_sighup_keep_everything(server, tmp_path):
+    """Each bad config on SIGHUP: one error line, previous settings and workers kept, 0 failed."""
+    deploy = Deploy(tmp_path)
+    srv = rollback_server(server, tmp_path, deploy, workers=2, boot_cpu=0.1)
+    first = wait_for(lambda: settled(srv, 2), 30, "2 ready workers")
+    head = "from gunicorn_slowstart import install\ninstall(globals())\n"
+    bad = [
+        (head + "slowstart_max_batch = 0\n", "slowstart_max_batch must be a whole number >= 1 or 'auto', got 0"),
+        (head + "slowstart_mode = 'fast'\n", "slowstart_mode must be one of: ready, timer, off, got 'fast'"),
+        ("from gunicorn_slowstart import install\ninstall(globals(), max_bacth=4)\n",
+         "unknown slow-start setting install(max_bacth=...)"),
+        (head + "workers = undefined_name\n", "NameError: name 'undefined_name' is not defined"),
+        (head + "slowstart_long_workers = 2\n", "slowstart_long_workers (GUNICORN_SLOWSTART_LONG_WORKERS) "
+                                                "needs a target"),
+    ]
+    with Client(srv.port) as client:
+        for n, (text, needle) in enumerate(bad, 1):
+            srv.conf.write_text(text)
+            srv.signal(signal.SIGHUP)
+            wait_for(lambda n=n: srv.log().count("SIGHUP refused") >= n, 15, f"refusal #{n}")
+            line = [x for x in srv.log().splitlines() if "SIGHUP refused" in x][-1]
+            assert needle in line, line
+            assert srv.proc.poll() is None, srv.tail()
+            client.more()
+        assert srv.workers() == first, "a refused SIGHUP changed the workers"
+        # the previous settings still hold: a good config is a normal rolling reload
+        srv.conf.write_text(head + "slowstart_max_batch = 2\n")
+        srv.signal(signal.SIGHUP)
+        wait_for(lambda: srv.summary_done(2), 30, "the reload after the refusals")
+        wait_for(lambda: (w := settled(srv, 2)) and not set(w) & set(first), 30, "2 new workers")
+        client.more()
+    assert not client.failed(), client.failed()
+    assert srv.log().count("SIGHUP refused") == len(bad)
+    assert "Traceback" not in srv.log(), "the refused config files' output goes to one line"
+
+
+def test_broken_deploy_rolls_back_and_the_fixed_deploy_rolls_out(server, tmp_path):
+    """SIGHUP with code that fails at import: the old 4 keep serving; fixed code + SIGHUP: 4 new."""
+    deploy = Deploy(tmp_path)
+    deploy.set("ok", "1")
+    notify = Listener(socket.AF_UNIX, str(tmp_path / "notify.sock"))
+    statsd = Listener(socket.AF_INET, ("127.0.0.1", 0))
+    try:
+        srv = rollback_server(server, tmp_path, deploy, workers=4, boot_cpu=0.2,
+                              env={"NOTIFY_SOCKET": notify.address, "GUNICORN_SLOWSTART_RELOAD_SURGE": "1",
+                                   "GUNICORN_SLOWSTART_MAX_BATCH": "4"},
+                              args=("--statsd-host", f"127.0.0.1:{statsd.address[1]}"))
+        old = wait_for(lambda: settled(srv, 4), 30, "4 ready workers")
+        with Client(srv.port) as client:
+            deploy.set("import", "2")
+            match = reload_and_wait_abandoned(srv, 1)
+            t_abandoned = time.monotonic()
+            assert match.group(1) == "2" and match.group(2) == "1", match.group(0)
+            # the old generation serves at full count, nothing more of the new one is forked
+            hold(lambda: srv.workers() == old and srv.proc.poll() is None, 3.0, "the old 4 stopped serving")
+            assert srv.log().count("[INFO] Booting worker with pid") == 5, srv.tail()
+            assert client.versions(t_abandoned) == {"1"}
+            assert not client.failed(), client.failed()
+
+            deploy.set("ok", "3")
+            t_fixed = time.monotonic()
+            srv.signal(signal.SIGHUP)
+            new = wait_for(lambda: (w := settled(srv, 4)) and not set(w) & set(old) and w, 60,
+                           "4 new workers, the old ones gone")
+            client.more()
+            assert client.versions(time.monotonic() - 0.05) <= {"3"}
+        assert not client.failed(), client.failed()
+        wait_for(lambda: "gunicorn.slowstart.reload_failed:0|g" in "\n".join(statsd.lines), 10, "statsd")
+    finally:
+        notes, metrics = notify.close(), statsd.close()
+    log = srv.log()
+    line = next(x for x in log.splitlines() if "abandoned" in x)
+    assert "(exit code 3)" in line or "(exit code 4)" in line, line
+    assert "its traceback is in this log after 'Booting worker with pid:" in line
+    assert "serving generation 1 with 4 workers" in line
+    assert "ImportError: cannot import name 'settings'" in log  # the worker's own traceback
+    assert "Shutting down: Master" not in log and "Reason:" not in log
+    assert "STATUS=reload failed, serving generation 1" in notes
+    assert "gunicorn.slowstart.reload_failed:1|g" in metrics and "gunicorn.slowstart.reload_failed:0|g" in metrics
+    # the timeline: the failed reload, then the good one, which never ran more than 1 extra worker
+    ramps = srv.timeline()["ramps"]
+    failed = [r for r in ramps if r.get("failed")]
+    assert len(failed) == 1 and failed[0]["failed"]["generation"] == 2 and failed[0]["failed"]["serving"] == 1
+    procs = http(srv)
+    t0 = srv.timeline()["wall_t0"]
+    t_fix_rel = time.time() - t0 - (time.monotonic() - t_fixed)
+    reload = [p for p in procs if p["fork"] >= t_fix_rel - 0.05]
+    assert len(reload) == 4 and peak_booting(reload) == 1, reload  # reload_surge = 1: one extra at a time
+    end = max(p["ready"] for p in reload)
+    probes = [t_fix_rel + i * 0.01 for i in range(int((end - t_fix_rel) / 0.01) + 1)]
+    assert min(ready_at(procs, t) for t in probes) >= 4, "fewer than 4 ready workers during the reload"
+    assert len(new) == 4
+
+
+class Listener:
+    """Reads a datagram socket from a thread (statsd, systemd's NOTIFY_SOCKET), as the real
+    reader would: an unread unix datagram socket fills up and blocks the sender."""
+
+    def __init__(self, family: int, address) -> None:
+        self.sock = socket.socket(family, socket.SOCK_DGRAM)
+        self.sock.bind(address)
+        self.sock.settimeout(0.1)
+        self.address = self.sock.getsockname()
+        self.lines: list[str] = []
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + 240
+        while not self.stop_event.is_set() and time.monotonic() < deadline:
+            try:
+                self.lines.extend(self.sock.recv(65536).decode().splitlines())
+            except (TimeoutError, OSError):
+                continue
+
+    def close(self) -> str:
+        self.stop_event.set()
+        self.thread.join(5)
+        self.sock.close()
+        return "\n".join(self.lines)
+
+
+def test_respawn_failing_at_lifespan_startup_backs_off_then_recovers(server, tmp_path):
+    """A serving server whose respawn fails (import error, then lifespan start-up) for a while:
+    at most 1 failed request, back-off in the log, the full count again once it recovers."""
+    deploy = Deploy(tmp_path)
+    srv = rollback_server(server, tmp_path, deploy, workers=4, boot_cpu=0.1,
+                          env={"GUNICORN_SLOWSTART_MAX_BOOT_FAILURES": "2"})
+    workers = wait_for(lambda: settled(srv, 4), 30, "4 ready workers")
+    with Client(srv.port) as client:
+        deploy.set("noapp")
+        victim = workers[0]
+        psutil.Process(victim).kill()  # a worker dies; its replacement cannot load the app (exit 4)
+        wait_for(lambda: srv.log().count("before it was ready") >= 1, 20, "a failed respawn")
+        deploy.set("lifespan")  # now the database is down
+        wait_for(lambda: srv.log().count("before it was ready") >= 3, 30, "3 failed respawns")
+        t_recovered = time.monotonic()
+        deploy.set("ok")
+        wait_for(lambda: settled(srv, 4), 40, "4 ready workers again")
+        recovered_after = time.monotonic() - t_recovered
+        client.more()
+    log = srv.log()
+    assert srv.proc.poll() is None and "Reason:" not in log, srv.tail()
+    assert len(client.failed()) <= 1, client.failed()
+    backoffs = re.findall(r"next fork in ([\d.]+) s \(back-off after (\d+) consecutive boot failures\), "
+                          r"3 of 4 serving", log)
+    assert len(backoffs) >= 3, srv.tail()
+    assert [int(n) for _, n in backoffs[:3]] == [1, 2, 3], backoffs  # past max_boot_failures: still up
+    assert "(exit code 4) before it was ready" in log and "(exit code 3) before it was ready" in log
+    # the full count within one back-off step (the longest so far) after the recovery
+    longest = max(float(d) for d, _ in backoffs)
+    assert recovered_after <= longest + 10, (recovered_after, backoffs)  # + a boot on a shared machine
+
+
+@pytest.mark.parametrize("fault, exit_text, env", [
+    ("lifespan", "exit code 3", {}),
+    ("crash", "exit code 1", {}),
+    ("noapp", "exit code 4", {}),
+    ("hang", "signal 15", {"GUNICORN_SLOWSTART_BOOT_TIMEOUT": "1.5"}),
+], ids=["lifespan", "crash", "noapp", "hang-boot-timeout"])
+def test_every_kind_of_failed_boot_rolls_a_reload_back(server, tmp_path, fault, exit_text, env):
+    deploy = Deploy(tmp_path)
+    srv = rollback_server(server, tmp_path, deploy, workers=3, boot_cpu=0.1, env=env)
+    old = wait_for(lambda: settled(srv, 3), 30, "3 ready workers")
+    with Client(srv.port) as client:
+        deploy.set(fault)
+        match = reload_and_wait_abandoned(srv, 1)
+        assert exit_text in match.group(0), match.group(0)
+        hold(lambda: srv.workers() == old, 1.0, "the old workers stopped serving")
+        client.more()
+    assert not client.failed(), client.failed()
+    assert srv.proc.poll() is None
+
+
+def test_max_boot_failures_zero_never_gives_up_on_a_boot_error(server, tmp_path):
+    deploy = Deploy(tmp_path)
+    deploy.set("noapp")
+    srv = rollback_server(server, tmp_path, deploy, workers=2, boot_cpu=0.05,
+                          env={"GUNICORN_SLOWSTART_MAX_BOOT_FAILURES": "0"})
+    wait_for(lambda: srv.log().count("(exit code 4) before it was ready") >= 2, 30, "2 failed boots")
+    assert srv.proc.poll() is None, srv.tail()
+    deploy.set("ok")
+    wait_for(lambda: settled(srv, 2), 30, "2 ready workers once the code is fixed")
