@@ -25,7 +25,7 @@ import time
 
 import psutil
 import pytest
-from support import wait_for
+from support import try_get, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -227,3 +227,61 @@ def test_ttou_right_after_a_fork_leaves_no_extra_worker(server):
             extra = [p for p in procs if p["pid"] in srv.workers()]
             raise AssertionError(f"round {round_}: {len(srv.workers())} workers for 2: {extra}\n"
                                  f"{srv.tail(12)}") from None
+
+
+# -- SIGHUP with a broken deploy at a random moment --------------------------------------------
+
+DEPLOY_TRIALS = 2
+
+
+@pytest.mark.parametrize("trial", range(DEPLOY_TRIALS), ids=lambda t: f"trial{t}")
+def test_broken_deploy_at_a_random_moment_never_stops_a_serving_master(server, tmp_path, trial):
+    """Once a worker serves, the app is broken (import error) and SIGHUP sent at a random
+    moment of the rest of the ramp: the master keeps serving; the fixed code + SIGHUP then
+    settles on the full count; SIGTERM leaves nothing behind."""
+    seed = BASE_SEED + 1000 + trial
+    delay = random.Random(seed).uniform(0.0, 1.0)
+    deploy = tmp_path / "deploy"
+    deploy.mkdir()
+    srv = server(app="deploy_app:app", workers=4, boot_cpu=0.15,
+                 env={**ENV, "DEPLOY_DIR": str(deploy)})
+
+    def ctx() -> str:
+        return f"seed={seed} delay={delay:.3f}\n{srv.tail(40)}"
+
+    def waited(predicate, timeout: float, what: str):
+        try:
+            return wait_for(predicate, timeout, what)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; {ctx()}") from None
+
+    def live() -> list[dict]:
+        return [p for p in srv.timeline().get("processes", []) if p["exit"] is None]
+
+    waited(lambda: any(p["ready"] is not None for p in live()), 20, "a serving worker")
+    time.sleep(delay)  # the deliberate random moment
+    (deploy / "fault").write_text("import")
+    srv.signal(signal.SIGHUP)
+    srv.remember_children()
+    waited(lambda: "abandoned" in srv.log(), 20, "the broken reload abandoned")
+    waited(stable(lambda: srv.proc.poll() is None and try_get(srv.port, timeout=2) is not None, 1.0), 10,
+           "the master serving after the broken reload")
+
+    (deploy / "fault").write_text("ok")
+    wall_t0 = waited(lambda: srv.timeline().get("wall_t0"), 5, "timeline")
+    t_fix = time.time() - wall_t0
+    srv.signal(signal.SIGHUP)
+
+    def settled() -> bool:
+        procs = live()
+        return (len(procs) == WORKERS // 2 and all(p["ready"] is not None and p["fork"] >= t_fix for p in procs)
+                and sorted(p["pid"] for p in procs) == srv.workers())
+
+    waited(stable(settled, 0.3), 30, "4 ready workers of the fixed code")
+    srv.remember_children()
+    srv.signal(signal.SIGTERM)
+    assert srv.wait_exit(GRACEFUL + 1) == 0, ctx()
+    left = running(srv.known | {p["pid"] for p in srv.timeline().get("processes", [])})
+    assert not left, f"left behind: {left}; {ctx()}"
+    log = srv.log()
+    assert "Unhandled exception" not in log and "Reason:" not in log, ctx()

@@ -85,9 +85,13 @@ def live_ready(srv) -> list[int]:
 
 
 def settled(srv, count: int) -> list[int] | None:
-    """``count`` ready workers, exactly the master's children."""
+    """``count`` ready HTTP workers, and no other HTTP worker alive under the master."""
     ready = live_ready(srv)
-    return ready if len(ready) == count and ready == srv.workers() else None
+    alive_http = [p["pid"] for p in http(srv) if p["exit"] is None]
+    children = set(srv.workers())
+    if len(ready) == count and sorted(alive_http) == ready and set(ready) <= children:
+        return ready
+    return None
 
 
 def alive(pid: int) -> bool:
@@ -105,9 +109,9 @@ def hold(predicate, duration: float, what: str) -> None:
         time.sleep(0.05)
 
 
-def rollback_server(server, tmp_path, deploy: Deploy, env: dict | None = None, **kwargs):
+def rollback_server(server, tmp_path, deploy: Deploy, env: dict | None = None, conf_text: str = "", **kwargs):
     conf = tmp_path / "deploy.conf.py"
-    conf.write_text("from gunicorn_slowstart import install\ninstall(globals())\n")
+    conf.write_text(conf_text or "from gunicorn_slowstart import install\ninstall(globals())\n")
     srv = server(app="deploy_app:app", config=str(conf), env={**deploy.env, **(env or {})}, **kwargs)
     srv.conf = conf
     return srv
@@ -277,24 +281,26 @@ def test_respawn_failing_at_lifespan_startup_backs_off_then_recovers(server, tmp
     assert recovered_after <= longest + 10, (recovered_after, backoffs)  # + a boot on a shared machine
 
 
-@pytest.mark.parametrize("fault, exit_text, env", [
-    ("lifespan", "exit code 3", {}),
-    ("crash", "exit code 1", {}),
-    ("noapp", "exit code 4", {}),
-    ("hang", "signal 15", {"GUNICORN_SLOWSTART_BOOT_TIMEOUT": "1.5"}),
-], ids=["lifespan", "crash", "noapp", "hang-boot-timeout"])
-def test_every_kind_of_failed_boot_rolls_a_reload_back(server, tmp_path, fault, exit_text, env):
+def test_every_kind_of_failed_boot_rolls_a_reload_back(server, tmp_path):
+    """Failing lifespan (exit 3), crash (exit 1), no app (exit 4), hang past boot_timeout:
+    each SIGHUP is abandoned, the same old workers serve throughout, 0 failed requests."""
     deploy = Deploy(tmp_path)
-    srv = rollback_server(server, tmp_path, deploy, workers=3, boot_cpu=0.1, env=env)
+    srv = rollback_server(server, tmp_path, deploy, workers=3, boot_cpu=0.1,
+                          env={"GUNICORN_SLOWSTART_BOOT_TIMEOUT": "1.5"})
     old = wait_for(lambda: settled(srv, 3), 30, "3 ready workers")
+    cases = [("lifespan", "(exit code 3)"), ("crash", "(exit code 1)"), ("noapp", "(exit code 4)"),
+             ("hang", "(signal 15)")]
     with Client(srv.port) as client:
-        deploy.set(fault)
-        match = reload_and_wait_abandoned(srv, 1)
-        assert exit_text in match.group(0), match.group(0)
-        hold(lambda: srv.workers() == old, 1.0, "the old workers stopped serving")
-        client.more()
+        for n, (fault, exit_text) in enumerate(cases, 1):
+            deploy.set(fault)
+            match = reload_and_wait_abandoned(srv, n)
+            assert exit_text in match.group(0) and match.group(1) == str(n + 1), (fault, match.group(0))
+            assert srv.workers() == old, f"{fault}: the old workers changed"
+            client.more()
     assert not client.failed(), client.failed()
     assert srv.proc.poll() is None
+    assert "not ready 1.5 s after fork: killing it (boot_timeout)" in srv.log()
+    assert srv.log().count("[INFO] Booting worker with pid") == 3 + len(cases)
 
 
 def test_max_boot_failures_zero_never_gives_up_on_a_boot_error(server, tmp_path):
@@ -303,6 +309,52 @@ def test_max_boot_failures_zero_never_gives_up_on_a_boot_error(server, tmp_path)
     srv = rollback_server(server, tmp_path, deploy, workers=2, boot_cpu=0.05,
                           env={"GUNICORN_SLOWSTART_MAX_BOOT_FAILURES": "0"})
     wait_for(lambda: srv.log().count("(exit code 4) before it was ready") >= 2, 30, "2 failed boots")
+    assert "Reason:" not in srv.log()
     assert srv.proc.poll() is None, srv.tail()
     deploy.set("ok")
     wait_for(lambda: settled(srv, 2), 30, "2 ready workers once the code is fixed")
+
+
+# -- changes of shape on SIGHUP ----------------------------------------------------------------------
+
+
+def test_sighup_switches_mode_and_long_workers_as_rolling_changes(server, tmp_path):
+    """off -> ready with the pool removed (long_workers 2 -> 0), then back: each a rolling change."""
+    deploy = Deploy(tmp_path)
+    mode, size = tmp_path / "mode", tmp_path / "size"
+    mode.write_text("off")
+    size.write_text("2")
+    conf = ("from gunicorn_slowstart import install\ninstall(globals())\n"
+            f"slowstart_mode = open({str(mode)!r}).read()\n"
+            f"slowstart_long_workers = int(open({str(size)!r}).read())\n"
+            "slowstart_long_worker = 'examples.jobs:run'\n")
+    srv = rollback_server(server, tmp_path, deploy, workers=2, boot_cpu=0.1, conf_text=conf,
+                          env={"EXAMPLE_JOB_BOOT_CPU": "0.05"})
+
+    def long_ready() -> list[int]:
+        return [p["pid"] for p in srv.timeline().get("processes", [])
+                if p["kind"] == "long" and p["ready"] is not None and p["exit"] is None]
+
+    def long_alive() -> list[int]:
+        return [p["pid"] for p in srv.timeline().get("processes", []) if p["kind"] == "long" and p["exit"] is None]
+
+    old = wait_for(lambda: len(long_ready()) == 2 and settled(srv, 2), 40, "2 http and 2 long workers")
+    with Client(srv.port) as client:
+        mode.write_text("ready")
+        size.write_text("0")
+        srv.signal(signal.SIGHUP)
+        new = wait_for(lambda: (w := settled(srv, 2)) and not set(w) & set(old) and w, 30,
+                       "2 new http workers in ready mode, the old ones gone")
+        wait_for(lambda: not long_alive(), 20, "the long workers stopped")
+        assert "s, reload)" in srv.log() and "long-worker pool 'examples.jobs:run' removed" in srv.log()
+        assert srv.timeline()["meta"]["mode"] == "ready"
+        client.more()
+
+        mode.write_text("off")
+        size.write_text("2")
+        srv.signal(signal.SIGHUP)
+        wait_for(lambda: (w := settled(srv, 2)) and not set(w) & set(new), 30, "2 new http workers in off mode")
+        wait_for(lambda: len(long_ready()) == 2, 30, "2 long workers again")
+        client.more()
+    assert not client.failed(), client.failed()
+    assert srv.proc.poll() is None and "Traceback" not in srv.log()
