@@ -323,10 +323,9 @@ class SlowStartArbiter(Arbiter):
     def _surge_room(self) -> int:
         """A reload runs at most ``reload_surge`` workers above the target (Kubernetes' maxSurge);
         it never runs below it (old workers retire only when new ones are ready)."""
-        if not self._retiring:
-            return self.num_workers
         surge = self.slowstart.reload_surge
-        surge = self.policy.window if surge == "auto" else surge
+        if not self._retiring or surge == "auto":
+            return self.num_workers  # the policy's own limit: the window (ready mode), the batch (timer)
         live = [pid for pid in list(self.WORKERS)
                 if not (pid in self._terminating and self._terminating[pid].expected)]
         return max(0, surge - (len(live) - self.num_workers))
@@ -715,7 +714,8 @@ class SlowStartArbiter(Arbiter):
         meaning = {self.WORKER_BOOT_ERROR: ": the worker failed to boot",
                    self.APP_LOAD_ERROR: ": the application failed to load"}.get(code, "")
         self.log.error("slow start: reload to generation %d failed and is abandoned after %d boot "
-                       "failure(s): %s%s (its traceback is in this log after 'Booting worker with pid: %d'); "
+                       "failure(s): %s%s (its own log lines, any traceback among them, follow 'Booting worker with "
+                       "pid: %d' in this log); "
                        "serving generation %d with %d workers; send SIGHUP again once the code is fixed",
                        reload.generation, reload.failures, reload.last_failure, meaning, pid,
                        self.rollout.serving, len(current))

@@ -175,7 +175,8 @@ SPECS: dict[str, Spec] = {
                                 "Abandon a SIGHUP reload after this many boot failures of its new workers; "
                                 "'auto': the size of the first step (initial); 0: never.", "INT"),
     "reload_surge": Spec(auto_or(positive_int), "auto",
-                         "Most workers a SIGHUP reload runs above the target; 'auto': the current window.",
+                         "Most workers a SIGHUP reload runs above the target; 'auto': as many as the policy lets "
+                         "boot at once (the window).",
                          "INT"),
 }
 

@@ -199,7 +199,7 @@ def test_broken_deploy_rolls_back_and_the_fixed_deploy_rolls_out(server, tmp_pat
     log = srv.log()
     line = next(x for x in log.splitlines() if "abandoned" in x)
     assert "(exit code 3)" in line or "(exit code 4)" in line, line
-    assert "its traceback is in this log after 'Booting worker with pid:" in line
+    assert "its own log lines, any traceback among them, follow 'Booting worker with pid:" in line
     assert "serving generation 1 with 4 workers" in line
     assert "ImportError: cannot import name 'settings'" in log  # the worker's own traceback
     assert "Shutting down: Master" not in log and "Reason:" not in log
@@ -286,8 +286,9 @@ def test_every_kind_of_failed_boot_rolls_a_reload_back(server, tmp_path):
     each SIGHUP is abandoned, the same old workers serve throughout, 0 failed requests."""
     deploy = Deploy(tmp_path)
     srv = rollback_server(server, tmp_path, deploy, workers=3, boot_cpu=0.1,
-                          env={"GUNICORN_SLOWSTART_BOOT_TIMEOUT": "1.5"})
+                          env={"GUNICORN_SLOWSTART_BOOT_TIMEOUT": "2"})
     old = wait_for(lambda: settled(srv, 3), 30, "3 ready workers")
+    forks = srv.log().count("[INFO] Booting worker with pid")
     cases = [("lifespan", "(exit code 3)"), ("crash", "(exit code 1)"), ("noapp", "(exit code 4)"),
              ("hang", "(signal 15)")]
     with Client(srv.port) as client:
@@ -299,8 +300,8 @@ def test_every_kind_of_failed_boot_rolls_a_reload_back(server, tmp_path):
             client.more()
     assert not client.failed(), client.failed()
     assert srv.proc.poll() is None
-    assert "not ready 1.5 s after fork: killing it (boot_timeout)" in srv.log()
-    assert srv.log().count("[INFO] Booting worker with pid") == 3 + len(cases)
+    assert "s after fork: killing it (boot_timeout)" in srv.log()
+    assert srv.log().count("[INFO] Booting worker with pid") == forks + len(cases), "one fork per reload"
 
 
 def test_max_boot_failures_zero_never_gives_up_on_a_boot_error(server, tmp_path):
