@@ -23,14 +23,19 @@ value" means ready, and costs one ``fstat`` per booting worker per tick.
 
 Exits are found by comparing the pids we track with gunicorn's ``WORKERS``
 after gunicorn reaped them; the exit status is peeked just before gunicorn
-reaps (``waitid(..., WNOWAIT)``), so gunicorn's own handling of boot errors
-(exit 3 / 4 stops the server) stays exactly as it is.  Because the first step
-forks one worker, a broken application stops the server after one fork.
+reaps (``waitid(..., WNOWAIT)``).  gunicorn stops the server when a worker
+exits 3 / 4 (a boot error); ``rollout.py`` decides per pid whether that halt
+applies: on a first start it does (the first step forks one worker, so a
+broken application stops the server after one fork), on a serving server or
+in a reload it does not, and the exit is an ordinary boot failure.
 
-SIGHUP is a rolling reload: gunicorn's ``reload()`` reloads the config (its
-spawn-everything tail is neutralised), then the new generation is ramped like
-a first start while each old worker is stopped only when a new one is ready,
-so the server never has fewer ready workers than it had before the reload.
+SIGHUP is a rolling reload: the config file is executed and checked first (a
+bad one is refused with one error line, nothing changes), gunicorn's
+``reload()`` applies it (its spawn-everything tail is neutralised), then the
+new generation is ramped like a first start while each old worker is stopped
+only when a new one is ready, so the server never has fewer ready workers
+than it had before the reload.  A new generation that cannot boot is
+abandoned and the old one keeps serving.
 
 ``mode = "off"`` leaves gunicorn's own spawning, reload and scale-down code in
 charge; the master still records readiness, so the timeline compares fairly.
@@ -664,7 +669,7 @@ class SlowStartArbiter(Arbiter):
             resolved = settings_mod.resolve(self.app.cfg, new.namespace, new.keywords)
             self._pool_from(resolved, new.pool)
             return resolved
-        except (SystemExit, Exception) as exc:  # noqa: BLE001 - nothing in a config file may stop the master
+        except (SystemExit, Exception) as exc:  # nothing in a config file may stop the master
             self.app.cfg = cfg
             restore_installation(installation)
             os.environ.clear()
