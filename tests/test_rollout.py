@@ -192,3 +192,58 @@ def test_reload_settings_defaults_and_values():
     settings = resolve(environ={"GUNICORN_SLOWSTART_RELOAD_MAX_FAILURES": "0",
                                 "GUNICORN_SLOWSTART_RELOAD_SURGE": "2"})
     assert settings.reload_max_failures == 0 and settings.reload_surge == 2
+
+
+# -- the record of a failed reload ------------------------------------------------------------------
+
+
+def test_timeline_marks_the_failed_reload_and_the_file_still_loads(tmp_path):
+    from gunicorn_slowstart.timeline import Timeline, load
+
+    t = Timeline(100.0, 1.79e9)
+    t.ramp_started(100.0, 2, "start")
+    t.ramp_done(101.0)
+    t.reload_failed(101.5, 2, 1, "ignored: the last ramp is not a reload")
+    t.ramp_started(102.0, 2, "reload")
+    t.reload_failed(102.5, 2, 1, "worker 7 died 0.4 s after fork (exit code 3)")
+    data = t.to_dict()
+    assert "failed" not in data["ramps"][0]
+    assert data["ramps"][1]["failed"] == {"t": 2.5, "generation": 2, "serving": 1,
+                                          "cause": "worker 7 died 0.4 s after fork (exit code 3)"}
+    assert data["ramps"][1]["end"] == 2.5
+    path = tmp_path / "t.json"
+    t.write(str(path))
+    assert load(str(path))["ramps"][1]["failed"]["generation"] == 2
+
+
+class _Log:
+    prefix = "svc."
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, float]] = []
+
+    def gauge(self, name: str, value: float) -> None:
+        self.sent.append((name, value))
+
+    def warning(self, *args) -> None:
+        raise AssertionError(args)
+
+
+def test_status_says_reload_failed_to_statsd_and_systemd(monkeypatch, tmp_path):
+    import socket
+
+    from gunicorn_slowstart import status as status_mod
+
+    path = str(tmp_path / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(path)
+        sock.settimeout(5)
+        monkeypatch.setenv("NOTIFY_SOCKET", path)
+        log = _Log()
+        reporter = status_mod.StatusReporter(log, 0.0, 0.0)
+        reporter.ramp_started(1.0, 4, "reload")
+        reporter.reload_failed(2.0, 2, 1, "worker 7 died")
+        assert sock.recv(4096) == b"STATUS=reload failed, serving generation 1"
+    assert log.sent == [("gunicorn.slowstart.reload_failed", 1), ("gunicorn.slowstart.generation", 1)]
+    reporter.reload_done(3)
+    assert log.sent[-2:] == [("gunicorn.slowstart.reload_failed", 0), ("gunicorn.slowstart.generation", 3)]
