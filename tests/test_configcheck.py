@@ -209,3 +209,22 @@ def test_activate_wraps_run_once(monkeypatch) -> None:
     hooks.activate()
     wrapped = gunicorn.app.base.Application.run
     assert wrapped is not original and configcheck.checked(wrapped) is wrapped
+
+
+def test_an_unwritable_timeline_is_warned_about_once_by_its_own_path(tmp_path: Path, caplog) -> None:
+    from gunicorn_slowstart.status import StatusReporter
+
+    path = tmp_path / "missing" / "startup.json"
+    reporter = StatusReporter(logging.getLogger("test-timeline"), 0.0, 0.0)
+    reporter.configure(str(path), {})
+    with caplog.at_level(logging.WARNING, "test-timeline"):
+        for t in range(5):
+            reporter.step(float(t), 1, 1, 0, t)
+            reporter.write(t + 0.5)
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert message.startswith(f"slow start: cannot write timeline {path}: No such file or directory "
+                              f"(the directory {path.parent} does not exist)")
+    assert ".timeline-" not in message
+    path.parent.mkdir()
+    reporter.write(10.0)
+    assert path.exists() and reporter.write_problem is None
