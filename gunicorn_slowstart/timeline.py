@@ -41,9 +41,10 @@ All times are seconds relative to ``t0`` (the master's start), rounded to
 ``"reload"``, ``"respawn"`` or ``"scale"``.  A ramp's ``end`` is when the
 arbiter called ``ramp_done`` (null if it never did); ``first_ready`` and
 ``all_ready`` are times (relative to ``t0``, like every time in the file) of
-the first and of the ``target``-th ready event among the ramp's processes:
-those forked at or after the ramp's start and before the next ramp's start.
-Both kinds count.  ``all_ready`` is null if the target was not reached.
+the first and of the ``target``-th ready event among the ramp's HTTP workers
+(the target is the master's number of HTTP workers): those forked at or after
+the ramp's start and before the next ramp's start.  ``all_ready`` is null if
+the target was not reached.
 
 ``summary`` describes the first ramp (see ``summarize``); its durations are
 seconds from the ramp's start.  It is derived data: readers recompute it
@@ -217,11 +218,16 @@ def _all_ready_at(start: float, target: int, readies: list[float]) -> float | No
     return readies[target - 1] if len(readies) >= target else None
 
 
+def _http(processes: list[dict]) -> list[dict]:
+    """A ramp's ``target`` counts HTTP workers (the master's ``num_workers``): only they make it ready."""
+    return [p for p in processes if p["kind"] == "http"]
+
+
 def fill_ramps(data: dict) -> None:
-    """Set each ramp's ``first_ready`` and ``all_ready`` from its processes' ready events."""
+    """Set each ramp's ``first_ready`` and ``all_ready`` from its HTTP workers' ready events."""
     ramps = data["ramps"]
     for index, ramp in enumerate(ramps):
-        readies = _ready_times(ramp_members(data["processes"], ramps, index))
+        readies = _ready_times(_http(ramp_members(data["processes"], ramps, index)))
         ramp["first_ready"] = readies[0] if readies else None
         ramp["all_ready"] = _all_ready_at(ramp["start"], ramp["target"], readies)
 
@@ -259,34 +265,43 @@ def _since(start: float, t: float | None) -> float | None:
     return None if t is None else round(t - start, 3)
 
 
-def _first_ramp(data: dict) -> tuple[dict, list[dict]]:
-    """The first ramp and its processes; without ramps, the whole record from t0."""
+def _ramp(data: dict, index: int) -> tuple[dict, list[dict]]:
+    """Ramp ``index`` and its processes; without ramps, the whole record from t0."""
     processes, ramps = data["processes"], data["ramps"]
     if ramps:
-        return ramps[0], ramp_members(processes, ramps, 0)
+        return ramps[index], ramp_members(processes, ramps, index)
     target = data.get("meta", {}).get("target")
     if not isinstance(target, int) or isinstance(target, bool):
-        target = len(processes)
+        target = len(_http(processes))
     return {"reason": None, "start": 0.0, "target": target}, processes
 
 
-def summarize(data: dict) -> dict:
-    """Figures of the first ramp; durations in seconds from the ramp's start.
+def summarize(data: dict, index: int = 0) -> dict:
+    """Figures of ramp ``index`` (the first by default); durations in seconds from its start.
 
-    ``ready`` counts the ramp's processes that became ready, ``all_ready`` is
-    when the ``target``-th did (null if never), ``peak_booting`` and ``boot``
-    (min/median/max of ready - fork) cover the ramp's processes of both kinds,
-    ``failed`` lists those that exited before they were ready.
+    ``spawned``, ``ready``, ``first_ready`` and ``all_ready`` (when the
+    ``target``-th HTTP worker was ready, null if never) are about HTTP workers,
+    which the target counts; ``long`` counts the long workers forked during the
+    ramp (null if none).  ``peak_booting`` and ``boot`` (min/median/max of
+    ready - fork) cover both kinds, ``failed`` lists those that exited before
+    they were ready.
     """
-    ramp, members = _first_ramp(data)
-    readies = _ready_times(members)
+    ramp, members = _ramp(data, index)
+    http, long = _http(members), [p for p in members if p["kind"] == "long"]
+    readies = _ready_times(http)
     failed = _failures(members)
-    return {"ramps": len(data["ramps"]), "reason": ramp["reason"], "target": ramp["target"],
-            "spawned": len(members), "ready": len(readies),
+    return {"ramps": len(data["ramps"]), "reason": ramp["reason"], "start": ramp["start"],
+            "target": ramp["target"], "spawned": len(http), "ready": len(readies),
             "first_ready": _since(ramp["start"], readies[0] if readies else None),
             "all_ready": _since(ramp["start"], _all_ready_at(ramp["start"], ramp["target"], readies)),
+            "long": {"spawned": len(long), "ready": len(_ready_times(long))} if long else None,
             "peak_booting": peak_booting(members), "boot": _boot_stats(members),
             "failures": len(failed), "failed": failed}
+
+
+def summaries(data: dict) -> list[dict]:
+    """``summarize`` of every ramp, in order (one, over the whole record, without ramps)."""
+    return [summarize(data, index) for index in range(max(len(data["ramps"]), 1))]
 
 
 # --------------------------------------------------------------------------- loading
@@ -424,14 +439,26 @@ def _meta_text(meta: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in meta.items()) or "no meta"
 
 
+def _ramp_heading(s: dict, index: int) -> str:
+    if not s["ramps"]:
+        return "no ramp recorded"
+    return f"ramp {index + 1} of {s['ramps']}, {s['reason'] or 'ramp'} at {s['start']:.2f} s"
+
+
+def _spawned_text(s: dict) -> str:
+    if s["long"] is None:
+        return str(s["spawned"])
+    return f"{s['spawned']} http, {s['long']['spawned']} long ({s['long']['ready']} ready)"
+
+
 def format_summary(data: dict, name: str = "timeline") -> str:
-    """The summary of the first ramp as aligned text, for people."""
-    s = summarize(data)
-    ramps = f"{s['reason'] or 'ramp'} (ramp 1 of {s['ramps']})" if s["ramps"] else "no ramp recorded"
-    rows = [("ramp", ramps), ("spawned", str(s["spawned"])), ("peak booting", str(s["peak_booting"])),
-            ("boot time", _boot_text(s["boot"])), ("failures", _failure_text(s))]
-    lines = [f"{name}: {_meta_text(data.get('meta', {}))}", headline(s)]
-    lines += [f"  {label:<13} {value}" for label, value in rows]
+    """Every ramp's summary as aligned text, for people."""
+    lines = [f"{name}: {_meta_text(data.get('meta', {}))}"]
+    for index, s in enumerate(summaries(data)):
+        rows = [("spawned", _spawned_text(s)), ("peak booting", str(s["peak_booting"])),
+                ("boot time", _boot_text(s["boot"])), ("failures", _failure_text(s))]
+        lines.append(f"{_ramp_heading(s, index)}: {headline(s)}")
+        lines += [f"  {label:<13} {value}" for label, value in rows]
     return "\n".join(lines)
 
 
@@ -646,9 +673,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m gunicorn_slowstart.timeline",
                                      description="Summarise or draw a gunicorn-slowstart startup timeline.")
     sub = parser.add_subparsers(dest="command", required=True)
-    summary = sub.add_parser("summary", help="print the first ramp's figures")
+    summary = sub.add_parser("summary", help="print every ramp's figures")
     summary.add_argument("file", help="timeline JSON written by the master")
-    summary.add_argument("--json", action="store_true", help="print the summary as JSON")
+    summary.add_argument("--json", action="store_true", help="print the summaries as a JSON list, one per ramp")
     render_p = sub.add_parser("render", help="draw the timeline as an image (needs matplotlib)")
     render_p.add_argument("file", nargs="?", help="timeline JSON written by the master")
     render_p.add_argument("--compare", nargs=2, metavar=("A", "B"), help="draw two timelines stacked")
@@ -663,7 +690,7 @@ def _label(data: dict, path: str) -> str:
 
 def _cmd_summary(args: argparse.Namespace) -> int:
     data = load(args.file)
-    print(json.dumps(summarize(data), indent=2) if args.json else format_summary(data, args.file))
+    print(json.dumps(summaries(data), indent=2) if args.json else format_summary(data, args.file))
     return 0
 
 
