@@ -72,3 +72,66 @@ def _answers(port: int) -> bool:
         return get(port, timeout=2)[0] == 200
     except OSError:
         return False
+
+
+HOOKS = '''
+import os
+
+
+def _log(name):
+    with open(os.environ["HOOK_LOG"], "a") as f:
+        f.write(name + "\\n")
+
+
+def on_starting(server): _log("on_starting")
+def when_ready(server): _log("when_ready")
+def on_reload(server): _log("on_reload")
+def pre_fork(server, worker): _log("pre_fork")
+def post_fork(server, worker): _log("post_fork")
+def post_worker_init(worker): _log("post_worker_init")
+def worker_int(worker): _log("worker_int")
+def child_exit(server, worker): _log("child_exit")
+def worker_exit(server, worker): _log("worker_exit")
+def nworkers_changed(server, new, old): _log("nworkers_changed")
+def on_exit(server): _log("on_exit")
+'''
+
+
+def test_every_gunicorn_hook_stock_calls_is_called_in_ready_mode(server, tmp_path):
+    """Start, TTIN, SIGHUP, then SIGINT (quick stop): stock gunicorn and slow start side by side."""
+    import signal
+
+    servers, logs = {}, {}
+    for name, head in (("stock", ""), ("ready", "from gunicorn_slowstart import install\ninstall(globals())\n")):
+        conf = tmp_path / f"{name}.conf.py"
+        conf.write_text(head + HOOKS)
+        logs[name] = tmp_path / f"{name}.hooks"
+        servers[name] = server(workers=2, boot_cpu=0.05, worker_class="sync", app="wsgi_app:app",
+                               config=str(conf), env={"HOOK_LOG": str(logs[name])})
+
+    def calls(name: str) -> list[str]:
+        return logs[name].read_text().split() if logs[name].exists() else []
+
+    # SIGHUP goes back to the configured 2 workers, as stock gunicorn does
+    for step, sig, inits in (("start", None, 2), ("TTIN", signal.SIGTTIN, 3), ("HUP", signal.SIGHUP, 5)):
+        for srv in servers.values():
+            if sig is not None:
+                srv.signal(sig)
+        for name in servers:
+            wait_for(lambda name=name, inits=inits: calls(name).count("post_worker_init") >= inits, 60,
+                     f"{name}: {inits} workers initialised after {step}")
+    for name, srv in servers.items():
+        wait_for(lambda name=name: calls(name).count("child_exit") >= 3, 30, f"{name}: the old workers' exits")
+        srv.signal(signal.SIGINT)
+    for srv in servers.values():
+        assert srv.wait_exit(30) == 0
+    stock, ready = calls("stock"), calls("ready")
+    assert set(stock) == {"on_starting", "when_ready", "on_reload", "pre_fork", "post_fork", "post_worker_init",
+                          "worker_int", "child_exit", "worker_exit", "nworkers_changed", "on_exit"}
+    assert set(stock) <= set(ready), f"missing in ready mode: {sorted(set(stock) - set(ready))}"
+    for hook in ("on_starting", "when_ready", "on_reload", "on_exit"):
+        assert ready.count(hook) == stock.count(hook) == 1, hook
+    for hook in ("pre_fork", "post_fork", "post_worker_init", "child_exit", "worker_exit"):
+        assert ready.count(hook) == stock.count(hook) == 5, hook  # 3 old workers, then 2 new ones
+    assert ready.count("nworkers_changed") == stock.count("nworkers_changed") == 3  # start, TTIN, HUP
+    assert ready.count("worker_int") == stock.count("worker_int") == 2
