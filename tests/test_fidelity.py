@@ -107,7 +107,7 @@ def test_every_gunicorn_hook_stock_calls_is_called_in_ready_mode(server, tmp_pat
         conf.write_text(head + HOOKS)
         logs[name] = tmp_path / f"{name}.hooks"
         servers[name] = server(workers=2, boot_cpu=0.05, worker_class="sync", app="wsgi_app:app",
-                               config=str(conf), env={"HOOK_LOG": str(logs[name])})
+                               config=str(conf), env={"HOOK_LOG": str(logs[name])}, args=("--log-level", "debug"))
 
     def calls(name: str) -> list[str]:
         return logs[name].read_text().split() if logs[name].exists() else []
@@ -135,3 +135,6 @@ def test_every_gunicorn_hook_stock_calls_is_called_in_ready_mode(server, tmp_pat
         assert ready.count(hook) == stock.count(hook) == 5, hook  # 3 old workers, then 2 new ones
     assert ready.count("nworkers_changed") == stock.count("nworkers_changed") == 3  # start, TTIN, HUP
     assert ready.count("worker_int") == stock.count("worker_int") == 2
+    for line in ("[DEBUG] 2 workers", "[DEBUG] 3 workers", "[INFO] Handling signal: ttin", "[INFO] Hang up: Master",
+                 "[INFO] Handling signal: int", "[INFO] Shutting down: Master"):
+        assert line in servers["stock"].log() and line in servers["ready"].log(), line
