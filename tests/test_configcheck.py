@@ -228,3 +228,24 @@ def test_an_unwritable_timeline_is_warned_about_once_by_its_own_path(tmp_path: P
     path.parent.mkdir()
     reporter.write(10.0)
     assert path.exists() and reporter.write_problem is None
+
+
+README_CASES = [
+    (INSTALL, {"GUNICORN_SLOWSTART_MAX_BATCH": "four"}),
+    (INSTALL + "slowstart_max_batch = 'four'\n", {}),
+    (INSTALL + "slowstart_max_bacth = 4\n", {}),
+    (INSTALL, {"GUNICORN_SLOWSTART_MAXBATCH": "2"}),
+    (INSTALL + "slowstart_long_workers = 2\n", {}),
+    (INSTALL + "slowstart_long_worker = 'myjobs:run'\nslowstart_long_workers = 2\n", {}),
+    (INSTALL + "slowstart_long_worker = 'examples.jobs:run'\nmax_batch = 1\n", {}),
+    ("from gunicorn_slowstart import install\ninstall(globals(), max_batch=0)\n", {}),
+]
+
+
+@pytest.mark.parametrize("text, env", README_CASES)
+def test_the_readme_troubleshooting_quotes_the_exact_messages(tmp_path: Path, text: str, env: dict) -> None:
+    readme = (ROOT / "README.md").read_text()
+    (tmp_path / "conf.py").write_text(text)
+    result = run(["-m", "gunicorn", "--check-config", "-c", "conf.py", "wsgi_app:app"], tmp_path, env)
+    lines = [line.split(" (known: ")[0] for line in result.stderr.splitlines() if line.strip()]
+    assert lines and all(f"`{line}" in readme for line in lines), lines
