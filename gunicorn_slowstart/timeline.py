@@ -699,7 +699,8 @@ def _draw_strip(ax: Any, data: dict, marks: list, edge: float, xlabel: bool) -> 
         windows = [s[1] for s in steps] + [steps[-1][1]]
         booting = [s[3] for s in steps] + [steps[-1][3]]
         ax.fill_between(xs, booting, step="post", color=BOOTING_COLOR, linewidth=0, label="booting now (http)")
-        ax.step(xs, windows, where="post", color=WINDOW_COLOR, linewidth=1.6, label="window (max booting)")
+        ax.step(xs, windows, where="post", color=WINDOW_COLOR, linewidth=1.6, label=WINDOW_LABELS.get(
+            _mode(data), WINDOW_LABELS["ready"]))
         ax.set_ylim(0, max(windows + booting + [1]) * 1.25)
     else:
         ax.text(0.5, 0.5, "no window recorded", transform=ax.transAxes, ha="center", va="center",
@@ -756,8 +757,10 @@ def _panels(fig: Any, panels: list[tuple[dict, str]], edge: float, top: float) -
     return handles
 
 
+WINDOW_LABELS = {"ready": "window (max booting)", "timer": "batch (forks per delay)",
+                 "off": "window (off: all at once)"}
 LEGEND_ORDER = ("http worker booting", "http worker serving", "long worker booting", "long worker serving",
-                "died before ready", "booting now (http)", "window (max booting)")
+                "died before ready", "booting now (http)", *dict.fromkeys(WINDOW_LABELS.values()))
 LEGEND_COLUMNS = 5      # more entries than this: two rows
 
 
@@ -775,7 +778,7 @@ def _legend_rows(plans: list) -> int:
             elif p["exit"] is not None:
                 entries.add("died before ready")
         if data["steps"]:
-            entries.update(("booting now (http)", "window"))
+            entries.update(("booting now (http)", WINDOW_LABELS.get(_mode(data), WINDOW_LABELS["ready"])))
     return 1 if len(entries) <= LEGEND_COLUMNS else 2
 
 
