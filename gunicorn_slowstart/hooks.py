@@ -34,6 +34,7 @@ class Installation:
         self.namespace = namespace if namespace is not None else {}
         self.keywords = keywords or {}
         self.pool = pool
+        self.adopted = False  # namespace taken from a config file without install() (the command)
 
     def hooks(self) -> dict[str, Callable]:
         """Our side of each hook, with gunicorn's exact arity."""
@@ -108,7 +109,7 @@ def warn_silent_mistakes(server: Any) -> None:
 def adopt_namespace(namespace: MutableMapping[str, Any]) -> None:
     """``gunicorn-slowstart -c file.py`` with no ``install()`` in the file: its names are
     still checked (unknown ``slowstart_*`` names refused, near-misses warned about)."""
-    if not _current.namespace or getattr(_current, "adopted", False):
+    if not _current.namespace or _current.adopted:
         _current.namespace = namespace
         _current.adopted = True
 

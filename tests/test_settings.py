@@ -416,6 +416,7 @@ def test_flags_parse_like_gunicorn_and_reach_resolve():
 def clean_install(monkeypatch):
     """install() replaces gunicorn.app.base.Arbiter and the current installation: put both back."""
     monkeypatch.setattr(gunicorn.app.base, "Arbiter", gunicorn.app.base.Arbiter)
+    monkeypatch.setattr(gunicorn.app.base.Application, "run", gunicorn.app.base.Application.run)
     monkeypatch.setattr(hooks, "_current", hooks._current)
     return hooks
 
