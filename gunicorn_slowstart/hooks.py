@@ -43,7 +43,7 @@ class Installation:
             from .arbiter import SlowStartArbiter
 
             if not isinstance(server, SlowStartArbiter):
-                server.log.warning("slow start is not active: the master is a %s, not a SlowStartArbiter",
+                server.log.warning("slow start is not active: the master is %s, not SlowStartArbiter",
                                    type(server).__name__)
                 return
             warn_silent_mistakes(server)
