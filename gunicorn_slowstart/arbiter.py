@@ -286,6 +286,23 @@ class SlowStartArbiter(Arbiter):
         self._retire_old()
         self._spawn(now)
         self._report(time.monotonic())
+        self._report_like_gunicorn()
+
+    def _report_like_gunicorn(self) -> None:
+        """What gunicorn's own manage_workers() logs and sends besides spawning, so that
+        dashboards on ``gunicorn.workers`` and ``gunicorn.backlog`` keep working: the
+        "N workers" debug line and gauge when the count changes, and the listen backlog
+        on every loop with ``--enable-backlog-metric`` (gunicorn >= 24)."""
+        active = min(sum(1 for pid in list(self.WORKERS) if pid not in self._terminating), self.num_workers)
+        if self._last_logged_active_worker_count != active:
+            self._last_logged_active_worker_count = active
+            self.log.debug(f"{active} workers",
+                           extra={"metric": "gunicorn.workers", "value": active, "mtype": "gauge"})
+        if getattr(self.cfg, "enable_backlog_metric", False):
+            backlog = sum(sock.get_backlog() or 0 for sock in self.LISTENERS)
+            if backlog >= 0:
+                self.log.debug(f"socket backlog: {backlog}",
+                               extra={"metric": "gunicorn.backlog", "value": backlog, "mtype": "histogram"})
 
     def spawn_workers(self) -> None:
         """gunicorn only calls this from manage_workers(); should another path call it,

@@ -34,6 +34,7 @@ class Installation:
         self.namespace = namespace if namespace is not None else {}
         self.keywords = keywords or {}
         self.pool = pool
+        self.adopted = False  # namespace taken from a config file without install() (the command)
 
     def hooks(self) -> dict[str, Callable]:
         """Our side of each hook, with gunicorn's exact arity."""
@@ -42,8 +43,10 @@ class Installation:
             from .arbiter import SlowStartArbiter
 
             if not isinstance(server, SlowStartArbiter):
-                server.log.warning("slow start is not active: the master is a %s, not a SlowStartArbiter",
+                server.log.warning("slow start is not active: the master is %s, not SlowStartArbiter",
                                    type(server).__name__)
+                return
+            warn_silent_mistakes(server)
 
         def pre_fork(server, worker):
             start = getattr(server, "start_long_workers", None)
@@ -102,13 +105,32 @@ def chain(ours: Callable, theirs: Callable | None) -> Callable:
     return hook
 
 
+def warn_silent_mistakes(server: Any) -> None:
+    """Log, once at start, each setting or config name that silently does nothing."""
+    from .configcheck import config_warnings
+
+    for text in config_warnings(getattr(server, "cfg", None), _current):
+        server.log.warning("slow start: %s", text)
+
+
+def adopt_namespace(namespace: MutableMapping[str, Any]) -> None:
+    """``gunicorn-slowstart -c file.py`` with no ``install()`` in the file: its names are
+    still checked (unknown ``slowstart_*`` names refused, near-misses warned about)."""
+    if not _current.namespace or _current.adopted:
+        _current.namespace = namespace
+        _current.adopted = True
+
+
 def activate() -> None:
-    """Make gunicorn's application runner construct a ``SlowStartArbiter``."""
+    """Make gunicorn's application runner construct a ``SlowStartArbiter``, and make
+    ``--check-config`` / ``--print-config`` check and show the slow-start settings."""
     import gunicorn.app.base
 
     from .arbiter import SlowStartArbiter
+    from .configcheck import checked
 
     gunicorn.app.base.Arbiter = SlowStartArbiter
+    gunicorn.app.base.Application.run = checked(gunicorn.app.base.Application.run)
 
 
 def install(namespace: MutableMapping[str, Any] | None = None, **keywords: Any) -> Installation:
@@ -124,6 +146,7 @@ def install(namespace: MutableMapping[str, Any] | None = None, **keywords: Any) 
         checked = settings_mod.check_keywords(keywords)
     except settings_mod.SettingError as exc:
         raise SystemExit(f"Error: gunicorn-slowstart: {exc}") from None
+    settings_mod.register()  # config-file names and flags of gunicorn's Config from now on (SIGHUP)
     _current = Installation(namespace, checked, pool)
     if namespace is not None:
         _current.chain_into(namespace)

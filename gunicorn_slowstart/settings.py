@@ -11,7 +11,9 @@ A setting can come from four places.  From highest precedence to lowest:
 4. the default below.
 
 The settings are registered with gunicorn (``gunicorn.config.Setting``
-subclasses) when this module is imported.  The plain ``gunicorn`` command
+subclasses) by ``register()``, which ``install()``, the ``gunicorn-slowstart``
+command and the ready-made config module call; importing this module has no
+side effect and does not import gunicorn.  The plain ``gunicorn`` command
 builds its argument parser before it reads ``-c``, so it only learns the
 ``--slowstart-*`` flags through the ``gunicorn-slowstart`` command; config-file
 names work with both, because ``install()`` hands the config namespace to
@@ -24,12 +26,12 @@ line before exiting with status 1) naming the setting, its source and value.
 
 from __future__ import annotations
 
+import argparse
+import difflib
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
-
-from gunicorn.config import Setting
 
 ENV_PREFIX = "GUNICORN_SLOWSTART_"
 SETTING_PREFIX = "slowstart_"
@@ -226,7 +228,9 @@ def parse_one(name: str, value: Any, source: str) -> Any:
     spec = SPECS.get(name)
     if spec is None:
         known = ", ".join(SPECS)
-        raise SettingError(f"unknown slow-start setting {one_line(source)} (known: {known})")
+        close = difflib.get_close_matches(name.lower(), list(SPECS), n=1, cutoff=0.75) if name else []
+        hint = f": did you mean {source.replace(name, close[0])}?" if close else ""
+        raise SettingError(f"unknown slow-start setting {one_line(source)}{hint} (known: {known})")
     try:
         return spec.parse(value)
     except (ValueError, TypeError) as exc:
@@ -252,17 +256,24 @@ def resolve(cfg: Any = None, namespace: Mapping[str, Any] | None = None,
 
 
 def _first_given(name: str, cfg: Any, namespace: Mapping, keywords: Mapping, environ: Mapping) -> Any:
+    given = given_by(name, cfg, namespace, keywords, environ)
+    return SPECS[name].default if given is None else parse_one(name, given[1], given[0])
+
+
+def given_by(name: str, cfg: Any, namespace: Mapping, keywords: Mapping,
+             environ: Mapping) -> tuple[str, Any] | None:
+    """(source, raw value) of the source ``resolve()`` takes a setting from; None: the default."""
     key = SETTING_PREFIX + name
     settings = getattr(cfg, "settings", {}) or {}
     if key in settings and settings[key].get() is not None:
-        return parse_one(name, settings[key].get(), key)
+        return key, settings[key].get()
     if namespace.get(key) is not None:
-        return parse_one(name, namespace[key], key)
+        return key, namespace[key]
     if environ.get(env_name(name), "") != "":
-        return parse_one(name, environ[env_name(name)], env_name(name))
+        return env_name(name), environ[env_name(name)]
     if name in keywords:
-        return parse_one(name, keywords[name], f"install({name}=...)")
-    return SPECS[name].default
+        return f"install({name}=...)", keywords[name]
+    return None
 
 
 def _refuse_unknown(namespace: Mapping, environ: Mapping) -> None:
@@ -273,10 +284,27 @@ def _refuse_unknown(namespace: Mapping, environ: Mapping) -> None:
     known = {env_name(name) for name in SPECS}
     for key in environ:
         if key.startswith(ENV_PREFIX) and key not in known:
-            raise SettingError(f"unknown slow-start setting {one_line(key)} (known: {', '.join(sorted(known))})")
+            raise SettingError(f"unknown slow-start setting {one_line(key)}{did_you_mean(key, known)} "
+                               f"(known: {', '.join(sorted(known))})")
+
+
+def did_you_mean(name: str, candidates: Any) -> str:
+    """``": did you mean slowstart_max_batch?"`` for a near-miss spelling, else ``""``."""
+    close = difflib.get_close_matches(name, sorted(candidates), n=1, cutoff=0.75)
+    return f": did you mean {close[0]}?" if close else ""
 
 
 # -- registration with gunicorn ---------------------------------------------------
+
+
+def flag(name: str) -> str:
+    return "--slowstart-" + name.replace("_", "-")
+
+
+def default_text(name: str) -> str:
+    """The default as a user would type it (``auto``, ``2.0``, ``none``)."""
+    default = SPECS[name].default
+    return "none" if default is None else str(default)
 
 
 def _validator(name: str) -> Callable[[Any], Any]:
@@ -286,18 +314,52 @@ def _validator(name: str) -> Callable[[Any], Any]:
     return validate
 
 
-def _register(name: str, spec: Spec) -> None:
+def _flag_type(name: str) -> Callable[[str], str]:
+    """Check a flag's value while argparse parses it, so the error names the flag typed
+    (``argument --slowstart-max-batch: must be ...``); the text goes on unchanged."""
+
+    def check(text: str) -> str:
+        try:
+            SPECS[name].parse(text)
+        except (ValueError, TypeError) as exc:
+            raise argparse.ArgumentTypeError(f"{exc}, got {show(text)}") from None
+        return text
+
+    return check
+
+
+def _add_option(self: Any, parser: argparse.ArgumentParser) -> None:
+    """gunicorn's ``Setting.add_option`` shows ``[None]``, the registered default (None
+    means "not given", so lower sources can apply); show the real one and the variable."""
+    name = self.name[len(SETTING_PREFIX):]
+    text = f"{SPECS[name].help} [{default_text(name)}; env {env_name(name)}]"
+    parser.add_argument(*self.cli, dest=self.name, type=_flag_type(name), default=None,
+                        metavar=self.meta, help=text.replace("%", "%%"))
+
+
+def _register(setting: type, name: str, spec: Spec) -> None:
     attrs = {
         "name": SETTING_PREFIX + name,
         "section": "Slow Start",
-        "cli": ["--slowstart-" + name.replace("_", "-")],
+        "cli": [flag(name)],
         "meta": spec.meta,
         "validator": _validator(name),
         "default": None,
         "desc": f"{spec.help}\n\nDefault: {spec.default!r}. Environment: ``{env_name(name)}``.",
+        "add_option": _add_option,
     }
-    type("SlowStart" + name.title().replace("_", ""), (Setting,), attrs)
+    type("SlowStart" + name.title().replace("_", ""), (setting,), attrs)
 
 
-for _name, _spec in SPECS.items():
-    _register(_name, _spec)
+def register() -> None:
+    """Register every setting with gunicorn (flags, config-file names, ``GUNICORN_CMD_ARGS``).
+
+    Idempotent.  Only what runs inside gunicorn calls it: ``install()``, the
+    ``gunicorn-slowstart`` command, the ready-made config module.
+    """
+    from gunicorn.config import KNOWN_SETTINGS, Setting
+
+    known = {cls.name for cls in KNOWN_SETTINGS}
+    for name, spec in SPECS.items():
+        if SETTING_PREFIX + name not in known:
+            _register(Setting, name, spec)

@@ -30,6 +30,7 @@ class StatusReporter:
         self.last: tuple = ()  # (booting, ready) of the last step
         self.written_at = t0
         self.dirty = False
+        self.write_problem: str | None = None  # the last failed write's reason, warned about once
 
     def configure(self, path: str | None, meta: dict[str, Any]) -> None:
         self.path = path
@@ -101,7 +102,20 @@ class StatusReporter:
         try:
             self.timeline.write(self.path)
         except (OSError, ValueError) as exc:
-            self.log.warning("slow start: cannot write timeline %s: %s", self.path, exc)
+            self._warn_unwritable(exc)
+        else:
+            self.write_problem = None
+
+    def _warn_unwritable(self, exc: Exception) -> None:
+        """Name the path the user gave (not the temporary file), once per problem, not per write."""
+        problem = getattr(exc, "strerror", None) or str(exc)
+        directory = os.path.dirname(os.path.abspath(self.path))
+        if not os.path.isdir(directory):
+            problem = f"{problem} (the directory {directory} does not exist)"
+        if problem != self.write_problem:
+            self.write_problem = problem
+            self.log.warning("slow start: cannot write timeline %s: %s; the server runs on, "
+                             "this is logged again only if the problem changes", self.path, problem)
 
     def _metric(self, kind: str, name: str, value: float) -> None:
         send = getattr(self.log, kind, None)  # gunicorn's Statsd logger has gauge() and histogram()

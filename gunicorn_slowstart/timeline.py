@@ -41,9 +41,10 @@ All times are seconds relative to ``t0`` (the master's start), rounded to
 ``"reload"``, ``"respawn"`` or ``"scale"``.  A ramp's ``end`` is when the
 arbiter called ``ramp_done`` (null if it never did); ``first_ready`` and
 ``all_ready`` are times (relative to ``t0``, like every time in the file) of
-the first and of the ``target``-th ready event among the ramp's processes:
-those forked at or after the ramp's start and before the next ramp's start.
-Both kinds count.  ``all_ready`` is null if the target was not reached.
+the first and of the ``target``-th ready event among the ramp's HTTP workers
+(the target is the master's number of HTTP workers): those forked at or after
+the ramp's start and before the next ramp's start.  ``all_ready`` is null if
+the target was not reached.
 
 ``summary`` describes the first ramp (see ``summarize``); its durations are
 seconds from the ramp's start.  It is derived data: readers recompute it
@@ -225,11 +226,16 @@ def _all_ready_at(start: float, target: int, readies: list[float]) -> float | No
     return readies[target - 1] if len(readies) >= target else None
 
 
+def _http(processes: list[dict]) -> list[dict]:
+    """A ramp's ``target`` counts HTTP workers (the master's ``num_workers``): only they make it ready."""
+    return [p for p in processes if p["kind"] == "http"]
+
+
 def fill_ramps(data: dict) -> None:
-    """Set each ramp's ``first_ready`` and ``all_ready`` from its processes' ready events."""
+    """Set each ramp's ``first_ready`` and ``all_ready`` from its HTTP workers' ready events."""
     ramps = data["ramps"]
     for index, ramp in enumerate(ramps):
-        readies = _ready_times(ramp_members(data["processes"], ramps, index))
+        readies = _ready_times(_http(ramp_members(data["processes"], ramps, index)))
         ramp["first_ready"] = readies[0] if readies else None
         ramp["all_ready"] = _all_ready_at(ramp["start"], ramp["target"], readies)
 
@@ -267,34 +273,43 @@ def _since(start: float, t: float | None) -> float | None:
     return None if t is None else round(t - start, 3)
 
 
-def _first_ramp(data: dict) -> tuple[dict, list[dict]]:
-    """The first ramp and its processes; without ramps, the whole record from t0."""
+def _ramp(data: dict, index: int) -> tuple[dict, list[dict]]:
+    """Ramp ``index`` and its processes; without ramps, the whole record from t0."""
     processes, ramps = data["processes"], data["ramps"]
     if ramps:
-        return ramps[0], ramp_members(processes, ramps, 0)
+        return ramps[index], ramp_members(processes, ramps, index)
     target = data.get("meta", {}).get("target")
     if not isinstance(target, int) or isinstance(target, bool):
-        target = len(processes)
+        target = len(_http(processes))
     return {"reason": None, "start": 0.0, "target": target}, processes
 
 
-def summarize(data: dict) -> dict:
-    """Figures of the first ramp; durations in seconds from the ramp's start.
+def summarize(data: dict, index: int = 0) -> dict:
+    """Figures of ramp ``index`` (the first by default); durations in seconds from its start.
 
-    ``ready`` counts the ramp's processes that became ready, ``all_ready`` is
-    when the ``target``-th did (null if never), ``peak_booting`` and ``boot``
-    (min/median/max of ready - fork) cover the ramp's processes of both kinds,
-    ``failed`` lists those that exited before they were ready.
+    ``spawned``, ``ready``, ``first_ready`` and ``all_ready`` (when the
+    ``target``-th HTTP worker was ready, null if never) are about HTTP workers,
+    which the target counts; ``long`` counts the long workers forked during the
+    ramp (null if none).  ``peak_booting`` and ``boot`` (min/median/max of
+    ready - fork) cover both kinds, ``failed`` lists those that exited before
+    they were ready.
     """
-    ramp, members = _first_ramp(data)
-    readies = _ready_times(members)
+    ramp, members = _ramp(data, index)
+    http, long = _http(members), [p for p in members if p["kind"] == "long"]
+    readies = _ready_times(http)
     failed = _failures(members)
-    return {"ramps": len(data["ramps"]), "reason": ramp["reason"], "target": ramp["target"],
-            "spawned": len(members), "ready": len(readies),
+    return {"ramps": len(data["ramps"]), "reason": ramp["reason"], "start": ramp["start"],
+            "target": ramp["target"], "spawned": len(http), "ready": len(readies),
             "first_ready": _since(ramp["start"], readies[0] if readies else None),
             "all_ready": _since(ramp["start"], _all_ready_at(ramp["start"], ramp["target"], readies)),
+            "long": {"spawned": len(long), "ready": len(_ready_times(long))} if long else None,
             "peak_booting": peak_booting(members), "boot": _boot_stats(members),
             "failures": len(failed), "failed": failed}
+
+
+def summaries(data: dict) -> list[dict]:
+    """``summarize`` of every ramp, in order (one, over the whole record, without ramps)."""
+    return [summarize(data, index) for index in range(max(len(data["ramps"]), 1))]
 
 
 # --------------------------------------------------------------------------- loading
@@ -432,33 +447,68 @@ def _meta_text(meta: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in meta.items()) or "no meta"
 
 
+def _ramp_heading(s: dict, index: int) -> str:
+    if not s["ramps"]:
+        return "no ramp recorded"
+    return f"ramp {index + 1} of {s['ramps']}, {s['reason'] or 'ramp'} at {s['start']:.2f} s"
+
+
+def _spawned_text(s: dict) -> str:
+    if s["long"] is None:
+        return str(s["spawned"])
+    return f"{s['spawned']} http, {s['long']['spawned']} long ({s['long']['ready']} ready)"
+
+
 def format_summary(data: dict, name: str = "timeline") -> str:
-    """The summary of the first ramp as aligned text, for people."""
-    s = summarize(data)
-    ramps = f"{s['reason'] or 'ramp'} (ramp 1 of {s['ramps']})" if s["ramps"] else "no ramp recorded"
-    rows = [("ramp", ramps), ("spawned", str(s["spawned"])), ("peak booting", str(s["peak_booting"])),
-            ("boot time", _boot_text(s["boot"])), ("failures", _failure_text(s))]
-    lines = [f"{name}: {_meta_text(data.get('meta', {}))}", headline(s)]
-    lines += [f"  {label:<13} {value}" for label, value in rows]
+    """Every ramp's summary as aligned text, for people."""
+    lines = [f"{name}: {_meta_text(data.get('meta', {}))}"]
+    for index, s in enumerate(summaries(data)):
+        rows = [("spawned", _spawned_text(s)), ("peak booting", str(s["peak_booting"])),
+                ("boot time", _boot_text(s["boot"])), ("failures", _failure_text(s))]
+        lines.append(f"{_ramp_heading(s, index)}: {headline(s)}")
+        lines += [f"  {label:<13} {value}" for label, value in rows]
     return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- charts
+#
+# One chart per timeline, in three bands sharing the time axis, laid out in
+# inches so nothing overlaps whatever the number of workers:
+#   * a header with the title, one figures line per ramp, and the labels of
+#     the marks (a later ramp's start, first ready, all ready), placed in rows
+#     so that no two labels overlap (text widths are measured, not guessed);
+#   * the bars: one row per process, light while booting, dark while serving;
+#   * a strip under the bars with the window (a line) and the number booting
+#     (filled), so that no line runs over the bars or the labels.
 
 HTTP_COLORS = ("#a6cbe3", "#1f5f99")    # booting, serving
 LONG_COLORS = ("#fdd0a2", "#d95f0e")
 WINDOW_COLOR = "#333333"
 FIRST_COLOR = "#2ca02c"
 ALL_COLOR = "#7b3294"
+RAMP_COLOR = "#666666"
+BOOTING_COLOR = "#d9d9d9"
+FAILED_COLOR = "#d62728"
+
+FIG_WIDTH = 10.0        # inches
+LEFT, RIGHT = 0.95, 0.3  # margins: worker pids on the left
+LABEL_SIZE = 8
+ROW = 0.21              # a header row of labels
+STRIP = 0.8             # the window strip
+MAX_ROWS = 5            # labels that would need more rows are left out (their lines stay)
+MAX_FIGURE_LINES = 4    # ramps listed under the title
 
 
-def _figure_class() -> Any:
+def _figure(width: float, height: float) -> Any:
     try:
         import matplotlib  # noqa: F401  (a None entry in sys.modules also lands here)
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError as e:
         raise MissingMatplotlib(PLOT_HINT) from e
-    return Figure
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)  # a renderer to measure label widths with
+    return fig
 
 
 def end_time(data: dict) -> float:
@@ -470,6 +520,136 @@ def end_time(data: dict) -> float:
     for r in data["ramps"]:
         times += [t for t in (r["start"], r.get("end"), r.get("all_ready")) if t is not None]
     return max(max(times), 1.0)
+
+
+def chart_edge(data: dict) -> float:
+    """Right edge of the x axis: a little after the last event."""
+    end = end_time(data)
+    return end + max(0.03 * end, 0.2)
+
+
+# -- what the header says -------------------------------------------------------------------
+
+
+def _marks(data: dict) -> list[tuple[float, str, str, str]]:
+    """(x, label, color, line style) of each ramp's start (after the first) and readiness."""
+    marks = []
+    for index, s in enumerate(summaries(data) if data["ramps"] else []):
+        start, sign = s["start"], "+" if index else ""     # later ramps: seconds after their start
+        if index:
+            marks.append((start, f"{s['reason']} (ramp {index + 1})", RAMP_COLOR, ":"))
+        if s["first_ready"] is not None:
+            marks.append((start + s["first_ready"], f"first ready {sign}{s['first_ready']:.2f} s", FIRST_COLOR, "--"))
+        if s["all_ready"] is not None and s["all_ready"] != s["first_ready"]:
+            marks.append((start + s["all_ready"], f"all {s['target']} ready {sign}{s['all_ready']:.2f} s",
+                          ALL_COLOR, "--"))
+    return sorted(marks, key=lambda m: m[0])
+
+
+def _figure_lines(data: dict) -> list[str]:
+    """One line of figures per ramp, under the title."""
+    lines = []
+    for index, s in enumerate(summaries(data)):
+        where = s["reason"] or "ramp" if index == 0 else f"{s['reason']} at {s['start']:.2f} s"
+        failed = f", {s['failures']} died before ready" if s["failures"] else ""
+        lines.append(f"{where}: {headline(s)}{failed}")
+    if len(lines) > MAX_FIGURE_LINES:
+        more = len(lines) - MAX_FIGURE_LINES + 1
+        lines = lines[:MAX_FIGURE_LINES - 1] + [f"... and {more} more ramps (see summary)"]
+    return lines
+
+
+def _label_width(fig: Any, text: str) -> float:
+    """Inches a mark's label takes, box included."""
+    probe = fig.text(0, 0, text, fontsize=LABEL_SIZE)
+    width = probe.get_window_extent(fig.canvas.get_renderer()).width / fig.dpi
+    probe.remove()
+    return width + 0.07
+
+
+LABEL_OFFSET = 0.03     # inches between a mark's line and its label's box
+
+
+def label_span(at: float, width: float, align: str) -> tuple[float, float]:
+    """Inches [left, right] a label's box takes, for a line at ``at``."""
+    if align == "left":
+        return at + LABEL_OFFSET, at + LABEL_OFFSET + width
+    return at - LABEL_OFFSET - width, at - LABEL_OFFSET
+
+
+def _place(fig: Any, marks: list, edge: float, width: float) -> list[tuple[int, str] | None]:
+    """A header row (0: next to the bars) and alignment for each mark's label; None: left out.
+
+    No two labels overlap, and no mark's line (which runs from the bars up to
+    its label) crosses another label.
+    """
+    placed: list[tuple[int, float, float, float]] = []     # row, left, right, line x (inches)
+    result: list[tuple[int, str] | None] = []
+    lines = [x / edge * width for x, _, _, _ in marks]
+    gap = 0.08
+    for index, (_, text, _, _) in enumerate(marks):
+        w, at = _label_width(fig, text), lines[index]
+        spans = [(*label_span(at, w, "left"), "left"), (*label_span(at, w, "right"), "right")]
+        if spans[0][1] > width:
+            spans.reverse()
+        spans = [span for span in spans if span[0] >= -LEFT + 0.1 and span[1] <= width + 0.1] or spans
+        others = lines[index + 1:]      # lines still to place: better not covered by this label
+        # first a place that covers none of them; else high enough to leave the rows below to them
+        choice = next(((row, left, right, align) for row in range(MAX_ROWS) for left, right, align in spans
+                       if not _covered(others, left, right, gap) and _free(placed, row, left, right, at, gap)),
+                      None)
+        for left, right, align in spans if choice is None else ():
+            low = _covered(others, left, right, gap)
+            choice = next(((row, left, right, align) for row in [*range(low, MAX_ROWS), *range(low)]
+                           if _free(placed, row, left, right, at, gap)), None)
+            if choice is not None:
+                break
+        if choice is None:
+            result.append(None)
+            continue
+        row, left, right, align = choice
+        placed.append((row, left, right, at))
+        result.append((row, align))
+    return result
+
+
+def _covered(lines: list[float], left: float, right: float, gap: float) -> int:
+    return sum(1 for at in lines if left - gap <= at <= right + gap)
+
+
+def _free(placed: list, row: int, left: float, right: float, at: float, gap: float) -> bool:
+    """Room at ``row`` for a label spanning [left, right] whose line rises at ``at``."""
+    for other_row, other_left, other_right, other_at in placed:
+        if other_row == row and left - gap < other_right and other_left < right + gap:
+            return False        # two labels side by side
+        if other_row < row and other_left <= at <= other_right:
+            return False        # this line would cross a lower label
+        if other_row > row and left <= other_at <= right:
+            return False        # a higher label's line would cross this one
+    return True
+
+
+# -- the three bands ------------------------------------------------------------------------
+
+
+def _draw_header(ax: Any, marks: list, places: list, rows: int, edge: float, title: str,
+                 lines: list[str]) -> None:
+    ax.set_xlim(0, edge)
+    ax.set_ylim(0, rows)
+    ax.set_axis_off()
+    ax.set_title(title, fontsize=11, pad=4 + 12.5 * len(lines))
+    ax.annotate("\n".join(lines), (0.5, 1.0), xycoords="axes fraction", xytext=(0, 3), textcoords="offset points",
+                ha="center", va="bottom", fontsize=9, color="#333333")
+    for (x, text, color, style), place in zip(marks, places, strict=True):
+        if place is None:
+            continue
+        row, align = place
+        y = row + 0.5               # row 0 just above the bars
+        ax.plot([x, x], [0, y], color=color, linestyle=style, linewidth=1.2, clip_on=False, zorder=1)
+        offset = (LABEL_OFFSET + 0.03) * 72 * (1 if align == "left" else -1)     # to the text, in points
+        ax.annotate(text, (x, y), xytext=(offset, 0), textcoords="offset points",
+                    ha=align, va="center", fontsize=LABEL_SIZE, color=color, zorder=3,
+                    bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": color, "lw": 0.6})
 
 
 def _bars(processes: list[dict], kind: str, end: float) -> tuple[list, list]:
@@ -486,142 +666,169 @@ def _bars(processes: list[dict], kind: str, end: float) -> tuple[list, list]:
     return booting, serving
 
 
-def _draw_bars(ax: Any, processes: list[dict], end: float) -> None:
-    height = 0.72
+def _draw_bars(ax: Any, processes: list[dict], marks: list, edge: float) -> None:
+    ax.set_xlim(0, edge)
     for kind, (light, dark) in (("http", HTTP_COLORS), ("long", LONG_COLORS)):
-        booting, serving = _bars(processes, kind, end)
+        booting, serving = _bars(processes, kind, edge)
         for rows, color, phase in ((booting, light, "booting"), (serving, dark, "serving")):
             if rows:
                 ys, lefts, widths = zip(*rows, strict=True)
-                ax.barh(ys, widths, left=lefts, height=height, color=color, linewidth=0,
+                ax.barh(ys, widths, left=lefts, height=0.72, color=color, linewidth=0,
                         label=f"{kind} worker {phase}")
     failed = [(p["exit"], y) for y, p in enumerate(processes) if p["exit"] is not None and p["ready"] is None]
     if failed:
         xs, ys = zip(*failed, strict=True)
-        ax.plot(xs, ys, "x", color="#d62728", markersize=8, markeredgewidth=2, label="died before ready")
-
-
-def _draw_yaxis(ax: Any, processes: list[dict]) -> None:
+        ax.plot(xs, ys, "x", color=FAILED_COLOR, markersize=7, markeredgewidth=2, label="died before ready",
+                zorder=4)
+    for x, _, color, style in marks:
+        ax.axvline(x, color=color, linestyle=style, linewidth=1.2, zorder=3)
     n = len(processes)
-    ax.set_ylim(n - 0.5, -0.5 - max(1.0, n * 0.12))   # first fork on top; head room for labels
-    if 0 < n <= 24:
-        ax.set_yticks(range(n), [str(p["pid"]) for p in processes], fontsize=7)
-        ax.set_ylabel("worker pid, in fork order")
+    ax.set_ylim(max(n, 1) - 0.5, -0.5)      # first fork on top
+    if 0 < n <= 30:
+        ax.set_yticks(range(n), [str(p["pid"]) for p in processes], fontsize=7 if n <= 20 else 6)
+        ax.set_ylabel("worker pid, in fork order", fontsize=9)
     else:
-        ax.set_ylabel("workers, in fork order")
+        ax.set_yticks([])
+        ax.set_ylabel("workers, in fork order" if n else "no worker recorded", fontsize=9)
     ax.tick_params(axis="y", length=0)
+    ax.tick_params(axis="x", labelbottom=False)
+    ax.grid(axis="x", color="#e0e0e0", linewidth=0.8)
+    ax.set_axisbelow(True)
 
 
-def _mark(ax: Any, x: float, text: str, color: str, align: str) -> None:
-    ax.axvline(x, color=color, linestyle="--", linewidth=1.2, zorder=3)
-    ax.annotate(text, (x, 1.0), xycoords=("data", "axes fraction"), xytext=(3 if align == "left" else -3, -4),
-                textcoords="offset points", ha=align, va="top", fontsize=8, color=color,
-                bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.85}, zorder=4)
-
-
-def _draw_marks(ax: Any, data: dict, edge: float) -> None:
-    """Per ramp: where it started (after the first), its first ready and its all ready times."""
-    for index, ramp in enumerate(data["ramps"]):
-        start, sign = ramp["start"], "+" if index else ""     # later ramps: seconds after their start
-        if index:
-            ax.axvline(start, color="#888888", linestyle=":", linewidth=1)
-            ax.annotate(f"{ramp['reason']} (ramp {index + 1})", (start, 0.0), xytext=(3, 3),
-                        xycoords=("data", "axes fraction"), textcoords="offset points", fontsize=8,
-                        color="#555555")
-        first, done = ramp["first_ready"], ramp["all_ready"]
-        if first is not None:
-            room_left = first > 0.12 * edge      # label left of the line when it fits there
-            _mark(ax, first, f"first ready\n{sign}{_since(start, first):.2f} s", FIRST_COLOR,
-                  "right" if room_left else "left")
-        if done is not None and done != first:
-            text = f"all {ramp['target']} ready\n{sign}{_since(start, done):.2f} s"
-            _mark(ax, done, text, ALL_COLOR, "left")
-
-
-def _draw_window(ax: Any, data: dict, end: float) -> Any | None:
-    """The window as a step line on a right-hand axis; None when no steps were recorded."""
-    steps = data["steps"]
-    if not steps:
-        return None
+def _draw_strip(ax: Any, data: dict, marks: list, edge: float, xlabel: bool) -> None:
+    """The window (line) and the number booting (filled) over time, under the bars."""
     from matplotlib.ticker import MaxNLocator
 
-    twin = ax.twinx()
-    xs = [s[0] for s in steps] + [end]
-    windows = [s[1] for s in steps] + [steps[-1][1]]
-    from matplotlib import patheffects
+    ax.set_xlim(0, edge)
+    steps = data["steps"]
+    if steps:
+        xs = [s[0] for s in steps] + [edge]
+        windows = [s[1] for s in steps] + [steps[-1][1]]
+        booting = [s[3] for s in steps] + [steps[-1][3]]
+        ax.fill_between(xs, booting, step="post", color=BOOTING_COLOR, linewidth=0, label="booting now (http)")
+        ax.step(xs, windows, where="post", color=WINDOW_COLOR, linewidth=1.6, label=WINDOW_LABELS.get(
+            _mode(data), WINDOW_LABELS["ready"]))
+        ax.set_ylim(0, max(windows + booting + [1]) * 1.25)
+    else:
+        ax.text(0.5, 0.5, "no window recorded", transform=ax.transAxes, ha="center", va="center",
+                fontsize=8, color="#888888")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True, nbins=3))
+    ax.tick_params(axis="y", labelsize=7)
+    ax.set_ylabel("booting", fontsize=8)
+    for x, _, color, style in marks:
+        ax.axvline(x, color=color, linestyle=style, linewidth=1.0, zorder=3)
+    ax.grid(axis="x", color="#e0e0e0", linewidth=0.8)
+    ax.set_axisbelow(True)
+    if xlabel:
+        ax.set_xlabel("seconds since master start", fontsize=9)
 
-    halo = [patheffects.withStroke(linewidth=3.5, foreground="white")]
-    twin.step(xs, windows, where="post", color=WINDOW_COLOR, linewidth=1.8, path_effects=halo,
-              label="window (max booting)")
-    twin.set_ylabel("window (max booting)")
-    twin.set_ylim(0, max(max(windows), 1) * 1.9 + 0.5)     # keep the line in the lower half, under labels
-    twin.yaxis.set_major_locator(MaxNLocator(integer=True))
-    return twin
+
+# -- figures --------------------------------------------------------------------------------
 
 
-def _handles(*axes: Any) -> dict[str, Any]:
+def _bars_height(data: dict) -> float:
+    return min(max(0.2 * len(data["processes"]), 1.4), 5.5)
+
+
+def _panels(fig: Any, panels: list[tuple[dict, str]], edge: float, top: float) -> dict[str, Any]:
+    """Draw each (timeline, title) as header, bars and strip, stacked from ``top`` inches down."""
+    width = FIG_WIDTH - LEFT - RIGHT
+    plans = []
+    for data, title in panels:
+        marks = _marks(data)
+        places = _place(fig, marks, edge, width)
+        rows = max([p[0] + 1 for p in places if p is not None], default=1)
+        plans.append((data, title, marks, places, rows, _figure_lines(data)))
+    height = top + LEGEND_ROW * _legend_rows(plans) + sum(
+        0.3 + 0.19 * len(lines) + rows * ROW + _bars_height(data) + 0.06 + STRIP + 0.55
+        for data, _, _, _, rows, lines in plans)
+    fig.set_size_inches(FIG_WIDTH, height)
     handles: dict[str, Any] = {}
-    for ax in axes:
-        if ax is not None:
+    y = height - top
+    for number, (data, title, marks, places, rows, lines) in enumerate(plans):
+        y -= 0.3 + 0.19 * len(lines)
+        header_h, bars_h = rows * ROW, _bars_height(data)
+        header = fig.add_axes([LEFT / FIG_WIDTH, (y - header_h) / height, width / FIG_WIDTH, header_h / height])
+        y -= header_h + bars_h
+        bars = fig.add_axes([LEFT / FIG_WIDTH, y / height, width / FIG_WIDTH, bars_h / height])
+        y -= 0.06 + STRIP
+        strip = fig.add_axes([LEFT / FIG_WIDTH, y / height, width / FIG_WIDTH, STRIP / height])
+        y -= 0.55
+        processes = sorted(data["processes"], key=lambda p: (p["fork"], p["pid"]))
+        _draw_header(header, marks, places, rows, edge, title, lines)
+        _draw_bars(bars, processes, marks, edge)
+        _draw_strip(strip, data, marks, edge, xlabel=number == len(plans) - 1)
+        for ax in (bars, strip):
             for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
                 handles.setdefault(label, handle)
     return handles
 
 
+WINDOW_LABELS = {"ready": "window (max booting)", "timer": "batch (forks per delay)",
+                 "off": "window (off: all at once)"}
 LEGEND_ORDER = ("http worker booting", "http worker serving", "long worker booting", "long worker serving",
-                "died before ready", "window (max booting)")
+                "died before ready", "booting now (http)", *dict.fromkeys(WINDOW_LABELS.values()))
+LEGEND_COLUMNS = 5      # more entries than this: two rows
+
+
+LEGEND_ROW = 0.3        # inches
+
+
+def _legend_rows(plans: list) -> int:
+    """Rows the legend will take, known before drawing: which kinds, failures, a window."""
+    entries = set()
+    for data, *_ in plans:
+        for p in data["processes"]:
+            entries.add(p["kind"] + " booting")
+            if p["ready"] is not None:
+                entries.add(p["kind"] + " serving")
+            elif p["exit"] is not None:
+                entries.add("died before ready")
+        if data["steps"]:
+            entries.update(("booting now (http)", WINDOW_LABELS.get(_mode(data), WINDOW_LABELS["ready"])))
+    return 1 if len(entries) <= LEGEND_COLUMNS else 2
 
 
 def _figure_legend(fig: Any, handles: dict[str, Any]) -> None:
-    """One legend row under the chart(s), where it hides no bar."""
+    """The legend at the bottom, where it hides nothing: one row, or two when long."""
     labels = sorted(handles, key=lambda label: LEGEND_ORDER.index(label) if label in LEGEND_ORDER else 99)
     if labels:
-        fig.legend([handles[label] for label in labels], labels, loc="outside lower center",
-                   ncols=min(len(labels), 6), fontsize=8, frameon=False)
-
-
-def chart_edge(data: dict) -> float:
-    """Right edge of the x axis: the last event plus room for the "all ready" label."""
-    end = end_time(data)
-    return end + max(0.1 * end, 0.3)
-
-
-def draw(ax: Any, data: dict, title: str | None = None, xlabel: bool = True,
-         edge: float | None = None) -> dict[str, Any]:
-    """Draw one timeline on a matplotlib ``Axes``; open intervals run to ``edge`` (x axis end).
-
-    Returns the legend entries (label -> artist) for the caller to place.
-    """
-    processes = sorted(data["processes"], key=lambda p: (p["fork"], p["pid"]))
-    edge = edge or chart_edge(data)
-    ax.set_xlim(0, edge)
-    _draw_bars(ax, processes, edge)
-    _draw_yaxis(ax, processes)
-    _draw_marks(ax, data, edge)
-    twin = _draw_window(ax, data, edge)
-    ax.grid(axis="x", color="#e0e0e0", linewidth=0.8)
-    ax.set_axisbelow(True)
-    if xlabel:
-        ax.set_xlabel("seconds since master start")
-    ax.set_title(title or default_title(data), fontsize=11)
-    return _handles(ax, twin)
+        columns = len(labels) if len(labels) <= LEGEND_COLUMNS else math.ceil(len(labels) / 2)
+        fig.legend([handles[label] for label in labels], labels, loc="lower center", bbox_to_anchor=(0.5, 0.0),
+                   ncols=columns, fontsize=8, frameon=False)
 
 
 def _mode(data: dict) -> str:
     return str(data.get("meta", {}).get("mode", "?"))
 
 
-def default_title(data: dict) -> str:
+def _setup_text(data: dict, mode: bool = True) -> str:
+    """``mode ready, 8 workers, cap 2, 2 CPUs`` from the timeline's meta."""
     meta = data.get("meta", {})
-    cap = f", cap {meta['cap']}" if "cap" in meta else ""
-    cpus = f", {meta['cpus']} CPUs" if "cpus" in meta else ""
-    return f"Startup ramp, mode {_mode(data)}{cap}{cpus}: {headline(summarize(data))}"
+    parts = [f"mode {_mode(data)}"] if mode else []
+    parts += [f"{meta['target']} workers"] if "target" in meta else []
+    parts += [f"cap {meta['cap']}"] if meta.get("cap") is not None else []
+    parts += [f"{meta['cpus']} CPUs"] if "cpus" in meta else []
+    return ", ".join(parts)
+
+
+def default_title(data: dict) -> str:
+    return f"Startup timeline: {_setup_text(data)}"
+
+
+def _panel_title(data: dict, label: str) -> str:
+    setup = _setup_text(data, mode=label != _mode(data))
+    return f"{label} ({setup})" if setup else label
 
 
 def render(data: dict, path: str, title: str | None = None) -> None:
-    """Draw one timeline to an image file (PNG by its suffix); needs matplotlib."""
-    fig = _figure_class()(figsize=(10, 5), layout="constrained")
-    _figure_legend(fig, draw(fig.add_subplot(), data, title))
+    """Draw one timeline to an image file (PNG by its suffix); needs matplotlib.
+
+    ``title`` replaces the first line only: the figures of every ramp stay under it.
+    """
+    fig = _figure(FIG_WIDTH, 6.0)
+    _figure_legend(fig, _panels(fig, [(data, title or default_title(data))], chart_edge(data), top=0.1))
     _save(fig, path)
 
 
@@ -629,14 +836,13 @@ def render_compare(first: dict, second: dict, path: str, title: str | None = Non
                    labels: tuple[str, str] | None = None) -> None:
     """Draw two timelines stacked on one time scale, each titled with its label (default: meta mode)."""
     labels = labels or (_mode(first), _mode(second))
-    fig = _figure_class()(figsize=(10, 8), layout="constrained")
-    axes = fig.subplots(2, 1, sharex=True)
-    edge, handles = max(chart_edge(first), chart_edge(second)), {}
-    for ax, data, label, last in zip(axes, (first, second), labels, (False, True), strict=True):
-        for name, handle in draw(ax, data, f"{label}: {headline(summarize(data))}", last, edge).items():
-            handles.setdefault(name, handle)
+    fig = _figure(FIG_WIDTH, 9.0)
+    edge = max(chart_edge(first), chart_edge(second))
+    handles = _panels(fig, [(first, _panel_title(first, labels[0])),
+                            (second, _panel_title(second, labels[1]))], edge, top=0.45)
     _figure_legend(fig, handles)
-    fig.suptitle(title or f"Startup compared: {labels[0]} vs {labels[1]}", fontsize=12)
+    fig.suptitle(title or f"Startup compared: {labels[0]} vs {labels[1]}", fontsize=12, y=1 - 0.1 / fig.get_figheight(),
+                 va="top")
     _save(fig, path)
 
 
@@ -654,9 +860,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m gunicorn_slowstart.timeline",
                                      description="Summarise or draw a gunicorn-slowstart startup timeline.")
     sub = parser.add_subparsers(dest="command", required=True)
-    summary = sub.add_parser("summary", help="print the first ramp's figures")
+    summary = sub.add_parser("summary", help="print every ramp's figures")
     summary.add_argument("file", help="timeline JSON written by the master")
-    summary.add_argument("--json", action="store_true", help="print the summary as JSON")
+    summary.add_argument("--json", action="store_true", help="print the summaries as a JSON list, one per ramp")
     render_p = sub.add_parser("render", help="draw the timeline as an image (needs matplotlib)")
     render_p.add_argument("file", nargs="?", help="timeline JSON written by the master")
     render_p.add_argument("--compare", nargs=2, metavar=("A", "B"), help="draw two timelines stacked")
@@ -671,7 +877,7 @@ def _label(data: dict, path: str) -> str:
 
 def _cmd_summary(args: argparse.Namespace) -> int:
     data = load(args.file)
-    print(json.dumps(summarize(data), indent=2) if args.json else format_summary(data, args.file))
+    print(json.dumps(summaries(data), indent=2) if args.json else format_summary(data, args.file))
     return 0
 
 
@@ -682,6 +888,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
         render_compare(first, second, args.output, args.title, labels)
     else:
         render(load(args.file), args.output, args.title)
+    print(f"wrote {args.output}")
     return 0
 
 

@@ -37,6 +37,7 @@ from gunicorn_slowstart.settings import (
 )
 
 NAN, INF = float("nan"), float("inf")
+sm.register()  # what install() and the gunicorn-slowstart command do; importing settings does not
 
 
 def one_line(text: str) -> bool:
@@ -282,8 +283,27 @@ def test_the_reference_error_message():
 def test_unknown_names_in_the_config_file_are_refused(key):
     with pytest.raises(SettingError) as info:
         resolve(namespace={key: 4}, environ={})
-    assert f"unknown slow-start setting {key} " in str(info.value)
+    assert f"unknown slow-start setting {key} " in str(info.value).replace(":", " ")
     assert one_line(str(info.value))
+
+
+@pytest.mark.parametrize("key, hint", [
+    ("slowstart_max_bach", "slowstart_max_batch"), ("slowstart_MAX_BATCH", "slowstart_max_batch"),
+    ("slowstart_maxbatch", "slowstart_max_batch"), ("slowstart_speed", None),
+])
+def test_unknown_config_names_suggest_the_near_miss(key, hint):
+    with pytest.raises(SettingError) as info:
+        resolve(namespace={key: 4}, environ={})
+    message = str(info.value)
+    assert (f": did you mean {hint}? (known: " in message) if hint else "did you mean" not in message
+
+
+def test_unknown_environment_variables_suggest_the_near_miss():
+    with pytest.raises(SettingError, match=r"GUNICORN_SLOWSTART_MAX_BACH: did you mean "
+                                           r"GUNICORN_SLOWSTART_MAX_BATCH\? \(known: "):
+        resolve(environ={"GUNICORN_SLOWSTART_MAX_BACH": "4"})
+    with pytest.raises(SettingError, match=r"install\(max_batch=\.\.\.\)\?"):
+        sm.check_keywords({"max_bach": 4})
 
 
 @pytest.mark.parametrize("key", ["GUNICORN_SLOWSTART_MAX_BACH", "GUNICORN_SLOWSTART_",
@@ -291,7 +311,7 @@ def test_unknown_names_in_the_config_file_are_refused(key):
 def test_unknown_environment_variables_are_refused(key):
     with pytest.raises(SettingError) as info:
         resolve(environ={key: "4"})
-    assert f"unknown slow-start setting {key} " in str(info.value)
+    assert f"unknown slow-start setting {key} " in str(info.value).replace(":", " ")
     assert one_line(str(info.value))
 
 
@@ -396,6 +416,7 @@ def test_flags_parse_like_gunicorn_and_reach_resolve():
 def clean_install(monkeypatch):
     """install() replaces gunicorn.app.base.Arbiter and the current installation: put both back."""
     monkeypatch.setattr(gunicorn.app.base, "Arbiter", gunicorn.app.base.Arbiter)
+    monkeypatch.setattr(gunicorn.app.base.Application, "run", gunicorn.app.base.Application.run)
     monkeypatch.setattr(hooks, "_current", hooks._current)
     return hooks
 

@@ -22,9 +22,9 @@ T0 = 1000.0
 
 def scenario() -> tl.Timeline:
     """Two ramps: a start (4 http + 1 long worker, one http boot failure) and a reload."""
-    meta = {"mode": "ready", "cap": 2, "cpus": 2, "target": 5}
+    meta = {"mode": "ready", "cap": 2, "cpus": 2, "target": 4}
     t = tl.Timeline(T0, 1790000000.0, meta)
-    t.ramp_started(T0, 5, "start")
+    t.ramp_started(T0, 4, "start")  # the master's target counts HTTP workers
     t.spawned("http", 101, T0 + 0.010)
     t.step(T0 + 0.010, 1, 2, 1, 0)
     t.ready(101, T0 + 1.010)
@@ -61,8 +61,8 @@ def scenario() -> tl.Timeline:
 
 
 EXPECTED_SUMMARY = {
-    "ramps": 2, "reason": "start", "target": 5, "spawned": 6, "ready": 5,
-    "first_ready": 1.01, "all_ready": 3.53, "peak_booting": 3,
+    "ramps": 2, "reason": "start", "start": 0.0, "target": 4, "spawned": 5, "ready": 4,
+    "first_ready": 1.01, "all_ready": 3.53, "long": {"spawned": 1, "ready": 1}, "peak_booting": 3,
     "boot": {"min": 0.5, "median": 1.0, "max": 1.3},
     "failures": 1,
     "failed": [{"pid": 103, "kind": "http", "after": 0.4, "exit_code": 3, "exit_signal": None}],
@@ -101,7 +101,7 @@ def test_processes_are_relative_to_t0_and_rounded_to_ms() -> None:
 
 def test_ramps_are_filled_from_their_own_processes() -> None:
     assert scenario().to_dict()["ramps"] == [
-        {"reason": "start", "start": 0.0, "target": 5, "end": 3.6, "first_ready": 1.01, "all_ready": 3.53},
+        {"reason": "start", "start": 0.0, "target": 4, "end": 3.6, "first_ready": 1.01, "all_ready": 3.53},
         {"reason": "reload", "start": 10.0, "target": 4, "end": 13.0, "first_ready": 11.0, "all_ready": 13.0},
     ]
 
@@ -273,20 +273,40 @@ def test_load_names_the_file_and_the_problem(tmp_path: Path, content: str | None
 def test_cli_summary(written: Path, capsys: pytest.CaptureFixture) -> None:
     assert tl.main(["summary", str(written)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == f"{written}: mode=ready, cap=2, cpus=2, target=5"
-    assert lines[1] == "5/5 workers ready in 3.53 s (first ready after 1.01 s)"
-    assert lines[2:] == [
-        "  ramp          start (ramp 1 of 2)",
-        "  spawned       6",
+    assert lines[0] == f"{written}: mode=ready, cap=2, cpus=2, target=4"
+    assert lines[1:] == [
+        "ramp 1 of 2, start at 0.00 s: 4/4 workers ready in 3.53 s (first ready after 1.01 s)",
+        "  spawned       5 http, 1 long (1 ready)",
         "  peak booting  3",
         "  boot time     min 0.50 s   median 1.00 s   max 1.30 s",
         "  failures      1 (http pid 103 exit code 3 after 0.40 s)",
+        "ramp 2 of 2, reload at 10.00 s: 4/4 workers ready in 3.00 s (first ready after 1.00 s)",
+        "  spawned       4",
+        "  peak booting  2",
+        "  boot time     min 0.99 s   median 1.00 s   max 1.10 s",
+        "  failures      none",
     ]
 
 
 def test_cli_summary_json(written: Path, capsys: pytest.CaptureFixture) -> None:
     assert tl.main(["summary", "--json", str(written)]) == 0
-    assert json.loads(capsys.readouterr().out) == EXPECTED_SUMMARY
+    first, second = json.loads(capsys.readouterr().out)
+    assert first == EXPECTED_SUMMARY
+    assert (second["reason"], second["start"], second["ready"], second["all_ready"]) == ("reload", 10.0, 4, 3.0)
+
+
+def test_a_long_worker_ready_early_does_not_make_the_ramp_ready() -> None:
+    t = tl.Timeline(0.0, 0.0, {"target": 2})
+    t.ramp_started(0.0, 2, "start")
+    t.spawned("http", 1, 0.0)
+    t.spawned("long", 2, 0.0)
+    t.spawned("http", 3, 0.5)
+    t.ready(2, 0.6)
+    t.ready(1, 1.0)
+    t.ready(3, 2.0)
+    data = t.to_dict()
+    assert data["ramps"][0]["first_ready"] == 1.0 and data["ramps"][0]["all_ready"] == 2.0
+    assert tl.headline(data["summary"]) == "2/2 workers ready in 2.00 s (first ready after 1.00 s)"
 
 
 def test_failure_text_names_signals_and_truncates() -> None:
