@@ -55,6 +55,7 @@ from .memory import available_memory_mb
 from .policy import HTTP, LONG, BackoffConfig, PolicyConfig, SlowStartPolicy
 from .pool import LongWorkerPool, PoolLink, check_target
 from .status import StatusReporter
+from .template import RELOAD_FAILED, TemplateSpawner, check_config
 
 RAMP_TICK = 0.025  # seconds between readiness checks while workers boot
 NOTIFIED_SKEW = 86400.0  # a notified mtime (monotonic) is this far from wall time
@@ -114,6 +115,7 @@ class SlowStartArbiter(Arbiter):
         self.pool: LongWorkerPool | None = None
         self.pool_size = 0
         self._pool_link: PoolLink | None = None
+        self.templates: TemplateSpawner | None = None  # fork_from = "template"
         super().__init__(app)  # calls setup(), which resolves the settings
 
     # -- configuration ----------------------------------------------------------
@@ -126,6 +128,7 @@ class SlowStartArbiter(Arbiter):
         try:
             resolved = settings_mod.resolve(app.cfg, installation.namespace, installation.keywords)
             pool = self._pool_from(resolved, installation.pool)
+            check_config(resolved.fork_from, resolved.mode, app.cfg)
         except settings_mod.SettingError:
             if self.slowstart is None:
                 raise  # first start: gunicorn prints "Error: ..." and exits 1
@@ -200,7 +203,7 @@ class SlowStartArbiter(Arbiter):
     # -- gunicorn's main loop, with a short wait while a ramp is in progress ------
 
     def _timeout(self, default: float) -> float:
-        if self._active_boots() or self._active_long_boots():
+        if self._active_boots() or self._active_long_boots() or (self.templates and self.templates.busy()):
             return RAMP_TICK
         times = [min(t.kill_at, t.resend_at) for t in self._terminating.values()]
         if self._wake_at is not None:
@@ -240,7 +243,12 @@ class SlowStartArbiter(Arbiter):
         """Every fork goes through here; remember it so readiness can be watched."""
         if self._reloading:
             return None  # gunicorn's reload() forks cfg.workers at once: the ramp does it instead
-        pid = super().spawn_worker()  # in the child this never returns
+        if self.templates is not None and self.templates.active():
+            pid = self.templates.spawn(self)  # None: nothing forked (logged); the next step retries
+            if pid is None:
+                return None
+        else:
+            pid = super().spawn_worker()  # in the child this never returns
         now = time.monotonic()
         worker = self.WORKERS.get(pid)
         baseline = worker.tmp.last_update() if worker is not None else 0.0
@@ -285,6 +293,8 @@ class SlowStartArbiter(Arbiter):
         self._check_memory(now)
         self._sample_idle(now)
         self._maybe_begin_ramp(now, wanted)
+        if self.templates is not None and self.templates.holds():
+            wanted = 0  # the template is still importing the app: nothing to fork from yet
         link = self._pool_link
         decision = self.policy.decide(now, wanted, link.wanted() if link else 0)
         self._warn_stale(decision.stale, now)
@@ -341,6 +351,7 @@ class SlowStartArbiter(Arbiter):
             self._pool_link.check_alive(self, now, self.policy, self.status)
             self._pool_link.poll(now, self.policy, self.status)
         self._record_exits(now)
+        self._poll_templates(now)
         for pid, boot in list(self._boots.items()):
             worker = self.WORKERS.get(pid)
             if worker is not None and self._notified(worker, boot):
@@ -559,7 +570,26 @@ class SlowStartArbiter(Arbiter):
         self._retiring.update(pid for pid in workers if pid not in self._terminating)
         self._ramp = None
         self._next_reason = "reload"
+        self._reload_templates()
         self.manage_workers()
+
+    # -- fork_from = "template" (template.py) -----------------------------------------
+
+    def _poll_templates(self, now: float) -> None:
+        """Start the template when needed, read its reports; the first failed import halts (exit 4)."""
+        if self.templates is None and self.slowstart.fork_from == "template":
+            self.templates = TemplateSpawner(self.log)
+        if self.templates is not None and self.templates.poll(self, now) == RELOAD_FAILED:
+            self._retiring.clear()  # the new code does not load: the old workers stay current
+
+    def _reload_templates(self) -> None:
+        """SIGHUP: the new generation forks from a new template (or from the master again)."""
+        if self.templates is not None and self.slowstart.fork_from != "template":
+            self.templates.stop()
+            self.templates = None
+        elif self.slowstart.fork_from == "template":
+            self.templates = self.templates or TemplateSpawner(self.log)
+            self.templates.reload(self)
 
     # -- shutting down ------------------------------------------------------------
 
@@ -570,6 +600,8 @@ class SlowStartArbiter(Arbiter):
     def stop(self, graceful: bool = True) -> None:
         """Stop the pool alongside the HTTP workers, within gunicorn's graceful timeout."""
         self._halting = True
+        if self.templates is not None:
+            self.templates.stop()
         link = self._pool_link
         deadline = link.request_stop(graceful, self.cfg.graceful_timeout) if link else 0.0
         super().stop(graceful)

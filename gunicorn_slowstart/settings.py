@@ -125,6 +125,11 @@ def optional_path(value: Any) -> str | None:
     return os.fspath(value)
 
 
+def optional_hook(value: Any) -> Any:
+    """A callable, or ``"package.module:function"`` (imported where it runs, not in the master)."""
+    return optional_target(value)
+
+
 def optional_target(value: Any) -> Any:
     """``module:callable`` for a long worker, or a callable."""
     if value is None or value == "" or callable(value):
@@ -171,6 +176,12 @@ SPECS: dict[str, Spec] = {
                         "Target of the long-worker pool, 'package.module:function'.", "TARGET"),
     "long_workers": Spec(auto_or(non_negative_int), 0,
                          "Size of the long-worker pool; 'auto': 2 x usable CPUs.", "INT"),
+    "fork_from": Spec(choice("master", "template"), "master",
+                      "Fork workers from the master (each imports the app) or from a 'template' process "
+                      "that imported the app once.", "SOURCE"),
+    "template_pre_fork": Spec(optional_hook, None,
+                              "Called in the template before it forks a worker, "
+                              "'package.module:function' or a callable taking the template.", "HOOK"),
 }
 
 
@@ -189,6 +200,8 @@ class Settings:
     timeline: str | None = None
     long_worker: Any = None
     long_workers: Any = 0
+    fork_from: str = "master"
+    template_pre_fork: Any = None
 
 
 assert [f.name for f in fields(Settings)] == list(SPECS), "Settings and SPECS must list the same names"
