@@ -329,11 +329,13 @@ class TemplateSpawner:
                          reason)
 
     def _retire(self, link: _Link) -> None:
-        try:
-            os.kill(link.pid, signal.SIGTERM)
-        except OSError:
-            pass
+        """A loaded template exits when its socket closes; one still importing is stopped."""
         link.sock.close()
+        if not link.loaded:
+            try:
+                os.kill(link.pid, signal.SIGTERM)
+            except OSError:
+                pass
 
     def _ask(self, link: _Link, request: bytes, fd: int) -> dict:
         """Send one request with the heartbeat file's descriptor; wait for the answer."""
@@ -411,7 +413,7 @@ def _template_main(arbiter: Any, sock: socket.socket, generation: int, others: l
     except SystemExit:
         if os.getpid() != pid:
             raise  # a worker exiting: let it unwind like gunicorn's workers do
-        code = APP_LOAD_ERROR
+        code = 1
     except BaseException:
         if os.getpid() != pid:
             raise
@@ -469,7 +471,7 @@ class Template:
         error = self._load()
         if error is not None:
             self._send({"op": "failed", "error": error})
-            return APP_LOAD_ERROR
+            return 0  # reported; never 3 or 4: gunicorn 23 halts on those from any child
         hazard = self._prepare()
         if hazard:
             self._send({"op": "unsafe", "reason": hazard})

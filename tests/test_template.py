@@ -1,0 +1,296 @@
+"""``fork_from = "template"`` for real: a template imports the app once, workers fork from it.
+
+One server per scenario, several assertions each: the app module is written
+into the test's own directory, so a "code change" is a new file on disk and
+SIGHUP must load it.  Every import of the app appends the importing pid to a
+file, which says how many times (and in which process) the app was imported.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+
+import psutil
+import pytest
+from support import APPS, ROOT, try_get, wait_for
+
+from gunicorn_slowstart import settings as settings_mod
+from gunicorn_slowstart.template import TemplateUnavailable, check_config, fork_hazards
+
+APP_SOURCE = '''
+import os
+import sys
+
+from examples.cpu import burn_cpu
+
+VERSION = {version!r}
+with open(os.environ["TEMPLATE_IMPORTS"], "a") as record:
+    record.write(f"{{os.getpid()}}\\n")
+burn_cpu(float(os.environ.get("EXAMPLE_BOOT_CPU", "0.3")))
+{extra}
+
+def _body():
+    return f"version {{VERSION}} pid {{os.getpid()}} ppid {{os.getppid()}}\\n".encode()
+
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({{"type": "lifespan.startup.complete"}})
+            elif message["type"] == "lifespan.shutdown":
+                await send({{"type": "lifespan.shutdown.complete"}})
+                return
+    body = _body()
+    await send({{"type": "http.response.start", "status": 200,
+                "headers": [(b"content-length", str(len(body)).encode())]}})
+    await send({{"type": "http.response.body", "body": body}})
+
+
+def wsgi(environ, start_response):
+    body = _body()
+    start_response("200 OK", [("Content-Length", str(len(body)))])
+    return [body]
+'''
+
+THREAD_AT_IMPORT = '''
+import threading
+import time
+threading.Thread(target=time.sleep, args=(3600,), name="metrics-flusher", daemon=True).start()
+'''
+
+
+def write_app(directory, version: str, extra: str = "") -> None:
+    (directory / "tplapp.py").write_text(APP_SOURCE.format(version=version, extra=extra))
+
+
+def template_env(tmp_path, **extra: str) -> dict:
+    code = tmp_path / "code"
+    code.mkdir(exist_ok=True)
+    env = {"PYTHONPATH": f"{ROOT}:{APPS}:{code}", "PYTHONDONTWRITEBYTECODE": "1",
+           "TEMPLATE_IMPORTS": str(tmp_path / "imports"), "GUNICORN_SLOWSTART_FORK_FROM": "template"}
+    env.update(extra)
+    return env
+
+
+def imports(tmp_path) -> list[int]:
+    try:
+        return [int(line) for line in (tmp_path / "imports").read_text().split()]
+    except FileNotFoundError:
+        return []
+
+
+def templates(srv) -> list[psutil.Process]:
+    found = []
+    for proc in srv.children():
+        try:
+            if "template [" in " ".join(proc.cmdline()):
+                found.append(proc)
+        except psutil.NoSuchProcess:
+            pass
+    return found
+
+
+def workers(srv) -> dict[int, int]:
+    """pid -> parent pid of every HTTP worker under the master."""
+    found = {}
+    for proc in srv.children():
+        try:
+            if "worker [" in " ".join(proc.cmdline()):
+                found[proc.pid] = proc.ppid()
+        except psutil.NoSuchProcess:
+            pass
+    return found
+
+
+def answers(srv, count: int = 12) -> list[str]:
+    out = []
+    for _ in range(count):
+        reply = try_get(srv.port, timeout=5)
+        out.append(reply[1] if reply and reply[0] == 200 else f"failed: {reply}")
+    return out
+
+
+class Hammer:
+    """A client thread: GET / every 20 ms, every outcome kept (bounded in time)."""
+
+    def __init__(self, port: int, limit: float = 90.0) -> None:
+        self.port, self.limit = port, limit
+        self.results: list = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + self.limit
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            self.results.append(try_get(self.port, timeout=5))
+            time.sleep(0.02)
+
+    def __enter__(self) -> Hammer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join(15)
+
+
+# -- pure checks -----------------------------------------------------------------------
+
+
+def test_fork_hazards_counts_os_threads():
+    assert not any("OS threads" in h for h in fork_hazards()) or threading.active_count() > 1
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait, name="holder", daemon=True)
+    thread.start()
+    try:
+        hazards = fork_hazards()
+        assert any("OS threads alive" in h and "holder" in h for h in hazards), hazards
+    finally:
+        stop.set()
+        thread.join(5)
+
+
+def test_fork_hazards_names_grpc_without_fork_support(monkeypatch):
+    monkeypatch.setitem(sys.modules, "grpc", object())
+    monkeypatch.delenv("GRPC_ENABLE_FORK_SUPPORT", raising=False)
+    assert any("gRPC" in h for h in fork_hazards())
+    monkeypatch.setenv("GRPC_ENABLE_FORK_SUPPORT", "true")
+    assert not any("gRPC" in h for h in fork_hazards())
+
+
+class _Cfg:
+    def __init__(self, **kw):
+        self.preload_app = kw.get("preload_app", False)
+        self.reload = kw.get("reload", False)
+        self.worker_class = kw.get("worker_class", type("W", (), {"__module__": "uvicorn_worker"}))
+        self.worker_class_str = "x"
+
+
+def test_check_config_refuses_what_a_template_cannot_do():
+    check_config("master", "off", _Cfg(preload_app=True))  # nothing to check without a template
+    check_config("template", "ready", _Cfg())
+    for mode, cfg, words in [("off", _Cfg(), "slowstart_mode"), ("ready", _Cfg(preload_app=True), "--preload"),
+                             ("ready", _Cfg(reload=True), "--reload"),
+                             ("ready", _Cfg(worker_class=type("G", (), {"__module__": "gunicorn.workers.ggevent"})),
+                              "monkey-patches")]:
+        with pytest.raises(TemplateUnavailable, match=words):
+            check_config("template", mode, cfg)
+    assert issubclass(TemplateUnavailable, settings_mod.SettingError)
+
+
+def test_fork_from_setting_parses():
+    assert settings_mod.resolve(environ={}).fork_from == "master"
+    assert settings_mod.resolve(environ={"GUNICORN_SLOWSTART_FORK_FROM": " Template "}).fork_from == "template"
+    with pytest.raises(settings_mod.SettingError, match="GUNICORN_SLOWSTART_FORK_FROM must be one of: master"):
+        settings_mod.resolve(environ={"GUNICORN_SLOWSTART_FORK_FROM": "mold"})
+
+
+# -- real masters -------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_template_serves_reloads_survives_and_refuses_broken_code(server, tmp_path):
+    """UvicornWorker: one import per generation, workers are the master's children,
+    SIGHUP loads new code with no failed request, a dead template is replaced, TTIN
+    forks from the template, and code that does not import is a failed reload."""
+    env = template_env(tmp_path, GUNICORN_SLOWSTART_MAX_BATCH="2")
+    write_app(tmp_path / "code", "1")
+    srv = server(app="tplapp:app", workers=4, boot_cpu=0.3, env=env)
+    srv.wait_ready(60)
+    master = srv.pid
+    first = imports(tmp_path)
+    assert len(first) == 1 and first[0] != master, first  # imported once, not in the master
+    assert [t.pid for t in templates(srv)] == first
+    kids = workers(srv)
+    assert len(kids) == 4 and set(kids.values()) == {master}, kids
+    replies = answers(srv)
+    assert all(r.startswith("version 1 ") and r.endswith(f"ppid {master}\n") for r in replies), replies
+    log = srv.log()
+    assert "loaded the app in" in log and "workers fork from it" in log
+    assert log.count("Booting worker with pid") == 4  # gunicorn's own child path ran in each
+
+    # SIGHUP after a code change: every worker serves the new code, no request fails
+    write_app(tmp_path / "code", "2")
+    old = set(kids)
+    with Hammer(srv.port) as hammer:
+        wait_for(lambda: len(hammer.results) >= 5, 10, "requests before the reload")
+        srv.signal(signal.SIGHUP)
+        wait_for(lambda: srv.summary_done(2), 60, "the reload ramp")
+        wait_for(lambda: not (old & set(workers(srv))), 30, "old workers gone")
+        n = len(hammer.results)
+        wait_for(lambda: len(hammer.results) >= n + 5, 10, "requests after the reload")
+    assert hammer.results and all(r is not None and r[0] == 200 for r in hammer.results), hammer.results
+    assert all(r.startswith("version 2 ") for r in answers(srv))
+    assert len(imports(tmp_path)) == 2
+    wait_for(lambda: [t.pid for t in templates(srv)] == imports(tmp_path)[1:], 10, "the old template retired")
+
+    # the template dies: logged, replaced, serving workers untouched
+    serving = set(workers(srv))
+    templates(srv)[0].kill()
+    wait_for(lambda: len(imports(tmp_path)) == 3 and len(templates(srv)) == 1, 30, "a new template")
+    assert "exited; starting a new one (serving workers are not affected)" in srv.log()
+    assert set(workers(srv)) == serving
+
+    # TTIN forks from the template: no import, a child of the master
+    srv.signal(signal.SIGTTIN)
+    wait_for(lambda: len(workers(srv)) == 5, 30, "a fifth worker")
+    wait_for(lambda: srv.log().count("slow start: 5/5 workers ready") >= 1, 30, "5 ready")
+    assert len(imports(tmp_path)) == 3 and set(workers(srv).values()) == {master}
+
+    # SIGHUP with code that does not import: a failed reload, the old generation keeps serving
+    (tmp_path / "code" / "tplapp.py").write_text("raise RuntimeError('deploy typo')\n")
+    serving = set(workers(srv))
+    srv.signal(signal.SIGHUP)
+    wait_for(lambda: "reload failed: the new code did not load" in srv.log(), 30, "the failed reload")
+    assert "RuntimeError: deploy typo" in srv.log()  # the template's traceback
+    assert all(r.startswith("version 2 ") for r in answers(srv))
+    assert set(workers(srv)) == serving and srv.proc.poll() is None
+
+
+@pytest.mark.slow
+def test_first_import_fails_exits_4_without_forking_a_worker(server, tmp_path):
+    srv = server(app="broken_import:app", workers=3, boot_cpu=0.0,
+                 env={"GUNICORN_SLOWSTART_FORK_FROM": "template"})
+    assert srv.wait_exit(60) == 4
+    log = srv.log()
+    assert "ModuleNotFoundError: No module named 'this_module_does_not_exist'" in log
+    assert "App failed to load in the template" in log
+    assert "Booting worker" not in log
+
+
+@pytest.mark.slow
+def test_unsafe_app_falls_back_to_the_master_and_serves(server, tmp_path):
+    """gthread: an app that starts a thread at import is refused with one line, and served."""
+    env = template_env(tmp_path)
+    write_app(tmp_path / "code", "1", THREAD_AT_IMPORT)
+    srv = server(app="tplapp:wsgi", workers=2, worker_class="gthread", boot_cpu=0.1, env=env)
+    srv.wait_ready(60)
+    lines = [line for line in srv.log().splitlines() if "not forking from a template" in line]
+    assert len(lines) == 1, lines
+    assert "2 OS threads alive after loading the app" in lines[0] and "metrics-flusher" in lines[0], lines
+    assert "forking workers from the master instead" in lines[0]
+    assert all(r.startswith("version 1 ") for r in answers(srv, 4))
+    assert len(imports(tmp_path)) == 3  # the template's, then one per worker forked from the master
+    wait_for(lambda: not templates(srv), 10, "the refused template gone")
+
+
+@pytest.mark.slow
+def test_master_sigkill_takes_the_template_with_it(server, tmp_path):
+    """sync: the template (and any fork not yet adopted) exits when the master is SIGKILLed."""
+    env = template_env(tmp_path, GUNICORN_SLOWSTART_MAX_BATCH="1")
+    write_app(tmp_path / "code", "1")
+    srv = server(app="tplapp:wsgi", workers=3, worker_class="sync", boot_cpu=0.2, env=env)
+    srv.wait_ready(60)
+    assert all(r.startswith("version 1 ") for r in answers(srv, 4))
+    assert len(imports(tmp_path)) == 1
+    template = templates(srv)[0]
+    srv.orphans_expected = True  # sync workers notice their parent is gone at their next loop
+    srv.proc.kill()
+    srv.proc.wait(10)
+    wait_for(lambda: not template.is_running() or template.status() == psutil.STATUS_ZOMBIE, 5,
+             "the template to exit after the master's SIGKILL")
