@@ -231,7 +231,8 @@ class TemplateSpawner:
             self.loading = None
         self.unsafe = None  # the new code may be fork-safe
         self.retry_at = None
-        self.start(arbiter, "reload")
+        first = not self.ever_loaded and self.current is None  # SIGHUP before the first load
+        self.start(arbiter, "start" if first else "reload")
 
     def spawn(self, arbiter: Any) -> int | None:
         """Fork one worker through the current template, as gunicorn's ``spawn_worker`` would.

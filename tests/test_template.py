@@ -59,8 +59,15 @@ def wsgi(environ, start_response):
 
 THREAD_AT_IMPORT = '''
 import threading
-import time
-threading.Thread(target=time.sleep, args=(3600,), name="metrics-flusher", daemon=True).start()
+_stop = threading.Event()
+_flusher = threading.Thread(target=_stop.wait, name="metrics-flusher", daemon=True)
+_flusher.start()
+
+
+def stop_flusher(template):  # a template_pre_fork hook: stop the thread before the fork
+    _stop.set()
+    _flusher.join(5)
+    template.log.info("test hook ran in the template, generation %s", template.generation)
 '''
 
 
@@ -281,13 +288,17 @@ def test_unsafe_app_falls_back_to_the_master_and_serves(server, tmp_path):
 
 @pytest.mark.slow
 def test_master_sigkill_takes_the_template_with_it(server, tmp_path):
-    """sync: the template (and any fork not yet adopted) exits when the master is SIGKILLed."""
-    env = template_env(tmp_path, GUNICORN_SLOWSTART_MAX_BATCH="1")
-    write_app(tmp_path / "code", "1")
+    """sync: the template_pre_fork hook stops the app's thread, so the template forks; the
+    template (and any fork not yet adopted) exits when the master is SIGKILLed."""
+    env = template_env(tmp_path, GUNICORN_SLOWSTART_MAX_BATCH="1",
+                       GUNICORN_SLOWSTART_TEMPLATE_PRE_FORK="tplapp:stop_flusher")
+    write_app(tmp_path / "code", "1", THREAD_AT_IMPORT)
     srv = server(app="tplapp:wsgi", workers=3, worker_class="sync", boot_cpu=0.2, env=env)
     srv.wait_ready(60)
     assert all(r.startswith("version 1 ") for r in answers(srv, 4))
     assert len(imports(tmp_path)) == 1
+    assert "test hook ran in the template, generation 1" in srv.log()
+    assert "not forking from a template" not in srv.log()
     template = templates(srv)[0]
     srv.orphans_expected = True  # sync workers notice their parent is gone at their next loop
     srv.proc.kill()
