@@ -227,7 +227,7 @@ class TemplateSpawner:
     def reload(self, arbiter: Any) -> None:
         """SIGHUP: a new template loads the new code; the old one serves respawns until then."""
         if self.loading is not None:
-            self._retire(self.loading)  # superseded before it finished loading
+            self._retire(self.loading, signal.SIGTERM)  # superseded before it finished loading
             self.loading = None
         self.unsafe = None  # the new code may be fork-safe
         self.retry_at = None
@@ -262,15 +262,16 @@ class TemplateSpawner:
         else:
             self.log.error("slow start: template pid %s did not fork a worker (%s); starting a new template",
                            link.pid, reply.get("error", "no answer"))
-            self._retire(link)
+            self._retire(link, signal.SIGKILL)  # it may be hung
             self.current = None
         return None
 
     def stop(self) -> None:
         """Shutdown: the templates exit (the master reaps them with its other children)."""
-        for link in (self.current, self.loading):
-            if link is not None:
-                self._retire(link)
+        if self.current is not None:
+            self._retire(self.current)
+        if self.loading is not None:
+            self._retire(self.loading, signal.SIGTERM)
         self.current = self.loading = None
 
     # -- internals ----------------------------------------------------------------------
@@ -278,6 +279,10 @@ class TemplateSpawner:
     def _poll_loading(self, arbiter: Any, now: float) -> str | None:
         link = self.loading
         message = _receive(link.sock)
+        limit = arbiter.slowstart.boot_timeout
+        if message is None and limit and now - link.started > limit:
+            self._retire(link, signal.SIGKILL)
+            message = {"op": "failed", "error": f"not loaded {limit:g} s after its fork (boot_timeout)"}
         if message is None:
             return None
         self.loading = None
@@ -329,12 +334,13 @@ class TemplateSpawner:
         self.log.warning("slow start: not forking from a template: %s; forking workers from the master instead",
                          reason)
 
-    def _retire(self, link: _Link) -> None:
-        """A loaded template exits when its socket closes; one still importing is stopped."""
+    def _retire(self, link: _Link, sig: int | None = None) -> None:
+        """A template waiting for requests exits when its socket closes; one busy importing
+        (or hung) is sent ``sig`` as well."""
         link.sock.close()
-        if not link.loaded:
+        if sig is not None:
             try:
-                os.kill(link.pid, signal.SIGTERM)
+                os.kill(link.pid, sig)
             except OSError:
                 pass
 
