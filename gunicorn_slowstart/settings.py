@@ -177,8 +177,8 @@ SPECS: dict[str, Spec] = {
     "long_workers": Spec(auto_or(non_negative_int), 0,
                          "Size of the long-worker pool; 'auto': 2 x usable CPUs.", "INT"),
     "fork_from": Spec(choice("master", "template"), "master",
-                      "Fork workers from the master (each imports the app) or from a 'template' process "
-                      "that imported the app once.", "SOURCE"),
+                      "Where workers fork from: 'master' (each imports the app) or 'template' (a process "
+                      "that imported the app once per generation).", "SOURCE"),
     "template_pre_fork": Spec(optional_hook, None,
                               "Called in the template before it forks a worker, "
                               "'package.module:function' or a callable taking the template.", "HOOK"),

@@ -38,6 +38,8 @@ DOCUMENTED = {
     "timeline": ("path",),
     "long_worker": ("target",),
     "long_workers": ("int", 0, True),
+    "fork_from": ("choice", ("master", "template")),
+    "template_pre_fork": ("target",),
 }
 NAMES = list(SPECS)
 KNOWN_SUFFIXES = {n.upper() for n in SPECS}
