@@ -329,3 +329,18 @@ def test_master_sigkill_takes_the_template_with_it(server, tmp_path):
     srv.proc.wait(10)
     wait_for(lambda: not template.is_running() or template.status() == psutil.STATUS_ZOMBIE, 5,
              "the template to exit after the master's SIGKILL")
+
+
+@pytest.mark.slow
+def test_workers_share_the_templates_memory(server, tmp_path):
+    """An app holding 40 MiB at import: the 4 workers together hold privately (USS) less than
+    the template's one copy, because they share its pages (gc.freeze keeps them untouched)."""
+    env = {"GUNICORN_SLOWSTART_FORK_FROM": "template", "EXAMPLE_HEAVY_MB": "40"}
+    srv = server(app="examples.heavy:app", workers=4, boot_cpu=0.1, env=env)
+    srv.wait_ready(60)
+    assert try_get(srv.port)[0] == 200
+    template = templates(srv)[0]
+    private = sum(psutil.Process(pid).memory_full_info().uss for pid in workers(srv))
+    held = template.memory_info().rss
+    assert held > 40 * 2**20, held
+    assert private < held, (private / 2**20, held / 2**20)
