@@ -259,6 +259,8 @@ class TemplateSpawner:
             self._fall_back(reply.get("reason", "?"))
             self._retire(link)
             self.current = None
+        elif reply.get("op") == "error":  # the template answered: its fork failed (a pids limit, say)
+            self.log.error("slow start: template pid %s could not fork a worker: %s", link.pid, reply.get("error"))
         else:
             self.log.error("slow start: template pid %s did not fork a worker (%s); starting a new template",
                            link.pid, reply.get("error", "no answer"))
@@ -352,14 +354,12 @@ class TemplateSpawner:
             while True:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    return {"op": "error", "error": f"no answer within {REPLY_TIMEOUT:.0f} s"}
+                    return {"op": "lost", "error": f"no answer within {REPLY_TIMEOUT:.0f} s"}
                 if select.select([link.sock], [], [], left)[0]:
                     data = link.sock.recv(65536)
-                    return json.loads(data) if data else {"op": "error", "error": "it exited"}
-        except InterruptedError:
-            return {"op": "error", "error": "interrupted"}
+                    return json.loads(data) if data else {"op": "lost", "error": "it exited"}
         except (OSError, ValueError) as exc:
-            return {"op": "error", "error": str(exc)}
+            return {"op": "lost", "error": str(exc)}
 
 
 def _receive(sock: socket.socket) -> dict | None:
