@@ -588,6 +588,7 @@ class Template:
         for sig, handler in self.saved_handlers.items():
             signal.signal(sig, handler)
         server = self.server
+        server.log.reopen_files()  # the master may have reopened them (SIGUSR1) since the template forked
         worker = server.worker_class(request["age"], self.master_pid, server.LISTENERS, server.app,
                                      server.timeout / 2.0, server.cfg, server.log)
         worker.tmp.close()

@@ -311,18 +311,29 @@ def test_unsafe_app_falls_back_to_the_master_and_serves(server, tmp_path):
 
 
 @pytest.mark.slow
-def test_master_sigkill_takes_the_template_with_it(server, tmp_path):
-    """sync: the template_pre_fork hook stops the app's thread, so the template forks; the
-    template (and any fork not yet adopted) exits when the master is SIGKILLed."""
+def test_sync_hook_log_rotation_and_master_sigkill(server, tmp_path):
+    """sync: the template_pre_fork hook stops the app's thread, so the template forks; a worker
+    forked after SIGUSR1 logs to the reopened file; the template exits when the master is SIGKILLed."""
     env = template_env(tmp_path, GUNICORN_SLOWSTART_MAX_BATCH="1",
                        GUNICORN_SLOWSTART_TEMPLATE_PRE_FORK="tplapp:stop_flusher")
     write_app(tmp_path / "code", "1", THREAD_AT_IMPORT)
-    srv = server(app="tplapp:wsgi", workers=3, worker_class="sync", boot_cpu=0.2, env=env)
-    srv.wait_ready(60)
+    errors = tmp_path / "error.log"
+    srv = server(app="tplapp:wsgi", workers=3, worker_class="sync", boot_cpu=0.2, env=env,
+                 args=("--error-logfile", str(errors)))
+    wait_for(lambda: errors.exists() and "workers ready in" in errors.read_text(), 60, "the ramp summary")
     assert all(r.startswith("version 1 ") for r in answers(srv, 4))
     assert len(imports(tmp_path)) == 1
-    assert "test hook ran in the template, generation 1" in srv.log()
-    assert "not forking from a template" not in srv.log()
+    assert "test hook ran in the template, generation 1" in errors.read_text()
+    assert "not forking from a template" not in errors.read_text()
+
+    # log rotation: after SIGUSR1 a worker forked from the (older) template writes to the new file
+    errors.rename(tmp_path / "error.log.1")
+    srv.signal(signal.SIGUSR1)
+    wait_for(errors.exists, 10, "the master to reopen its error log")
+    srv.signal(signal.SIGTTIN)
+    wait_for(lambda: len(workers(srv)) == 4, 30, "a fourth worker")
+    newest = max(workers(srv))
+    wait_for(lambda: f"Booting worker with pid: {newest}" in errors.read_text(), 10, "the new worker's log line")
     template = templates(srv)[0]
     srv.orphans_expected = True  # sync workers notice their parent is gone at their next loop
     srv.proc.kill()
