@@ -15,7 +15,7 @@ import time
 
 import psutil
 import pytest
-from support import APPS, ROOT, try_get, wait_for
+from support import APPS, GUNICORN_MAJOR, ROOT, try_get, wait_for
 
 from gunicorn_slowstart import settings as settings_mod
 from gunicorn_slowstart.template import TemplateUnavailable, check_config, fork_hazards
@@ -345,7 +345,8 @@ def test_sync_hook_log_rotation_and_master_sigkill(server, tmp_path):
 @pytest.mark.slow
 def test_workers_share_the_templates_memory(server, tmp_path):
     """An app holding 40 MiB at import: the 4 workers together hold privately (USS) less than
-    the template's one copy, because they share its pages (gc.freeze keeps them untouched)."""
+    the template's one copy, because they share its pages (gc.freeze keeps them untouched);
+    a control-socket scale-up forks from the same template."""
     env = {"GUNICORN_SLOWSTART_FORK_FROM": "template", "EXAMPLE_HEAVY_MB": "40"}
     srv = server(app="examples.heavy:app", workers=4, boot_cpu=0.1, env=env)
     srv.wait_ready(60)
@@ -355,3 +356,12 @@ def test_workers_share_the_templates_memory(server, tmp_path):
     held = template.memory_info().rss
     assert held > 40 * 2**20, held
     assert private < held, (private / 2**20, held / 2**20)
+    if GUNICORN_MAJOR >= 24:  # the control socket's scale-up forks from the template too
+        from gunicorn.ctl.client import ControlClient
+
+        wait_for(lambda: "Control socket listening" in srv.log(), 10, "the control socket")
+        with ControlClient(str(srv.tmp / "ctl.sock"), timeout=10) as client:
+            client.send_command("worker add 2")
+        wait_for(lambda: "6/6 workers ready in" in srv.log(), 30, "the scale-up")
+        assert len(workers(srv)) == 6 and set(workers(srv).values()) == {srv.pid}
+        assert "template pid" in srv.log() and srv.log().count("is loading the app") == 1
