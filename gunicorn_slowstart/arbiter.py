@@ -581,6 +581,8 @@ class SlowStartArbiter(Arbiter):
             self.templates = TemplateSpawner(self.log)
         if self.templates is not None and self.templates.poll(self, now) == RELOAD_FAILED:
             self._retiring.clear()  # the new code does not load: the old workers stay current
+            if self._ramp is not None:
+                self._ramp.reason = "reload failed"
 
     def _reload_templates(self) -> None:
         """SIGHUP: the new generation forks from a new template (or from the master again)."""
