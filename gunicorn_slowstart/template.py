@@ -303,8 +303,9 @@ class TemplateSpawner:
 
     def _loaded(self, link: _Link, message: dict, now: float) -> None:
         link.loaded = True
-        self.log.info("slow start: template pid %s loaded the app in %.2f s (generation %d); workers fork "
-                      "from it", link.pid, message.get("seconds", now - link.started), link.generation)
+        self.log.info("slow start: template pid %s loaded the app in %.2f s (%.2f s CPU, generation %d); "
+                      "workers fork from it", link.pid, message.get("seconds", now - link.started),
+                      message.get("cpu", 0.0), link.generation)
         if self.current is not None:
             self._retire(self.current)
         self.current, self.ever_loaded, self.failures = link, True, 0
@@ -474,7 +475,7 @@ class Template:
             return 0  # the master died before the parent-death signal was armed
         self._set_signals()
         util._setproctitle(f"template [{self.server.proc_name}] generation {self.generation}")
-        started = time.monotonic()
+        started, cpu = time.monotonic(), time.process_time()
         error = self._load()
         if error is not None:
             self._send({"op": "failed", "error": error})
@@ -483,7 +484,8 @@ class Template:
         if hazard:
             self._send({"op": "unsafe", "reason": hazard})
             return 0
-        self._send({"op": "loaded", "seconds": round(time.monotonic() - started, 3)})
+        self._send({"op": "loaded", "seconds": round(time.monotonic() - started, 3),
+                    "cpu": round(time.process_time() - cpu, 3)})
         self.sock.setblocking(False)
         while os.getppid() == self.master_pid:
             if select.select([self.sock], [], [], PARENT_CHECK)[0] and not self._serve_one():
