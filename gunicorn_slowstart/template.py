@@ -36,6 +36,9 @@ refuses to fork if another OS thread is alive, CUDA is initialised, or gRPC is
 imported without fork support.  A refusal is one log line in the master,
 which then forks that generation's workers itself (as without a template).
 
+Which template is current, and what a failure means, is decided by the pure
+``Generations`` (``generations.py``); this module does the forking and talking.
+
 Failures: the first template's import fails -> the master exits 4 (the
 traceback is in the template's log output), no worker forked.  A template
 started by SIGHUP fails -> a failed reload: the old template and the old
@@ -64,6 +67,7 @@ from gunicorn import util
 from gunicorn.errors import AppImportError, HaltServer
 from gunicorn.workers.workertmp import WorkerTmp
 
+from .generations import HALT, RELOAD_FAILED, Generations
 from .pool import load_target
 from .settings import SettingError
 
@@ -72,9 +76,7 @@ PR_SET_CHILD_SUBREAPER = 36
 REPLY_TIMEOUT = 10.0  # seconds the master waits for the template to fork one worker
 ADOPT_TIMEOUT = 2.0  # a fresh worker waits at most this long to be re-parented to the master
 PARENT_CHECK = 0.5
-RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)  # a replacement template that fails to import: retry later
 APP_LOAD_ERROR = 4
-RELOAD_FAILED = "reload failed"
 UNSUPPORTED_WORKERS = ("gunicorn.workers.ggevent", "gunicorn.workers.geventlet")
 
 
@@ -160,36 +162,33 @@ class _Link:
     generation: int
     reason: str  # "start", "reload" or "replace"
     started: float
-    loaded: bool = False
 
 
 class TemplateSpawner:
-    """The master's handle on its templates: start, poll, fork through, retire."""
+    """The master's handle on its templates: fork them, read them, fork workers through them.
+
+    ``Generations`` decides which template is current; this class does the I/O.
+    """
 
     def __init__(self, log: Any) -> None:
         self.log = log
-        self.current: _Link | None = None  # loaded: new workers fork from it
-        self.loading: _Link | None = None  # importing the app
-        self.unsafe: str | None = None  # this generation forks from the master, and why
-        self.generation = 0
-        self.ever_loaded = False
-        self.retry_at: float | None = None
-        self.failures = 0
+        self.book = Generations()
+        self.links: dict[int, _Link] = {}  # generation -> its template
         self.subreaper = _set_child_subreaper()
 
     # -- what the arbiter asks --------------------------------------------------------
 
     def holds(self) -> bool:
         """True while forks must wait: a template is importing, or one will be retried."""
-        return self.unsafe is None and (self.loading is not None or self.retry_at is not None)
+        return self.book.holds()
 
     def busy(self) -> bool:
         """A template is importing: the master should look again soon."""
-        return self.loading is not None
+        return self.book.busy()
 
     def active(self) -> bool:
         """Workers are forked from a template now (else from the master)."""
-        return self.unsafe is None and self.current is not None
+        return self.book.active()
 
     def poll(self, arbiter: Any, now: float) -> str | None:
         """Start a template when needed and read what the templates report.
@@ -197,42 +196,42 @@ class TemplateSpawner:
         Returns ``RELOAD_FAILED`` when the template of a SIGHUP could not load
         the new code; raises ``HaltServer`` (exit 4) when the first one could not.
         """
-        if not self.subreaper and self.unsafe is None:
+        book = self.book
+        if not self.subreaper and book.unsafe is None:
             self._fall_back("the master could not become a child subreaper (prctl PR_SET_CHILD_SUBREAPER)")
-        if self.current is not None and _closed(self.current.sock):
-            self._lost(self.current, now)
-        if self.current is None and self.loading is None and self.unsafe is None:
-            if self.retry_at is None or now >= self.retry_at:
-                self.retry_at = None
-                self.start(arbiter, "replace" if self.ever_loaded else "start")
-        outcome = None
-        if self.loading is not None:
-            outcome = self._poll_loading(arbiter, now)
-        return outcome
+        if book.current is not None and _closed(self.links[book.current].sock):
+            link = self.links[book.current]
+            self.log.error("slow start: template pid %s (generation %d) exited; starting a new one (serving "
+                           "workers are not affected)", link.pid, link.generation)
+            book.lost()
+            self._retire(link.generation)
+        reason = book.due(now)
+        if reason is not None:
+            self.start(arbiter, reason)
+        if book.loading is not None:
+            return self._poll_loading(arbiter, self.links[book.loading], now)
+        return None
 
     def start(self, arbiter: Any, reason: str) -> None:
         """Fork a template for the current configuration (it imports the app)."""
-        self.generation += 1
-        others = [link.sock for link in (self.current, self.loading) if link is not None]
+        generation = self.book.started(reason)
+        others = [link.sock for link in self.links.values()]
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pid = os.fork()
         if pid == 0:
             ours.close()
-            _template_main(arbiter, theirs, self.generation, others)
+            _template_main(arbiter, theirs, generation, others)
         theirs.close()
         ours.setblocking(False)
-        self.loading = _Link(pid, ours, self.generation, reason, time.monotonic())
-        self.log.info("slow start: template pid %s (generation %d) is loading the app", pid, self.generation)
+        self.links[generation] = _Link(pid, ours, generation, reason, time.monotonic())
+        self.log.info("slow start: template pid %s (generation %d) is loading the app", pid, generation)
 
     def reload(self, arbiter: Any) -> None:
         """SIGHUP: a new template loads the new code; the old one serves respawns until then."""
-        if self.loading is not None:
-            self._retire(self.loading, signal.SIGTERM)  # superseded before it finished loading
-            self.loading = None
-        self.unsafe = None  # the new code may be fork-safe
-        self.retry_at = None
-        first = not self.ever_loaded and self.current is None  # SIGHUP before the first load
-        self.start(arbiter, "start" if first else "reload")
+        superseded, reason = self.book.reload()
+        if superseded is not None:
+            self._retire(superseded, signal.SIGTERM)  # still importing the code this SIGHUP replaces
+        self.start(arbiter, reason)
 
     def spawn(self, arbiter: Any) -> int | None:
         """Fork one worker through the current template, as gunicorn's ``spawn_worker`` would.
@@ -240,7 +239,7 @@ class TemplateSpawner:
         Returns its pid (it is in ``WORKERS``), or None when nothing was
         forked (logged; the next try forks from the master or a new template).
         """
-        link = self.current
+        link = self.links[self.book.current]
         arbiter.worker_age += 1
         worker = arbiter.worker_class(arbiter.worker_age, arbiter.pid, arbiter.LISTENERS, arbiter.app,
                                       arbiter.timeout / 2.0, arbiter.cfg, arbiter.log)
@@ -257,89 +256,76 @@ class TemplateSpawner:
         worker.tmp.close()
         if reply.get("op") == "refused":
             self._fall_back(reply.get("reason", "?"))
-            self._retire(link)
-            self.current = None
         elif reply.get("op") == "error":  # the template answered: its fork failed (a pids limit, say)
             self.log.error("slow start: template pid %s could not fork a worker: %s", link.pid, reply.get("error"))
         else:
             self.log.error("slow start: template pid %s did not fork a worker (%s); starting a new template",
                            link.pid, reply.get("error", "no answer"))
-            self._retire(link, signal.SIGKILL)  # it may be hung
-            self.current = None
+            self.book.lost()
+            self._retire(link.generation, signal.SIGKILL)  # it may be hung
         return None
 
     def stop(self) -> None:
         """Shutdown: the templates exit (the master reaps them with its other children)."""
-        if self.current is not None:
-            self._retire(self.current)
-        if self.loading is not None:
-            self._retire(self.loading, signal.SIGTERM)
-        self.current = self.loading = None
+        loading = self.book.loading
+        for generation in list(self.links):
+            self._retire(generation, signal.SIGTERM if generation == loading else None)
+        self.book = Generations()
 
     # -- internals ----------------------------------------------------------------------
 
-    def _poll_loading(self, arbiter: Any, now: float) -> str | None:
-        link = self.loading
+    def _poll_loading(self, arbiter: Any, link: _Link, now: float) -> str | None:
         message = _receive(link.sock)
         limit = arbiter.slowstart.boot_timeout
         if message is None and limit and now - link.started > limit:
-            self._retire(link, signal.SIGKILL)
+            self._retire(link.generation, signal.SIGKILL)
             message = {"op": "failed", "error": f"not loaded {limit:g} s after its fork (boot_timeout)"}
         if message is None:
             return None
-        self.loading = None
         op = message.get("op")
         if op == "loaded":
-            return self._loaded(link, message, now)
-        if op == "unsafe":
-            self._retire(link)
-            self._fall_back(message.get("reason", "?"))
-            if self.current is not None:
-                self._retire(self.current)
-                self.current = None
+            self._loaded(link, message, now)
             return None
-        error = message.get("error") or "the template exited while loading the app"
-        return self._load_failed(link, error, now)
+        if op == "unsafe":
+            self._retire(link.generation)
+            self._fall_back(message.get("reason", "?"), loading=True)
+            return None
+        return self._load_failed(link, message.get("error") or "the template exited while loading the app", now)
 
     def _loaded(self, link: _Link, message: dict, now: float) -> None:
-        link.loaded = True
         self.log.info("slow start: template pid %s loaded the app in %.2f s (%.2f s CPU, generation %d); "
                       "workers fork from it", link.pid, message.get("seconds", now - link.started),
                       message.get("cpu", 0.0), link.generation)
-        if self.current is not None:
-            self._retire(self.current)
-        self.current, self.ever_loaded, self.failures = link, True, 0
-        return None
+        old = self.book.loaded(link.generation)
+        if old is not None:
+            self._retire(old)
 
     def _load_failed(self, link: _Link, error: str, now: float) -> str | None:
-        self._retire(link)
-        if link.reason == "start":
+        self._retire(link.generation)
+        failure = self.book.failed(link.generation, now)
+        if failure.outcome == HALT:
             raise HaltServer(f"App failed to load in the template: {error}", APP_LOAD_ERROR)
-        if link.reason == "reload":
+        if failure.outcome == RELOAD_FAILED:
             self.log.error("slow start: reload failed: the new code did not load in template pid %s (%s); "
                            "the old generation keeps serving", link.pid, error)
-        if self.current is None:  # nothing to fork from: try again later, serving workers stay
-            delay = RETRY_DELAYS[min(self.failures, len(RETRY_DELAYS) - 1)]
-            self.failures += 1
-            self.retry_at = now + delay
+        if failure.retry_in is not None:
             self.log.error("slow start: template pid %s could not load the app (%s); new template in %.0f s",
-                           link.pid, error, delay)
-        return RELOAD_FAILED if link.reason == "reload" else None
+                           link.pid, error, failure.retry_in)
+        return failure.outcome
 
-    def _lost(self, link: _Link, now: float) -> None:
-        self.log.error("slow start: template pid %s (generation %d) exited; starting a new one (serving "
-                       "workers are not affected)", link.pid, link.generation)
-        self._retire(link)
-        self.current = None  # poll() starts the replacement
-
-    def _fall_back(self, reason: str) -> None:
-        self.unsafe = reason
+    def _fall_back(self, reason: str, loading: bool = False) -> None:
+        old = self.book.refused_to_load(reason) if loading else self.book.refused(reason)
+        if old is not None:
+            self._retire(old)
         self.log.warning("slow start: not forking from a template: %s; forking workers from the master instead",
                          reason)
 
-    def _retire(self, link: _Link, sig: int | None = None) -> None:
+    def _retire(self, generation: int, sig: int | None = None) -> None:
         """A template waiting for requests exits when its socket closes; one busy importing
         (or hung) is sent ``sig`` as well."""
+        link = self.links.pop(generation, None)
+        if link is None:
+            return
         link.sock.close()
         if sig is not None:
             try:
