@@ -76,6 +76,7 @@ PR_SET_CHILD_SUBREAPER = 36
 REPLY_TIMEOUT = 10.0  # seconds the master waits for the template to fork one worker
 ADOPT_TIMEOUT = 2.0  # a fresh worker waits at most this long to be re-parented to the master
 PARENT_CHECK = 0.5
+THREAD_EXIT_GRACE = 1.0  # seconds a thread joined in Python may take to leave /proc/self/task
 APP_LOAD_ERROR = 4
 UNSUPPORTED_WORKERS = ("gunicorn.workers.ggevent", "gunicorn.workers.geventlet")
 
@@ -127,12 +128,19 @@ def fork_hazards() -> list[str]:
 
 
 def _os_threads() -> int:
-    try:
-        return len(os.listdir("/proc/self/task"))
-    except OSError:
-        import threading
+    """OS threads of this process.  A thread just joined in Python (by the pre-fork hook,
+    say) can still be listed for a moment while it exits: wait for it, briefly."""
+    import threading
 
-        return threading.active_count()
+    deadline = time.monotonic() + THREAD_EXIT_GRACE
+    while True:
+        try:
+            count = len(os.listdir("/proc/self/task"))
+        except OSError:
+            return threading.active_count()
+        if count <= 1 or threading.active_count() > 1 or time.monotonic() >= deadline:
+            return count
+        time.sleep(0.005)
 
 
 def _cuda_state() -> str | None:

@@ -179,6 +179,17 @@ def test_fork_hazards_counts_os_threads():
         thread.join(5)
 
 
+def test_a_thread_joined_just_before_the_check_is_not_a_hazard():
+    """join() returns before the OS thread has left /proc/self/task: the check waits for it."""
+    if threading.active_count() > 1:
+        pytest.skip("another thread runs in this test process")
+    for _ in range(20):
+        thread = threading.Thread(target=lambda: None)
+        thread.start()
+        thread.join()
+        assert not any("OS threads" in h for h in fork_hazards())
+
+
 def test_fork_hazards_names_grpc_without_fork_support(monkeypatch):
     monkeypatch.setitem(sys.modules, "grpc", object())
     monkeypatch.delenv("GRPC_ENABLE_FORK_SUPPORT", raising=False)
