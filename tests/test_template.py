@@ -376,3 +376,25 @@ def test_workers_share_the_templates_memory(server, tmp_path):
         wait_for(lambda: "6/6 workers ready in" in srv.log(), 30, "the scale-up")
         assert len(workers(srv)) == 6 and set(workers(srv).values()) == {srv.pid}
         assert "template pid" in srv.log() and srv.log().count("is loading the app") == 1
+
+
+@pytest.mark.slow
+def test_benchmark_compares_preload_and_template_with_memory(tmp_path):
+    """``benchmarks.startup --fork-from template --memory`` end to end (N=2, a 5 MiB app)."""
+    import json
+    import os
+    import subprocess
+
+    out = tmp_path / "bench.json"
+    env = dict(os.environ, EXAMPLE_HEAVY_MB="5")
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.startup", "--quick", "--modes", "preload,ready",
+                           "--fork-from", "template", "--memory", "--app", "examples.heavy:app",
+                           "--json", str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    context = f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    assert proc.returncode == 0, context
+    rows = {row["mode"]: row for row in json.loads(out.read_text())["medians"]}
+    assert set(rows) == {"preload", "ready-template"}, context
+    for row in rows.values():
+        assert row["ok_runs"] == 1 and row["all_ready"] is not None, context
+        assert 0 < row["workers_uss_mib"] <= row["workers_pss_mib"] <= row["tree_pss_mib"], row
+    assert "tree PSS" in proc.stdout and "no leftover processes" in proc.stdout, context
