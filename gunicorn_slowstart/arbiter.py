@@ -243,7 +243,7 @@ class SlowStartArbiter(Arbiter):
         """Every fork goes through here; remember it so readiness can be watched."""
         if self._reloading:
             return None  # gunicorn's reload() forks cfg.workers at once: the ramp does it instead
-        if self.templates is not None and self.templates.active():
+        if self.templates is not None and not self.templates.from_master():
             pid = self.templates.spawn(self)  # None: nothing forked (logged); the next step retries
             if pid is None:
                 return None

@@ -13,7 +13,7 @@ talks to the templates and passes the time in.
 
 The rules:
 
-* forks wait (``holds``) while a template is loading or a retry is pending,
+* forks wait (``holds``) while a template is loading or none is loaded,
   unless a fork-safety refusal (``unsafe``) sends this generation back to
   forking from the master;
 * the first template failing to load stops the server (exit 4, like a worker
@@ -58,8 +58,9 @@ class Generations:
     # -- questions ------------------------------------------------------------------------
 
     def holds(self) -> bool:
-        """Forks must wait: a template is loading, or one will be retried."""
-        return self.unsafe is None and (self.loading is not None or self.retry_at is not None)
+        """Forks must wait: a template is loading (new code), or none is loaded yet (or any
+        more), unless a fork-safety refusal sent this generation back to the master."""
+        return self.unsafe is None and (self.loading is not None or self.current is None)
 
     def busy(self) -> bool:
         return self.loading is not None

@@ -195,8 +195,12 @@ class TemplateSpawner:
         return self.book.busy()
 
     def active(self) -> bool:
-        """Workers are forked from a template now (else from the master)."""
+        """Workers are forked from a template now."""
         return self.book.active()
+
+    def from_master(self) -> bool:
+        """A fork-safety refusal: this generation's workers fork from the master."""
+        return self.book.unsafe is not None
 
     def poll(self, arbiter: Any, now: float) -> str | None:
         """Start a template when needed and read what the templates report.
@@ -247,6 +251,8 @@ class TemplateSpawner:
         Returns its pid (it is in ``WORKERS``), or None when nothing was
         forked (logged; the next try forks from the master or a new template).
         """
+        if self.book.holds() or not self.book.active():
+            return None  # the template went away during this step: the next one waits for its successor
         link = self.links[self.book.current]
         arbiter.worker_age += 1
         worker = arbiter.worker_class(arbiter.worker_age, arbiter.pid, arbiter.LISTENERS, arbiter.app,

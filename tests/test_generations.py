@@ -17,7 +17,7 @@ def loaded_book() -> Generations:
 
 def test_first_start_waits_for_the_template_then_forks_from_it():
     book = Generations()
-    assert not book.holds() and not book.active()
+    assert book.holds() and not book.active()  # nothing to fork from yet
     generation = book.started(book.due(0.0))
     assert book.holds() and book.busy() and book.due(0.0) is None
     assert book.loaded(generation) is None
@@ -58,7 +58,7 @@ def test_sighup_before_the_first_load_is_still_a_first_start():
 def test_a_dead_template_is_replaced_and_a_failing_replacement_retried_later():
     book = loaded_book()
     book.lost()
-    assert book.due(0.0) == REPLACE
+    assert book.holds() and not book.active() and book.due(0.0) == REPLACE
     replacement = book.started(REPLACE)
     failure = book.failed(replacement, 100.0)
     assert failure.outcome is None and failure.retry_in == RETRY_DELAYS[0]
@@ -114,3 +114,5 @@ def test_invariants_hold_whatever_happens(events):
         assert book.loading is None or book.loading == book.generation
         assert not (book.holds() and book.unsafe is not None)
         assert not book.active() or (book.current is not None and book.unsafe is None)
+        # exactly one of: fork from the current template, wait for one, fork from the master
+        assert [book.active() and not book.holds(), book.holds(), book.unsafe is not None].count(True) == 1
