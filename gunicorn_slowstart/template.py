@@ -480,6 +480,7 @@ class Template:
         if error is not None:
             self._send({"op": "failed", "error": error})
             return 0  # reported; never 3 or 4: gunicorn 23 halts on those from any child
+        gc.collect()  # once: what the import left over is not frozen into every worker
         hazard = self._prepare()
         if hazard:
             self._send({"op": "unsafe", "reason": hazard})
@@ -524,8 +525,6 @@ class Template:
         hazards = fork_hazards()
         if hazards:
             return "; ".join(hazards)
-        if not self.forks:
-            gc.collect()
         gc.freeze()  # objects alive now are never touched by the collector: their pages stay shared
         return None
 
