@@ -257,16 +257,16 @@ def test_template_serves_reloads_survives_and_refuses_broken_code(server, tmp_pa
     write_app(tmp_path / "code", "2")
     old = set(kids)
     with Hammer(srv.port) as hammer:
-        wait_for(lambda: len(hammer.results) >= 5, 10, "requests before the reload")
+        wait_for(lambda: len(hammer.results) >= 5, 30, "requests before the reload")
         srv.signal(signal.SIGHUP)
         wait_for(lambda: srv.summary_done(2), 60, "the reload ramp")
         wait_for(lambda: not (old & set(workers(srv))), 30, "old workers gone")
         n = len(hammer.results)
-        wait_for(lambda: len(hammer.results) >= n + 5, 10, "requests after the reload")
+        wait_for(lambda: len(hammer.results) >= n + 5, 30, "requests after the reload")
     assert hammer.results and all(r is not None and r[0] == 200 for r in hammer.results), hammer.results
     assert all(r.startswith("version 2 ") for r in answers(srv))
     assert len(imports(tmp_path)) == 2
-    wait_for(lambda: [t.pid for t in templates(srv)] == imports(tmp_path)[1:], 10, "the old template retired")
+    wait_for(lambda: [t.pid for t in templates(srv)] == imports(tmp_path)[1:], 30, "the old template retired")
 
     # the template dies: logged, replaced, serving workers untouched
     serving = set(workers(srv))
@@ -318,7 +318,7 @@ def test_unsafe_app_falls_back_to_the_master_and_serves(server, tmp_path):
     assert "forking workers from the master instead" in lines[0]
     assert all(r.startswith("version 1 ") for r in answers(srv, 4))
     assert len(imports(tmp_path)) == 3  # the template's, then one per worker forked from the master
-    wait_for(lambda: not templates(srv), 10, "the refused template gone")
+    wait_for(lambda: not templates(srv), 30, "the refused template gone")
 
 
 @pytest.mark.slow
@@ -340,11 +340,11 @@ def test_sync_hook_log_rotation_and_master_sigkill(server, tmp_path):
     # log rotation: after SIGUSR1 a worker forked from the (older) template writes to the new file
     errors.rename(tmp_path / "error.log.1")
     srv.signal(signal.SIGUSR1)
-    wait_for(errors.exists, 10, "the master to reopen its error log")
+    wait_for(errors.exists, 30, "the master to reopen its error log")
     srv.signal(signal.SIGTTIN)
     wait_for(lambda: len(workers(srv)) == 4, 30, "a fourth worker")
     newest = max(workers(srv))
-    wait_for(lambda: f"Booting worker with pid: {newest}" in errors.read_text(), 10, "the new worker's log line")
+    wait_for(lambda: f"Booting worker with pid: {newest}" in errors.read_text(), 30, "the new worker's log line")
     template = templates(srv)[0]
     srv.orphans_expected = True  # sync workers notice their parent is gone at their next loop
     srv.proc.kill()
@@ -370,7 +370,7 @@ def test_workers_share_the_templates_memory(server, tmp_path):
     if GUNICORN_MAJOR >= 24:  # the control socket's scale-up forks from the template too
         from gunicorn.ctl.client import ControlClient
 
-        wait_for(lambda: "Control socket listening" in srv.log(), 10, "the control socket")
+        wait_for(lambda: "Control socket listening" in srv.log(), 30, "the control socket")
         with ControlClient(str(srv.tmp / "ctl.sock"), timeout=10) as client:
             client.send_command("worker add 2")
         wait_for(lambda: "6/6 workers ready in" in srv.log(), 30, "the scale-up")
