@@ -37,6 +37,17 @@ What is measured, per run (all times in seconds from ``t0``, taken just before `
   descendants, sampled every 100 ms while starting (shared pages are counted
   once per process; the same way in every mode).
 
+Fork source, ``--preload`` and memory
+-------------------------------------
+``--fork-from master,template`` runs each paced mode (timer, ready) once per
+source; a template row is labelled ``ready-template``: its workers fork from
+a template process that imported the app once (``GUNICORN_SLOWSTART_FORK_FROM``).
+The mode ``preload`` is stock gunicorn with ``--preload`` (the master imports
+the app).  ``--memory`` measures, the moment all workers are ready, the sum
+of the workers' USS and PSS and the PSS of the whole tree, via psutil's
+``memory_full_info()``; ``--app examples.heavy:app`` serves an app whose
+import holds ~100 MiB, so the difference shows.
+
 With ``--reload``, once a server is fully up it gets a SIGHUP while the client
 polls every 20 ms; the reload is over when every worker alive at the signal
 has exited and N workers forked after it are ready (from the timeline, in
@@ -114,7 +125,10 @@ from gunicorn_slowstart import timeline as tl
 from gunicorn_slowstart.cpus import usable_cpus
 
 ROOT = Path(__file__).resolve().parent.parent
-MODES = ("off", "timer", "ready")
+MODES = ("off", "preload", "timer", "ready")  # preload: stock gunicorn with --preload
+DEFAULT_MODES = ("off", "timer", "ready")
+PACED = ("timer", "ready")  # the modes --fork-from applies to
+FORK_SOURCES = ("master", "template")
 APP = "examples.app:app"
 WORKER_CLASS = "uvicorn_worker.UvicornWorker"
 LONG_WORKER_TARGET = "examples.jobs:run"
@@ -362,6 +376,30 @@ class TreeSampler:
         return total
 
 
+def memory_use(master_pid: int, worker_pids: Iterable[int]) -> dict[str, float | None]:
+    """Once all are ready: the workers' summed USS and PSS, and the PSS of the whole tree
+    (master, template, workers), in MiB.  PSS charges each shared page to its sharers in
+    equal parts, so the tree's PSS is what the server really costs the machine."""
+    workers = set(worker_pids)
+    try:
+        master = psutil.Process(master_pid)
+        tree = [master] + master.children(recursive=True)
+    except psutil.NoSuchProcess:
+        return {"workers_uss_mib": None, "workers_pss_mib": None, "tree_pss_mib": None}
+    uss = pss = tree_pss = 0
+    for proc in tree:
+        try:
+            info = proc.memory_full_info()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        tree_pss += info.pss
+        if proc.pid in workers:
+            uss += info.uss
+            pss += info.pss
+    return {"workers_uss_mib": round(uss / 2**20, 1), "workers_pss_mib": round(pss / 2**20, 1),
+            "tree_pss_mib": round(tree_pss / 2**20, 1)}
+
+
 def still_running(procs: Iterable[psutil.Process]) -> list[psutil.Process]:
     left = []
     for proc in procs:
@@ -405,6 +443,8 @@ class Options:
     cpu_quota: float | None
     timelines: Path | None
     json_path: Path | None
+    app: str = APP
+    memory: bool = False
 
 
 @dataclass
@@ -429,19 +469,36 @@ class Server:
         return None if t is None else data["wall_t0"] + t - self.t0_wall
 
 
-def server_command(n: int, port: int, rundir: Path) -> list[str]:
+def mode_label(mode: str, source: str) -> str:
+    """A row's mode: the pacing mode, with ``-template`` when its workers fork from a template."""
+    return mode if source == "master" else f"{mode}-{source}"
+
+
+def split_label(label: str) -> tuple[str, str, bool]:
+    """(slow-start mode, fork source, --preload) of a row's mode label."""
+    if label == "preload":
+        return "off", "master", True
+    mode, _, source = label.partition("-")
+    return mode, source or "master", False
+
+
+def server_command(n: int, port: int, rundir: Path, app: str = APP, preload: bool = False) -> list[str]:
     cmd = [sys.executable, "-m", "gunicorn", "-k", WORKER_CLASS, "-w", str(n),
            "-b", f"127.0.0.1:{port}", "--graceful-timeout", str(int(GRACEFUL_TIMEOUT))]
     if int(gunicorn.__version__.split(".")[0]) >= 24:
         cmd += ["--control-socket", str(rundir / "ctl.sock")]
-    return cmd + ["-c", "python:gunicorn_slowstart.conf", APP]
+    if preload:
+        cmd.append("--preload")
+    return cmd + ["-c", "python:gunicorn_slowstart.conf", app]
 
 
 def server_env(spec: RunSpec, opts: Options, timeline_path: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     env["EXAMPLE_BOOT_CPU"] = repr(opts.boot_cpu)
-    env["GUNICORN_SLOWSTART_MODE"] = spec.mode
+    mode, source, _ = split_label(spec.mode)
+    env["GUNICORN_SLOWSTART_MODE"] = mode
+    env["GUNICORN_SLOWSTART_FORK_FROM"] = source
     env["GUNICORN_SLOWSTART_TIMELINE"] = str(timeline_path)
     if opts.long_workers is not None and spec.role == "bench":
         env["GUNICORN_SLOWSTART_LONG_WORKERS"] = str(opts.long_workers)
@@ -455,7 +512,7 @@ def start_server(spec: RunSpec, opts: Options, limit: CpuLimit | None, workdir: 
     log_path = rundir / "gunicorn.log"
     log_file = open(log_path, "wb")  # closed by stop_server
     env = server_env(spec, opts, rundir / "timeline.json")
-    cmd = server_command(spec.n, port, rundir)
+    cmd = server_command(spec.n, port, rundir, opts.app, preload=split_label(spec.mode)[2])
     t0, t0_wall = time.monotonic(), time.time()
     try:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log_file,
@@ -660,6 +717,9 @@ def run_once(spec: RunSpec, opts: Options, limit: CpuLimit | None, workdir: Path
         data, error = wait_started(server, poller, deadline, spec.n, long)
         startup_end = time.monotonic() - server.t0
         poller.stop()
+        if error is None and opts.memory:
+            alive = [p["pid"] for p in data["processes"] if p["kind"] == "http" and p["exit"] is None]
+            result.update(memory_use(server.proc.pid, alive))
         master_cpu_ready = server.sampler.master_cpu()
         if error is None and opts.reload and spec.role == "bench":
             reload = measure_reload(server, spec.n, opts.deadline)
@@ -730,7 +790,7 @@ def cpu_capacity(quota: float | None) -> float:
 
 METRICS = ("first_response", "first_ready", "all_ready", "long_ready", "ramp_end", "failed", "refused",
            "p50_ms", "p99_ms", "peak_booting", "master_cpu", "master_cpu_at_ready", "workers_cpu",
-           "peak_rss_mib", "peak_processes")
+           "peak_rss_mib", "peak_processes", "workers_uss_mib", "workers_pss_mib", "tree_pss_mib")
 RELOAD_METRICS = ("duration", "failed", "p50_ms", "p99_ms", "max_ms", "peak_rss_mib", "peak_processes")
 
 
@@ -750,7 +810,7 @@ def summarize_runs(runs: list[dict], opts: Options) -> tuple[list[dict], dict]:
             good = [r for r in mine if r["error"] is None]
             row: dict[str, Any] = {"n": n, "mode": mode, "runs": len(mine), "ok_runs": len(good)}
             for key in METRICS:
-                row[key] = rounded(median(r[key] for r in good))
+                row[key] = rounded(median(r.get(key) for r in good))
             meta = next((r["server_meta"] for r in good if r["server_meta"]), None) or {}
             # off mode applies no cap (its timeline still records the timer-mode value)
             row["server_cpus"], row["server_cap"] = meta.get("cpus"), None if mode == "off" else meta.get("cap")
@@ -763,12 +823,17 @@ def summarize_runs(runs: list[dict], opts: Options) -> tuple[list[dict], dict]:
                              if opts.reload else None)
             group[mode] = row
             rows.append(row)
-        ready = group.get("ready")
-        if ready is not None:
+        for paced in ("ready", "ready-template"):
+            ready = group.get(paced)
+            if ready is None:
+                continue
             for other in ("off", "timer"):
                 base = group.get(other)
                 for key, label in (("first_response", "first"), ("all_ready", "all")):
                     ready[f"{label}_vs_{other}"] = rounded(ratio(ready[key], base[key] if base else None))
+            master = group.get("ready")
+            if paced != "ready" and master is not None:
+                ready["pss_vs_ready"] = rounded(ratio(ready.get("tree_pss_mib"), master.get("tree_pss_mib")))
     return rows, bounds
 
 
@@ -789,7 +854,7 @@ def _sub(part: str, key: str, fmt: str = "{:.2f}") -> Callable[[dict], str]:
 
 STARTUP_COLUMNS: list[Column] = [
     ("N", 3, lambda r: str(r["n"])),
-    ("mode", 5, lambda r: r["mode"]),
+    ("mode", 14, lambda r: r["mode"]),
     ("ok", 3, lambda r: f"{r['ok_runs']}/{r['runs']}"),
     ("first s", 7, _num("first_response")),
     ("ready s", 7, _num("all_ready")),
@@ -809,9 +874,16 @@ STARTUP_COLUMNS: list[Column] = [
     ("rdy/tmr", 7, _x("all_vs_timer")),
 ]
 
+MEMORY_COLUMNS: list[Column] = [
+    ("wUSS MiB", 8, _num("workers_uss_mib", "{:.0f}")),
+    ("wPSS MiB", 8, _num("workers_pss_mib", "{:.0f}")),
+    ("tree PSS", 8, _num("tree_pss_mib", "{:.0f}")),
+    ("PSS/rdy", 7, _x("pss_vs_ready")),
+]
+
 RELOAD_COLUMNS: list[Column] = [
     ("N", 3, lambda r: str(r["n"])),
-    ("mode", 5, lambda r: r["mode"]),
+    ("mode", 14, lambda r: r["mode"]),
     ("ok", 3, lambda r: f"{r['reload']['ok_runs']}/{r['reload']['runs']}"),
     ("reload s", 8, _sub("reload", "duration")),
     ("fail", 4, _sub("reload", "failed", "{:.0f}")),
@@ -846,16 +918,25 @@ cpu s     N x boot CPU / usable CPUs (lower bound)        rdy/bnd  ready s / max
 (medians over the repeats; refused connections, before the master bound its socket, are not failures)"""
 
 
+MEMORY_LEGEND = """\
+wUSS/wPSS sum of the HTTP workers' USS / PSS once all were ready (psutil, /proc/<pid>/smaps)
+tree PSS  PSS of master + template + workers (what the server costs); PSS/rdy: over ready's (from the master)"""
+
+
 def report(rows: list[dict], bounds: dict, runs: list[dict], opts: Options, header: str) -> str:
     seen = sorted({str(r["server_cpus"]) for r in rows if r["server_cpus"] is not None})
     columns = list(STARTUP_COLUMNS)
     if opts.long_workers is not None:  # after "ready s"
         columns.insert(5, ("long s", 6, _num("long_ready")))
+    if opts.memory:
+        columns += MEMORY_COLUMNS
     parts = [header, f"usable CPUs detected by the servers: {', '.join(seen) or '?'}; "
                      f"CPU capacity for the lower bound: {bounds['capacity_cpus']:g}",
              "", table(rows, columns), "", LEGEND]
     if opts.long_workers is not None:
         parts.append(f"long s    all {opts.long_workers} long workers ready (peak counts both kinds)")
+    if opts.memory:
+        parts.append(MEMORY_LEGEND)
     if opts.reload:
         parts += ["", "SIGHUP reload, once the server was fully up (requests every 20 ms):", "",
                   table(rows, RELOAD_COLUMNS),
@@ -892,17 +973,18 @@ def keep_timelines(runs: list[dict], opts: Options) -> list[str]:
                 path = opts.timelines / f"{n}-{mode}.json"
                 tl.write_atomic(str(path), tl.dumps(kept[mode]))
                 notes.append(str(path))
-        if "off" in kept and "ready" in kept:
-            chart = opts.timelines / f"{n}-off-vs-ready.png"
+        pairs = [(a, b) for a, b in (("off", "ready"), ("ready", "ready-template")) if a in kept and b in kept]
+        for first, second in pairs:
+            chart = opts.timelines / f"{n}-{first}-vs-{second}.png"
             try:
-                tl.render_compare(kept["off"], kept["ready"], str(chart),
-                                  title=f"{n} workers, {opts.boot_cpu:g} s boot CPU each: off vs ready",
-                                  labels=("off", "ready"))
+                tl.render_compare(kept[first], kept[second], str(chart),
+                                  title=f"{n} workers, {opts.boot_cpu:g} s boot CPU each: {first} vs {second}",
+                                  labels=(first, second))
                 notes.append(str(chart))
             except (tl.MissingMatplotlib, OSError) as exc:
                 notes.append(f"no chart {chart}: {exc}")
-        else:
-            notes.append(f"no chart for N={n}: needs a successful off and ready run")
+        if not pairs:
+            notes.append(f"no chart for N={n}: needs a successful off and ready (or ready and ready-template) run")
     return notes
 
 
@@ -917,7 +999,16 @@ def parse_args(argv: list[str] | None) -> Options:
     parser.add_argument("--boot-cpu", type=float,
                         help="CPU seconds each worker burns at import (default 1.0)")
     parser.add_argument("--repeat", type=int, help="runs per (N, mode) (default 3)")
-    parser.add_argument("--modes", default=",".join(MODES), help="modes to compare (default off,timer,ready)")
+    parser.add_argument("--modes", default=",".join(DEFAULT_MODES),
+                        help="modes to compare among off, preload (stock with --preload), timer, ready "
+                             "(default off,timer,ready)")
+    parser.add_argument("--fork-from", default="master", metavar="SOURCES",
+                        help="run the paced modes (timer, ready) forking from each of these: master, template "
+                             "(comma separated; a template row is labelled e.g. ready-template)")
+    parser.add_argument("--app", default=APP, help=f"the app to serve (default {APP}; examples.heavy:app "
+                                                   "holds ~100 MiB, for --memory)")
+    parser.add_argument("--memory", action="store_true",
+                        help="once all are ready, measure the workers' USS and PSS and the tree's PSS")
     parser.add_argument("--cpu-quota", type=float, metavar="Q",
                         help="run the servers in a cgroup limited to Q CPUs (needs root)")
     parser.add_argument("--long-workers", type=int, metavar="K",
@@ -941,6 +1032,10 @@ def parse_args(argv: list[str] | None) -> Options:
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     if not modes or any(m not in MODES for m in modes) or len(set(modes)) != len(modes):
         parser.error(f"--modes must be distinct names among {', '.join(MODES)}")
+    sources = [s.strip() for s in args.fork_from.split(",") if s.strip()]
+    if not sources or any(s not in FORK_SOURCES for s in sources) or len(set(sources)) != len(sources):
+        parser.error(f"--fork-from must be distinct names among {', '.join(FORK_SOURCES)}")
+    modes = [mode_label(m, s) for m in modes for s in (sources if m in PACED else ["master"])]
     boot_cpu = args.boot_cpu if args.boot_cpu is not None else preset["boot_cpu"]
     repeat = args.repeat if args.repeat is not None else preset["repeat"]
     if boot_cpu < 0 or repeat < 1 or args.deadline <= 0:
@@ -951,7 +1046,8 @@ def parse_args(argv: list[str] | None) -> Options:
         parser.error("--long-workers must be >= 0")
     return Options(workers=list(dict.fromkeys(workers)), modes=modes, boot_cpu=boot_cpu, repeat=repeat,
                    deadline=args.deadline, reload=args.reload, long_workers=args.long_workers,
-                   cpu_quota=args.cpu_quota, timelines=args.timelines, json_path=args.json)
+                   cpu_quota=args.cpu_quota, timelines=args.timelines, json_path=args.json,
+                   app=args.app, memory=args.memory)
 
 
 @contextlib.contextmanager
@@ -1049,7 +1145,8 @@ def main(argv: list[str] | None = None) -> int:
 def _options_dict(opts: Options) -> dict[str, Any]:
     return {"workers": opts.workers, "modes": opts.modes, "boot_cpu": opts.boot_cpu, "repeat": opts.repeat,
             "deadline": opts.deadline, "reload": opts.reload, "long_workers": opts.long_workers,
-            "cpu_quota": opts.cpu_quota, "timelines": str(opts.timelines) if opts.timelines else None}
+            "cpu_quota": opts.cpu_quota, "timelines": str(opts.timelines) if opts.timelines else None,
+            "app": opts.app, "memory": opts.memory}
 
 
 if __name__ == "__main__":

@@ -63,6 +63,7 @@ from .policy import HTTP, LONG, BackoffConfig, PolicyConfig, SlowStartPolicy
 from .pool import LongWorkerPool, PoolLink, check_target
 from .rollout import Rollout
 from .status import StatusReporter
+from .template import RELOAD_FAILED, TemplateSpawner, check_config
 
 RAMP_TICK = 0.025  # seconds between readiness checks while workers boot
 NOTIFIED_SKEW = 86400.0  # a notified mtime (monotonic) is this far from wall time
@@ -123,6 +124,7 @@ class SlowStartArbiter(Arbiter):
         self.pool_size = 0
         self._pool_link: PoolLink | None = None
         self.rollout = Rollout()
+        self.templates: TemplateSpawner | None = None  # fork_from = "template"
         super().__init__(app)  # calls setup(), which resolves the settings
 
     # -- configuration ----------------------------------------------------------
@@ -135,6 +137,7 @@ class SlowStartArbiter(Arbiter):
         try:
             resolved = settings_mod.resolve(app.cfg, installation.namespace, installation.keywords)
             pool = self._pool_from(resolved, installation.pool)
+            check_config(resolved.fork_from, resolved.mode, app.cfg)
         except settings_mod.SettingError:
             if self.slowstart is None:
                 raise  # first start: gunicorn prints "Error: ..." and exits 1
@@ -218,7 +221,7 @@ class SlowStartArbiter(Arbiter):
     # -- gunicorn's main loop, with a short wait while a ramp is in progress ------
 
     def _timeout(self, default: float) -> float:
-        if self._active_boots() or self._active_long_boots():
+        if self._active_boots() or self._active_long_boots() or (self.templates and self.templates.busy()):
             return RAMP_TICK
         times = [min(t.kill_at, t.resend_at) for t in self._terminating.values()]
         if self._wake_at is not None:
@@ -258,7 +261,12 @@ class SlowStartArbiter(Arbiter):
         """Every fork goes through here; remember it so readiness can be watched."""
         if self._reloading:
             return None  # gunicorn's reload() forks cfg.workers at once: the ramp does it instead
-        pid = super().spawn_worker()  # in the child this never returns
+        if self.templates is not None and not self.templates.from_master():
+            pid = self.templates.spawn(self)  # None: nothing forked (logged); the next step retries
+            if pid is None:
+                return None
+        else:
+            pid = super().spawn_worker()  # in the child this never returns
         now = time.monotonic()
         worker = self.WORKERS.get(pid)
         baseline = worker.tmp.last_update() if worker is not None else 0.0
@@ -321,6 +329,8 @@ class SlowStartArbiter(Arbiter):
         self._check_memory(now)
         self._sample_idle(now)
         self._maybe_begin_ramp(now, wanted)
+        if self.templates is not None and self.templates.holds():
+            wanted = 0  # the template is still importing the app: nothing to fork from yet
         link = self._pool_link
         decision = self.policy.decide(now, wanted, link.wanted() if link else 0)
         self._warn_stale(decision.stale, now)
@@ -387,6 +397,7 @@ class SlowStartArbiter(Arbiter):
             self._pool_link.check_alive(self, now, self.policy, self.status)
             self._pool_link.poll(now, self.policy, self.status)
         self._record_exits(now)
+        self._poll_templates(now)
         for pid, boot in list(self._boots.items()):
             worker = self.WORKERS.get(pid)
             if worker is not None and self._notified(worker, boot):
@@ -719,20 +730,13 @@ class SlowStartArbiter(Arbiter):
         self.policy.forget_failures(HTTP)  # new code: the old code's failures say nothing about it
         self._ramp = None
         self._next_reason = "reload"
+        self._reload_templates()
         self.manage_workers()
 
     def _abandon_reload(self, pid: int, code: int | None, now: float) -> None:
         """The new generation cannot boot: stop what is left of it, keep the old one serving."""
-        reload = self.rollout.abandon()
-        for other in list(self._boots):
-            if self.rollout.of.get(other) == reload.generation and other in self.WORKERS:
-                self._terminate(other, now, expected=True)
-        self._retiring.clear()  # the old generation is the current one again
+        reload = self._roll_back(now)
         current = self._current()
-        if current:
-            self.num_workers = len(current)  # nothing more of the new generation is forked
-        self._ramp = None
-        self._settled_target = self.num_workers
         meaning = {self.WORKER_BOOT_ERROR: ": the worker failed to boot",
                    self.APP_LOAD_ERROR: ": the application failed to load"}.get(code, "")
         self.log.error("slow start: reload to generation %d failed and is abandoned after %d boot "
@@ -743,6 +747,46 @@ class SlowStartArbiter(Arbiter):
                        self.rollout.serving, len(current))
         self.status.reload_failed(now, reload.generation, self.rollout.serving, reload.last_failure)
 
+    def _roll_back(self, now: float):
+        """Stop what is left of the reload's generation; the serving one is current again."""
+        reload = self.rollout.abandon()
+        for other in list(self._boots):
+            if self.rollout.of.get(other) == reload.generation and other in self.WORKERS:
+                self._terminate(other, now, expected=True)
+        self._retiring.clear()  # the old generation is the current one again
+        current = self._current()
+        if current:
+            self.num_workers = len(current)  # nothing more of the new generation is forked
+        self._ramp = None
+        self._settled_target = self.num_workers
+        return reload
+    # -- fork_from = "template" (template.py) -----------------------------------------
+
+    def _poll_templates(self, now: float) -> None:
+        """Start the template when needed, read its reports; the first failed import halts (exit 4)."""
+        if self.templates is None and self.slowstart.fork_from == "template":
+            self.templates = TemplateSpawner(self.log)
+        if self.templates is not None and self.templates.poll(self, now) == RELOAD_FAILED:
+            self._abandon_template_reload(now)
+
+    def _abandon_template_reload(self, now: float) -> None:
+        """The new code does not load in its template (logged there): the old generation stays current."""
+        if self.rollout.reload is None:
+            self._retiring.clear()
+            return
+        reload = self._roll_back(now)
+        reload.last_failure = "the new code did not load in its template"
+        self.status.reload_failed(now, reload.generation, self.rollout.serving, reload.last_failure)
+
+    def _reload_templates(self) -> None:
+        """SIGHUP: the new generation forks from a new template (or from the master again)."""
+        if self.templates is not None and self.slowstart.fork_from != "template":
+            self.templates.stop()
+            self.templates = None
+        elif self.slowstart.fork_from == "template":
+            self.templates = self.templates or TemplateSpawner(self.log)
+            self.templates.reload(self)
+
     # -- shutting down ------------------------------------------------------------
 
     def halt(self, reason=None, exit_status=0) -> None:
@@ -752,6 +796,8 @@ class SlowStartArbiter(Arbiter):
     def stop(self, graceful: bool = True) -> None:
         """Stop the pool alongside the HTTP workers, within gunicorn's graceful timeout."""
         self._halting = True
+        if self.templates is not None:
+            self.templates.stop()
         link = self._pool_link
         deadline = link.request_stop(graceful, self.cfg.graceful_timeout) if link else 0.0
         super().stop(graceful)

@@ -127,6 +127,11 @@ def optional_path(value: Any) -> str | None:
     return os.fspath(value)
 
 
+def optional_hook(value: Any) -> Any:
+    """A callable, or ``"package.module:function"`` (imported where it runs, not in the master)."""
+    return optional_target(value)
+
+
 def optional_target(value: Any) -> Any:
     """``module:callable`` for a long worker, or a callable."""
     if value is None or value == "" or callable(value):
@@ -180,6 +185,12 @@ SPECS: dict[str, Spec] = {
                          "Most workers a SIGHUP reload runs above the target; 'auto': as many as the policy lets "
                          "boot at once (the window).",
                          "INT"),
+    "fork_from": Spec(choice("master", "template"), "master",
+                      "Where workers fork from: 'master' (each imports the app) or 'template' (a process "
+                      "that imported the app once per generation).", "SOURCE"),
+    "template_pre_fork": Spec(optional_hook, None,
+                              "Called in the template before it forks a worker, "
+                              "'package.module:function' or a callable taking the template.", "HOOK"),
 }
 
 
@@ -200,6 +211,8 @@ class Settings:
     long_workers: Any = 0
     reload_max_failures: Any = "auto"
     reload_surge: Any = "auto"
+    fork_from: str = "master"
+    template_pre_fork: Any = None
 
 
 assert [f.name for f in fields(Settings)] == list(SPECS), "Settings and SPECS must list the same names"

@@ -40,6 +40,8 @@ DOCUMENTED = {
     "long_workers": ("int", 0, True),
     "reload_max_failures": ("int", 0, True),
     "reload_surge": ("int", 1, True),
+    "fork_from": ("choice", ("master", "template")),
+    "template_pre_fork": ("target",),
 }
 NAMES = list(SPECS)
 KNOWN_SUFFIXES = {n.upper() for n in SPECS}
