@@ -31,7 +31,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.simulate import simulate
+if __package__ in (None, ""):  # run as a file (python benchmarks/crosscheck.py): import the project from here
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.simulate import simulate  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 MODES = ("off", "ready")
