@@ -22,21 +22,23 @@ the ramp began (``cpu_idle`` samples before it; at least 1, at most
 ``max_batch``), so on an idle machine the first step already fills the CPUs
 and a broken application costs that first step, never N; ``initial=1`` is a
 single probe.  It grows by one for each process that becomes ready, so it
-doubles every round trip as TCP slow start does, never beyond ``max_batch``.  It is pipelined: each ready
-process frees its place at once, so one slow process does not hold back the
-others.  With ``growth="idle"`` the window may also jump, after the probe, to
+doubles every round trip as TCP slow start does, never beyond
+``max_batch``.  It is pipelined: each ready process frees its place at once,
+so one slow process does not hold back the others.  With ``growth="idle"`` the window may also jump, after the probe, to
 the number of CPUs measured idle, as long as boots do not slow down.
 
 No process boots alone at the end while CPUs idle (the *tail merge*): once a
 process of the ramp is ready (so the first response is not delayed and a
-broken application has shown itself), when what is left to fork after this
-step would make a last round smaller than ``max_batch``, it is forked now with
-this step, so the last round shares the CPUs instead of leaving some idle.
-The window may then exceed ``max_batch`` by less than ``max_batch``, once, at
-the end of a ramp; the arbiter turns the merge off when the user set
-``max_batch`` (a limit), and leaves it on for ``auto`` (the CPU count).  ``extra`` (0 by default) lets that many more boot beyond
-the window once a process is ready, to cover the ready -> detect -> fork gap;
-the simulator (``benchmarks/simulate.py``) is where both rules were chosen.
+broken application has shown itself) and boots have not slowed down, when
+what is left to fork after this step would make a last round smaller than
+the window, it is forked now with this step, so the last round shares the
+CPUs instead of leaving some idle.  In-flight processes may then exceed the
+window by less than the window, once, at the end of a ramp; the arbiter turns
+the merge off when the user set ``max_batch`` (a limit), and leaves it on for
+``auto`` (the CPU count).  ``extra`` (0 by default) lets that many more boot
+beyond the window once a process is ready, to cover the ready -> detect ->
+fork gap; the simulator (``benchmarks/simulate.py``) is where both rules were
+chosen.
 
 Failures are congestion.  A process that dies before it is ready (or is
 killed by the boot time-out) halves the window (never below 1), and further
@@ -386,10 +388,11 @@ class SlowStartPolicy:
 
     def _tail(self, left: int) -> int:
         """The tail merge: what is left after this step would be a last round
-        smaller than ``max_batch``, so fork it now, with this step."""
+        smaller than the window (what the machine was seen to take, at most
+        ``max_batch``), so fork it now, with this step."""
         if not self.config.tail_merge or not self._past_first_step():
             return 0
-        return left if 0 < left < self.config.max_batch else 0
+        return left if 0 < left < self.window else 0
 
     def _grows_on(self, duration: float) -> bool:
         """A boot far slower than this ramp's median is a sign of contention."""

@@ -130,7 +130,7 @@ def test_sigterm_mid_ramp_exits_cleanly(server):
 
 @pytest.mark.parametrize("app, codes", [("broken_import:app", (3, 4)), ("lifespan_fail:app", (3,))])
 def test_broken_app_costs_one_fork(server, app, codes):
-    srv = server(app=app, workers=8)
+    srv = server(app=app, workers=8, env={"GUNICORN_SLOWSTART_INITIAL": "1"})  # auto: tests/test_first_step.py
     code = srv.wait_exit(30)
     assert code in codes, srv.tail()
     assert srv.log().count("Booting worker with pid") == 1, srv.tail()

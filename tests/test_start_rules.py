@@ -173,6 +173,17 @@ def test_without_tail_merge_the_last_worker_boots_alone(n, steps):
     assert ramp(auto_policy(2, tail_merge=False), n)[0] == steps
 
 
+@pytest.mark.parametrize("n, steps", [(6, [1, 2, 3]), (8, [1, 2, 5]), (12, [1, 2, 4, 5])])
+def test_tail_merge_is_bounded_by_what_the_machine_took_not_by_max_batch(n, steps):
+    """Busy at start (one idle CPU of 8): the window doubles 1, 2, 4; a tail merges only
+    when it is smaller than the window (N = 8: 1 left after 4 -> 5), never because it is
+    smaller than max_batch (N = 6 after 1 and 2: 3 left, not merged into the step of 2)."""
+    policy = make(initial=AUTO, max_batch=8, growth="double")
+    policy.cpu_idle(1.0, 0.0)
+    policy.restart(0.0)
+    assert ramp(policy, n)[0] == steps
+
+
 def test_tail_merge_waits_for_the_first_ready_worker():
     """Merging into the first step would delay the first response (3 boots share 2 CPUs)
     and fork more than the first step of a broken application."""
@@ -197,7 +208,7 @@ def test_tail_merge_respects_the_backoff():
     policy.exited("b", 1.0)  # a boot failure: back off 1 s
     assert policy.decide(1.0, 2).spawn == 0
     assert policy.window == 1  # halved by the failure
-    assert policy.decide(2.0, 2).spawn == 2  # its one place, and the tail of one merged
+    assert policy.decide(2.0, 2).spawn == 1  # its one place; a tail of one is no smaller than the window
 
 
 def test_extra_places_once_a_worker_is_ready():
