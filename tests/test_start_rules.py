@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks import crosscheck  # noqa: E402
 from benchmarks import simulate as sim  # noqa: E402
 from gunicorn_slowstart import policy as policy_mod  # noqa: E402
 from gunicorn_slowstart.cpus import IdleCpuSampler  # noqa: E402
@@ -329,3 +330,19 @@ def test_the_sampler_never_reports_more_than_the_usable_cpus(tmp_path):
     sampler.sample(0.0)
     proc_stat(tmp_path, 200, 100)
     assert sampler.sample(1.0) == 2.0
+
+
+def test_crosscheck_compares_real_runs_with_the_simulated_defaults():
+    def run(mode: str, forks: list[float], readies: list[float]) -> dict:
+        procs = [{"kind": "http", "fork": f, "ready": r} for f, r in zip(forks, readies, strict=True)]
+        return {"role": "bench", "n": 4, "mode": mode, "ok": True, "timeline": {"processes": procs}}
+
+    data = {"runs": [run("off", [0.0, 0.05, 0.1, 0.15], [2.0, 2.1, 2.1, 2.2]),
+                     run("ready", [0.0, 0.0, 1.05, 1.05], [1.05, 1.05, 2.1, 2.1])]}
+    rows = crosscheck.compare(data, None, 1.0, 2)
+    assert [r["mode"] for r in rows] == ["off", "ready"]
+    ready = rows[1]
+    assert (ready["real_first"], ready["real_all"]) == (1.05, 2.1)
+    expected = sim.simulate("ready", 4, 2, boot_cpu=1.0)  # initial auto: two at once on two idle CPUs
+    assert (ready["sim_first"], ready["sim_all"]) == (expected.first_ready, expected.all_ready)
+    assert ready["d_all"] == pytest.approx(expected.all_ready / 2.1 - 1)
