@@ -31,7 +31,10 @@ import time
 import uuid
 from collections.abc import Callable
 
-from gunicorn_slowstart.cgroup import CgroupDir, find_cgroup, read_text
+if __package__ in (None, ""):  # run as a file (python benchmarks/cpulimit.py): import the project from here
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from gunicorn_slowstart.cgroup import CgroupDir, find_cgroup, read_text  # noqa: E402
 
 log = logging.getLogger("benchmarks.cpulimit")
 

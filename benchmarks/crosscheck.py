@@ -14,7 +14,10 @@ One number calibrates the model: the boot CPU of one worker, taken from the
 benchmark's own lone-worker run (one worker alone boots without contention,
 so its wall time is its CPU time; it includes the interpreter's fork and
 uvicorn's import, which ``--boot-cpu`` does not).  Everything else, the
-contention, the pacing and the quota, is predicted.
+contention, the pacing and the quota, is predicted.  Both sides run the
+product's defaults (``initial = auto``, idle growth, the tail merge: the
+simulator takes them from ``gunicorn_slowstart.policy``); ``--overhead``
+adds the simulator's contention cost (see ``benchmarks/simulate.py``).
 
 Times are measured from the master's first fork (the simulator's t = 0), not
 from the command's start, so interpreter start-up is left out of both.
@@ -31,7 +34,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.simulate import simulate
+if __package__ in (None, ""):  # run as a file (python benchmarks/crosscheck.py): import the project from here
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.simulate import CONTENTION, simulate  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 MODES = ("off", "ready")
@@ -75,7 +81,7 @@ def lone_boot(data: dict) -> float:
     return statistics.median(times)
 
 
-def compare(data: dict, quota: float | None, boot: float, cores: int) -> list[dict]:
+def compare(data: dict, quota: float | None, boot: float, cores: int, overhead: float = 0.0) -> list[dict]:
     rows = []
     for n in sorted({run["n"] for run in data["runs"] if run["role"] == "bench"}):
         for mode in MODES:
@@ -84,7 +90,7 @@ def compare(data: dict, quota: float | None, boot: float, cores: int) -> list[di
             real = [t for t in real if t]
             if not real:
                 continue
-            sim = simulate(mode, n, cores, quota=quota, boot_cpu=boot)
+            sim = simulate(mode, n, cores, quota=quota, boot_cpu=boot, overhead=overhead)  # the product's defaults
             rows.append({
                 "quota": quota, "n": n, "mode": mode,
                 "real_first": statistics.median(t[0] for t in real),
@@ -116,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", default="2,4,8,16")
     parser.add_argument("--boot-cpu", type=float, default=0.5)
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--overhead", type=float, default=0.0,
+                        help=f"the simulator's contention cost (default 0; {CONTENTION} fits this machine)")
     parser.add_argument("--json", help="write the rows here")
     args = parser.parse_args(argv)
     quotas = [None if q == "none" else float(q) for q in args.quotas.split(",")]
@@ -126,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         data = run_real(quota, workers, args.boot_cpu, args.repeat)
         boot = lone_boot(data) if quota is None else boots.get("none") or lone_boot(data) * min(1.0, quota)
         boots["none" if quota is None else f"{quota:g}"] = boot
-        rows += compare(data, quota, boot, cores)
+        rows += compare(data, quota, boot, cores, args.overhead)
         print(render(rows, boots), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "calibration": boots}, indent=1))

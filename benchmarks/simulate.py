@@ -38,20 +38,35 @@ Model and assumptions
   the master; deaths during the loop are reaped and respawned by another loop
   once it returns.
 * ``timer`` / ``ready``: ``PolicyConfig(mode, max_batch=cap, delay=2.0,
-  growth=...)``, every other field at its default.  ``decide(now, N - alive)``
-  is called at t=0, after each ready or exit event delivered, at the
-  decision's ``wake_at`` and after each ``cpu_idle`` sample.  Samples come
-  every 0.25 s: ``idle = capacity - CPU used by everybody in the last 0.25 s``
-  (so neighbours count as busy).  A ``wake_at`` that is not in the future is
+  growth=..., initial=..., tail_merge=..., extra=...)``, every other field at
+  its default (the defaults are the product's: ``initial = auto``, ``growth =
+  idle``, tail merge on).  ``decide(now, N - alive)`` is called at t=0, after
+  each ready or exit event delivered, at the decision's ``wake_at`` and after
+  each ``cpu_idle`` sample.  Before the first decision the policy gets the
+  master's start sample, ``capacity - min(capacity, neighbours)`` (the real
+  master measures from its ``setup()`` to its first fork, its own CPU time
+  excluded).  Samples come every 0.25 s: ``idle = capacity - CPU used by
+  everybody in the last 0.25 s`` (so neighbours count as busy).
+* Contention: with ``overhead = c > 0`` every runnable process's rate is
+  further divided by ``1 + c * max(0, runnable / cores - 1)``: the cost of
+  caches, memory bandwidth and context switches when more processes share a
+  core (with a quota they still spread over every core).  The default, 0, is
+  pure processor sharing; ``c = 0.012`` reproduces stock gunicorn's 8 % over
+  the CPU bound with 16 workers on 2 cores measured
+  on this project's machine (8.9 s against 8.2 s), and then predicts 34.7 s
+  for 16 workers in a 0.5-CPU quota (measured: 34.1 s).  A ``wake_at`` that is not in the future is
   counted (``zero_wakes``) and re-polled one ``detect_lag`` later, as the
   arbiter's poll would do, rather than looping at one instant.
-* Default caps: ``ready`` -> usable CPUs (``floor(min(cores, quota))``, at
-  least 1); ``timer`` -> ``max(1, usable // 2)``.
+* Default caps: the product's rule (``policy.default_max_batch``): ``ready`` ->
+  usable CPUs (``floor(min(cores, quota))``, at least 1); ``timer`` ->
+  ``max(1, usable // 2)``.
 * Bounds: ``lone_boot = boot_cpu / min(1, capacity / (1 + L))`` (the nominal
   boot of one worker with the neighbours running); ``cpu_bound = sum of the N
   boot demands / (N * min(1, capacity / (N + L)))`` (the most CPU we can get
   is with all N runnable).  The goal of a cell: ``first_ready <= 1.2 *
   lone_boot`` and ``all_ready <= max(off's all_ready, cpu_bound) + lone_boot``.
+  Each row also carries ``vs_stock = all_ready / off's all_ready`` (the
+  issue's "never slower than stock": ``<= 1`` is as fast as stock).
 * Deterministic for a seed: the boot demands, failures and gunicorn's jitter
   come from three ``random.Random`` streams derived from it, so the modes of a
   cell see the same demands.
@@ -63,6 +78,7 @@ import argparse
 import heapq
 import json
 import math
+import os
 import random
 import sys
 import time
@@ -71,11 +87,23 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from gunicorn_slowstart.policy import HTTP, PolicyConfig, SlowStartPolicy
+if __package__ in (None, ""):  # run as a file (python benchmarks/simulate.py): import the project from here
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-MODES = ("off", "timer", "ready")
+from gunicorn_slowstart.policy import (  # noqa: E402
+    DEFAULT_GROWTH,
+    DEFAULT_INITIAL,
+    GROWTHS,
+    HTTP,
+    PolicyConfig,
+    SlowStartPolicy,
+    default_max_batch,
+)
+from gunicorn_slowstart.policy import MODES as POLICY_MODES  # noqa: E402
+
+MODES = tuple(reversed(POLICY_MODES))  # off (stock) first: the order of the grid's rows
 DISTS = ("fixed", "normal", "longtail", "straggler")
-GROWTHS = ("double", "idle")
+CONTENTION = 0.012  # --overhead that reproduces stock's 8 % over the CPU bound (16 workers, 2 cores)
 TIMER_DELAY = 2.0
 SAMPLE_EVERY = 0.25
 OFF_JITTER = 0.1
@@ -102,8 +130,7 @@ def usable_cpus(cores: int, quota: float | None) -> int:
 
 
 def default_cap(mode: str, cores: int, quota: float | None) -> int:
-    usable = usable_cpus(cores, quota)
-    return max(1, usable // 2) if mode == "timer" else usable
+    return default_max_batch(mode, usable_cpus(cores, quota))
 
 
 def lone_boot_bound(boot_cpu: float, cores: int, quota: float | None, neighbours: int) -> float:
@@ -168,6 +195,7 @@ class Result:
     quota: float | None
     neighbours: int
     growth: str
+    initial: int | str
     dist: str
     seed: int
     cap: int | None  # the policy's max_batch (None for off)
@@ -244,8 +272,14 @@ class _Sim:
         cap: int | None,
         policy_factory: PolicyFactory | None,
         decide_on_sample: bool,
+        initial: int | str = DEFAULT_INITIAL,
+        tail_merge: bool = True,
+        extra: int = 0,
+        overhead: float = 0.0,
     ) -> None:
         self.mode = mode
+        self.cores = cores
+        self.overhead = overhead
         self.n = n
         self.capacity = capacity_of(cores, quota)
         self.neighbours = neighbours
@@ -292,15 +326,21 @@ class _Sim:
         self.busy_at_sample = 0.0
         if mode != "off":
             assert cap is not None
-            config = PolicyConfig(mode=mode, max_batch=cap, delay=TIMER_DELAY, growth=growth)
+            config = PolicyConfig(mode=mode, max_batch=cap, delay=TIMER_DELAY, growth=growth, initial=initial,
+                                  tail_merge=tail_merge, extra=extra)
             self.policy = (policy_factory or SlowStartPolicy)(config, 0.0)
             self.next_sample = SAMPLE_EVERY
+            self.policy.cpu_idle(self.capacity - min(self.capacity, neighbours), 0.0)  # the start sample
+            self.policy.restart(0.0)  # the arbiter's first ramp begins after its start sample
 
     # -- CPU ----------------------------------------------------------------
 
     def _rate(self) -> float:
         runnable = len(self.cpu) + self.neighbours
-        return min(1.0, self.capacity / runnable) if runnable else 0.0
+        if not runnable:
+            return 0.0
+        slowdown = 1.0 + self.overhead * max(0.0, runnable / self.cores - 1.0)
+        return min(1.0, self.capacity / runnable) / slowdown
 
     def _push_cpu(self, need: float, what: str, proc: Proc) -> None:
         self.seq += 1
@@ -472,17 +512,23 @@ def simulate(
     boot_cpu: float = 1.0,
     dist: str = "fixed",
     seed: int = 0,
-    growth: str = "double",
+    growth: str = DEFAULT_GROWTH,
     detect_lag: float = 0.025,
     fork_cost: float = 0.002,
     fail_prob: float = 0.0,
     cap: int | None = None,
     *,
+    initial: int | str = DEFAULT_INITIAL,
+    tail_merge: bool = True,
+    extra: int = 0,
+    overhead: float = 0.0,
     policy_factory: PolicyFactory | None = None,
     decide_on_sample: bool = True,
 ) -> Result:
     """Simulate one start of ``n`` workers; see the module docstring for the model.
 
+    ``initial``, ``tail_merge`` and ``extra`` are the policy's settings;
+    ``overhead`` the contention cost (module docstring).
     ``policy_factory(config, now)`` may replace ``SlowStartPolicy`` (to try a
     variant of the policy); ``decide_on_sample=False`` calls ``decide`` only on
     ready/exit events and at ``wake_at``.
@@ -497,6 +543,8 @@ def simulate(
         raise ValueError("quota must be > 0")
     if not 0.0 <= fail_prob < 1.0:
         raise ValueError("fail_prob must be in [0, 1)")
+    if overhead < 0:
+        raise ValueError("overhead must be >= 0")
     if mode != "off" and cap is None:
         cap = default_cap(mode, cores, quota)
     if mode == "off":
@@ -517,6 +565,10 @@ def simulate(
         cap,
         policy_factory,
         decide_on_sample,
+        initial,
+        tail_merge,
+        extra,
+        overhead,
     )
     sim.run()
     return Result(
@@ -526,6 +578,7 @@ def simulate(
         quota=quota,
         neighbours=neighbours,
         growth=growth,
+        initial=initial,
         dist=dist,
         seed=seed,
         cap=cap,
@@ -561,19 +614,24 @@ def grid_ns(cores: int) -> list[int]:
     return sorted({min(MAX_GRID_N, x) for x in ns})
 
 
-def grid_cells(cores_list: Sequence[int] = GRID_CORES) -> list[tuple[int, float | None, int, int]]:
+SWEEP_NS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 16)  # --ns sweep: the small N most pods run, and the tails
+
+
+def grid_cells(cores_list: Sequence[int] = GRID_CORES,
+               ns: Sequence[int] | None = None) -> list[tuple[int, float | None, int, int]]:
+    """Every (cores, quota, N, neighbours); ``ns`` replaces the grid's N values."""
     return [
         (cores, quota, n, neighbours)
         for cores in cores_list
         for quota in grid_quotas(cores)
-        for n in grid_ns(cores)
+        for n in (ns or grid_ns(cores))
         for neighbours in (0, cores)
     ]
 
 
 def run_grid(
     cores_list: Sequence[int] = GRID_CORES,
-    growth: str = "double",
+    growth: str = DEFAULT_GROWTH,
     boot_cpu: float = 1.0,
     dist: str = "fixed",
     seed: int = 0,
@@ -581,10 +639,17 @@ def run_grid(
     detect_lag: float = 0.025,
     fork_cost: float = 0.002,
     policy_factory: PolicyFactory | None = None,
+    *,
+    ns: Sequence[int] | None = None,
+    initial: int | str = DEFAULT_INITIAL,
+    tail_merge: bool = True,
+    extra: int = 0,
+    overhead: float = 0.0,
 ) -> list[dict[str, Any]]:
-    """One row per cell and mode, each with its goal verdict (``ok`` / ``MISS``)."""
+    """One row per cell and mode, each with its goal verdict (``ok`` / ``MISS``) and its
+    all-ready against stock's (``vs_stock``)."""
     rows = []
-    for cores, quota, n, neighbours in grid_cells(cores_list):
+    for cores, quota, n, neighbours in grid_cells(cores_list, ns):
         results = {
             mode: simulate(
                 mode,
@@ -599,6 +664,10 @@ def run_grid(
                 detect_lag,
                 fork_cost,
                 fail_prob,
+                initial=initial,
+                tail_merge=tail_merge,
+                extra=extra,
+                overhead=overhead,
                 policy_factory=policy_factory,
             )
             for mode in MODES
@@ -612,6 +681,7 @@ def run_grid(
             row["missed"] = "+".join(misses)
             row["miss_ratio"] = miss_ratio(r, stock)
             row["stock_all_ready"] = stock
+            row["vs_stock"] = r.all_ready / stock if stock > 0 else INF
             rows.append(row)
     return rows
 
@@ -632,7 +702,7 @@ def _fmt(x: float | None, width: int = 7) -> str:
 def format_table(rows: list[dict[str, Any]]) -> str:
     head = (
         f"{'cores':>5} {'quota':>5} {'N':>4} {'L':>4} {'mode':>5} {'first':>7} {'all':>7} {'peak':>4} "
-        f"{'lone':>7} {'cpu':>7} {'goal':>4}"
+        f"{'lone':>7} {'cpu':>7} {'goal':>4} {'/stock':>6}"
     )
     lines = [head, "-" * len(head)]
     for r in rows:
@@ -640,7 +710,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         lines.append(
             f"{r['cores']:>5} {quota:>5} {r['n']:>4} {r['neighbours']:>4} {r['mode']:>5} "
             f"{_fmt(r['first_ready'])} {_fmt(r['all_ready'])} {r['peak_booting']:>4} "
-            f"{_fmt(r['lone_boot'])} {_fmt(r['cpu_bound'])} {r['goal']:>4}"
+            f"{_fmt(r['lone_boot'])} {_fmt(r['cpu_bound'])} {r['goal']:>4} {_fmt(r['vs_stock'], 6)}"
         )
     return "\n".join(lines)
 
@@ -650,7 +720,11 @@ def format_summary(rows: list[dict[str, Any]], growth: str, worst: int = 5) -> s
     for mode in MODES:
         mine = [r for r in rows if r["mode"] == mode]
         misses = sum(r["goal"] == "MISS" for r in mine)
-        lines.append(f"  {mode:>5}: {misses:3d} / {len(mine)} MISS")
+        alone = [r for r in mine if not r["neighbours"]]
+        slower = sum(r["vs_stock"] > 1.0 + 1e-9 for r in alone)
+        worst_vs = max((r["vs_stock"] for r in alone), default=INF)
+        lines.append(f"  {mode:>5}: {misses:3d} / {len(mine)} MISS; without neighbours, all ready slower than "
+                     f"stock in {slower} / {len(alone)} cells (worst {worst_vs:.2f}x stock)")
     for mode in ("timer", "ready"):
         bad = sorted((r for r in rows if r["mode"] == mode), key=lambda r: -r["miss_ratio"])[:worst]
         for r in bad:
@@ -666,6 +740,10 @@ def format_summary(rows: list[dict[str, Any]], growth: str, worst: int = 5) -> s
     return "\n".join(lines)
 
 
+def _initial(text: str) -> int | str:
+    return text if text == "auto" else int(text)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.simulate",
@@ -674,7 +752,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--boot-cpu", type=float, default=1.0, help="CPU seconds per boot (default 1.0)")
     parser.add_argument("--dist", choices=DISTS, default="fixed")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--growth", choices=(*GROWTHS, "both"), default="double")
+    parser.add_argument("--growth", choices=(*GROWTHS, "both"), default=DEFAULT_GROWTH)
+    parser.add_argument("--initial", type=_initial, default=DEFAULT_INITIAL,
+                        help=f"the policy's initial: a count or 'auto' (default {DEFAULT_INITIAL})")
+    parser.add_argument("--no-tail-merge", action="store_true", help="turn the policy's tail merge off")
+    parser.add_argument("--extra", type=int, default=0, help="the policy's extra places once a worker is ready")
+    parser.add_argument("--overhead", type=float, default=0.0,
+                        help=f"contention cost c (default 0: pure sharing; {CONTENTION} fits this machine)")
+    parser.add_argument("--ns", type=lambda s: [int(x) for x in s.split(",")],
+                        help=f"worker counts instead of the grid's (e.g. {','.join(map(str, SWEEP_NS))})")
     parser.add_argument(
         "--cores",
         type=lambda s: [int(x) for x in s.split(",")],
@@ -701,8 +787,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.fail_prob,
             args.detect_lag,
             args.fork_cost,
+            ns=args.ns,
+            initial=args.initial,
+            tail_merge=not args.no_tail_merge,
+            extra=args.extra,
+            overhead=args.overhead,
         )
-        print(f"# growth={growth} boot_cpu={args.boot_cpu} dist={args.dist} seed={args.seed}")
+        print(f"# growth={growth} initial={args.initial} tail_merge={not args.no_tail_merge} extra={args.extra} "
+              f"overhead={args.overhead:g} boot_cpu={args.boot_cpu} dist={args.dist} seed={args.seed}")
         print(format_table(rows))
         print()
         summaries.append(format_summary(rows, growth))

@@ -120,9 +120,12 @@ from typing import Any
 import gunicorn
 import psutil
 
-from benchmarks.cpulimit import CpuLimit, CpuLimitUnavailable
-from gunicorn_slowstart import timeline as tl
-from gunicorn_slowstart.cpus import usable_cpus
+if __package__ in (None, ""):  # run as a file (python benchmarks/startup.py): import the project from here
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.cpulimit import CpuLimit, CpuLimitUnavailable  # noqa: E402
+from gunicorn_slowstart import timeline as tl  # noqa: E402
+from gunicorn_slowstart.cpus import usable_cpus  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 MODES = ("off", "preload", "timer", "ready")  # preload: stock gunicorn with --preload
@@ -1103,8 +1106,21 @@ def run_all(opts: Options, limit: CpuLimit | None) -> tuple[list[dict], bool]:
     return runs, False
 
 
+def compile_bytecode() -> None:
+    """Byte-compile the code every server imports, as ``pip install`` does.
+
+    Run from a source checkout with ``PYTHONDONTWRITEBYTECODE=1`` (tox sets it),
+    every master would otherwise compile the plugin again before its first fork
+    (about 35 ms on the project's machine), which no installed server pays."""
+    import compileall
+
+    for package in ("gunicorn_slowstart", "examples"):
+        compileall.compile_dir(str(ROOT / package), quiet=1)
+
+
 def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
+    compile_bytecode()
     if opts.long_workers is not None and not (ROOT / "examples" / "jobs.py").exists():
         say(f"--long-workers needs examples/jobs.py (the long-worker target {LONG_WORKER_TARGET}), "
             "which does not exist yet")

@@ -59,7 +59,7 @@ from gunicorn.errors import HaltServer
 from . import settings as settings_mod
 from .cpus import IdleCpuSampler, usable_cpus
 from .memory import available_memory_mb
-from .policy import HTTP, LONG, BackoffConfig, PolicyConfig, SlowStartPolicy
+from .policy import HTTP, LONG, BackoffConfig, PolicyConfig, SlowStartPolicy, default_max_batch
 from .pool import LongWorkerPool, PoolLink, check_target
 from .rollout import Rollout
 from .status import StatusReporter
@@ -143,6 +143,7 @@ class SlowStartArbiter(Arbiter):
                 raise  # first start: gunicorn prints "Error: ..." and exits 1
             self.log.error("slow start: keeping previous settings: %s", sys.exc_info()[1])
             resolved, pool = self.slowstart, self.pool
+        self._begin_idle_sampling(resolved)
         super().setup(app)
         installation.ensure_hooks(self.cfg)
         self._apply(resolved)
@@ -188,25 +189,34 @@ class SlowStartArbiter(Arbiter):
             self._pool_link = PoolLink(self.pool, self.pool_size, self.log)
             self._pool_link.start(self)
 
+    def _begin_idle_sampling(self, resolved: settings_mod.Settings) -> None:
+        """Usable CPUs, and the first idle-CPU sample (for ``initial = auto`` and idle
+        growth).  Taken before gunicorn's own set-up, which becomes the interval the
+        first fork's sample measures: no wait the user can see."""
+        self.cpus = usable_cpus() if resolved.cpus == "auto" else resolved.cpus
+        sampled = resolved.growth == "idle" or resolved.initial == "auto"
+        self._idle = IdleCpuSampler(usable=self.cpus, exclude_self=True) if sampled else None
+        self._idle_sampled_at = -IDLE_SAMPLE
+        if self._idle is not None:
+            self._idle.sample(time.monotonic())
+
     def _apply(self, resolved: settings_mod.Settings) -> None:
         now = time.monotonic()
         self.slowstart = resolved
-        self.cpus = usable_cpus() if resolved.cpus == "auto" else resolved.cpus
         if resolved.max_batch != "auto":
             self.cap = resolved.max_batch
         else:
-            self.cap = self.cpus if resolved.mode == "ready" else max(1, self.cpus // 2)
+            self.cap = default_max_batch(resolved.mode, self.cpus)
         config = PolicyConfig(
             mode=resolved.mode, initial=resolved.initial, max_batch=self.cap, delay=resolved.delay,
             ready_timeout=resolved.ready_timeout, boot_timeout=resolved.boot_timeout,
-            growth=resolved.growth,
+            growth=resolved.growth, tail_merge=resolved.max_batch == "auto",  # an explicit max_batch is a limit
             http_backoff=BackoffConfig(max_failures=resolved.max_boot_failures),
         )
         if self.policy is None:
             self.policy = SlowStartPolicy(config, now)
         else:
             self.policy.reconfigure(config)
-        self._idle = IdleCpuSampler(usable=self.cpus) if resolved.growth == "idle" else None
         if self.status is None:
             self.status = StatusReporter(self.log, now, time.time())
         self.status.configure(resolved.timeline, dict(
@@ -726,7 +736,7 @@ class SlowStartArbiter(Arbiter):
         self.reap_workers()
         self._retiring.update(pid for pid in workers if pid not in self._terminating)
         limit = self.slowstart.reload_max_failures
-        self.rollout.begin_reload(self.slowstart.initial if limit == "auto" else limit)
+        self.rollout.begin_reload(self.policy.first_step() if limit == "auto" else limit)
         self.policy.forget_failures(HTTP)  # new code: the old code's failures say nothing about it
         self._ramp = None
         self._next_reason = "reload"

@@ -33,6 +33,12 @@ source" (logged at DEBUG): detection must never stop a server from starting.
 quota the machine's idle time is meaningless (the host may be idle while our
 cgroup is throttled), so there it is ``quota - our cgroup's usage rate``;
 without a quota it is the idle share of ``/proc/stat`` times the usable count.
+With ``exclude_self`` the sampling process's own CPU time over the interval
+counts as idle: the master measures how much the machine can take *besides*
+itself, and its own start-up work (config, imports) ends when it forks.  That
+is what lets the master measure at start without waiting: its first sample
+is taken in ``setup()``, the second just before the first fork, and gunicorn's
+own set-up between the two (importing the worker class) is the interval.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from __future__ import annotations
 import logging
 import os
 import posixpath
+import time
 from dataclasses import dataclass
 
 from .cgroup import CgroupDir, find_cgroup, parse_int, read_text
@@ -174,13 +181,15 @@ class IdleCpuSampler:
     change under a running server and re-resolving them costs several reads.
     """
 
-    def __init__(self, root: str = "/", *, usable: int | None = None) -> None:
+    def __init__(self, root: str = "/", *, usable: int | None = None, exclude_self: bool = False,
+                 own_cpu=time.process_time) -> None:
         self._root = root
         quota = _smallest_quota(root)
         self._quota = quota.cpus if quota else None
         self._usage_file = _usage_file(quota, root) if quota else None
         self._usable = usable if usable is not None else usable_cpus(root)
-        self._prev: tuple[float, float, float] | None = None  # (now, a, b) of the last sample
+        self._own_cpu = own_cpu if exclude_self else None
+        self._prev: tuple[float, float, float, float] | None = None  # (now, a, b, own CPU s) of the last sample
 
     @property
     def mode(self) -> str:
@@ -190,12 +199,16 @@ class IdleCpuSampler:
     def sample(self, now: float) -> float | None:
         """Idle CPUs since the previous call; None on the first call or when unreadable."""
         current = self._read()
-        prev, self._prev = self._prev, (None if current is None else (now, *current))
+        own = self._own_cpu() if self._own_cpu is not None else 0.0
+        prev, self._prev = self._prev, (None if current is None else (now, *current, own))
         if prev is None or current is None or now <= prev[0]:
             return None
+        wall, own_share = now - prev[0], max(0.0, own - prev[3]) / (now - prev[0])
         if self._usage_file:
-            return self._cgroup_idle(current[0] - prev[1], now - prev[0])
-        return self._proc_idle(current[0] - prev[1], current[1] - prev[2])
+            idle = self._cgroup_idle(current[0] - prev[1], wall, own_share)
+        else:
+            idle = self._proc_idle(current[0] - prev[1], current[1] - prev[2], own_share)
+        return idle
 
     def _read(self) -> tuple[float, float] | None:
         if self._usage_file:
@@ -203,15 +216,15 @@ class IdleCpuSampler:
             return None if used is None else (used, 0.0)
         return _read_proc_stat(os.path.join(self._root, "proc/stat"))
 
-    def _cgroup_idle(self, used_seconds: float, wall: float) -> float:
+    def _cgroup_idle(self, used_seconds: float, wall: float, own_share: float = 0.0) -> float:
         assert self._quota is not None
-        return min(self._quota, max(0.0, self._quota - used_seconds / wall))
+        return min(self._quota, max(0.0, self._quota - used_seconds / wall + own_share))
 
-    def _proc_idle(self, idle: float, total: float) -> float | None:
+    def _proc_idle(self, idle: float, total: float, own_share: float = 0.0) -> float | None:
         if total <= 0:
             return None
         cap = self._usable if self._quota is None else min(self._usable, self._quota)
-        return min(cap, max(0.0, idle / total * self._usable))
+        return min(cap, max(0.0, idle / total * self._usable + own_share))
 
 
 def _usage_file(quota: _Quota, root: str) -> str | None:

@@ -17,12 +17,28 @@ each event stamped with the caller's clock, and asks it what to do next:
 
 A process is *booting* from its fork until it is ready.  In ``ready`` mode at
 most ``window`` processes boot at once (``in_flight``).  The window starts at
-``initial`` (a probe: a broken application costs one fork, not N) and grows by
-one for each process that becomes ready, so it doubles every round trip as TCP
-slow start does, never beyond ``max_batch``.  It is pipelined: each ready
-process frees its place at once, so one slow process does not hold back the
-others.  With ``growth="idle"`` the window may also jump, after the probe, to
+``initial``: by default (``AUTO``) as many processes as CPUs stood idle when
+the ramp began (``cpu_idle`` samples before it; at least 1, at most
+``max_batch``), so on an idle machine the first step already fills the CPUs
+and a broken application costs that first step, never N; ``initial=1`` is a
+single probe.  It grows by one for each process that becomes ready, so it
+doubles every round trip as TCP slow start does, never beyond
+``max_batch``.  It is pipelined: each ready process frees its place at once,
+so one slow process does not hold back the others.  With ``growth="idle"`` the window may also jump, after the probe, to
 the number of CPUs measured idle, as long as boots do not slow down.
+
+No process boots alone at the end while CPUs idle (the *tail merge*): once a
+process of the ramp is ready (so the first response is not delayed and a
+broken application has shown itself) and boots have not slowed down, when
+what is left to fork after this step would make a last round smaller than
+the window, it is forked now with this step, so the last round shares the
+CPUs instead of leaving some idle.  In-flight processes may then exceed the
+window by less than the window, once, at the end of a ramp; the arbiter turns
+the merge off when the user set ``max_batch`` (a limit), and leaves it on for
+``auto`` (the CPU count).  ``extra`` (0 by default) lets that many more boot
+beyond the window once a process is ready, to cover the ready -> detect ->
+fork gap; the simulator (``benchmarks/simulate.py``) is where both rules were
+chosen.
 
 Failures are congestion.  A process that dies before it is ready (or is
 killed by the boot time-out) halves the window (never below 1), and further
@@ -50,15 +66,42 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 from dataclasses import dataclass, field
-from statistics import median
 
 MODES = ("ready", "timer", "off")
 GROWTHS = ("double", "idle")
+DEFAULT_MODE = "ready"
+DEFAULT_GROWTH = "idle"
+AUTO = "auto"  # initial: as many as CPUs stood idle when the ramp began
+DEFAULT_INITIAL = AUTO
 HTTP = "http"
 LONG = "long"
 KINDS = (HTTP, LONG)
 
 NEVER = float("inf")
+
+
+def default_max_batch(mode: str, usable_cpus: int) -> int:
+    """``max_batch = auto``: the usable CPUs in ready mode (a booting process keeps
+    one CPU busy), half of them in timer mode (the reference policy's rule)."""
+    return max(1, usable_cpus // 2) if mode == "timer" else max(1, usable_cpus)
+
+
+def start_window(initial: int | str, idle_cpus: float | None, max_batch: int) -> int:
+    """Processes in a ramp's first step: ``initial``, or with ``AUTO`` the CPUs that
+    stood idle (rounded; 1 when nothing was measured), at least 1, at most ``max_batch``."""
+    if initial == AUTO:
+        wanted = 1 if idle_cpus is None else round(idle_cpus)
+    else:
+        wanted = int(initial)
+    return max(1, min(max_batch, wanted))
+
+
+def _median(values: list[float]) -> float:
+    """``statistics.median`` without importing ``statistics`` (and ``fractions``,
+    ``decimal``) into every master: it was a tenth of the plugin's import time."""
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
 @dataclass(frozen=True)
@@ -74,13 +117,15 @@ class BackoffConfig:
 
 @dataclass(frozen=True)
 class PolicyConfig:
-    mode: str = "ready"
-    initial: int = 1
+    mode: str = DEFAULT_MODE
+    initial: int | str = DEFAULT_INITIAL  # a count, or AUTO
     max_batch: int = 1
     delay: float = 2.0
     ready_timeout: float = 30.0
     boot_timeout: float = 0.0  # 0 = off
-    growth: str = "double"
+    growth: str = DEFAULT_GROWTH
+    tail_merge: bool = True  # fork a short last round with the step before it
+    extra: int = 0  # more booting than the window once a process is ready
     slow_factor: float = 3.0  # a boot this many times the median does not grow the window
     idle_slow_factor: float = 1.5  # idle growth stops once a boot takes this times the probe's
     http_backoff: BackoffConfig = BackoffConfig()
@@ -92,8 +137,10 @@ class PolicyConfig:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
         if self.growth not in GROWTHS:
             raise ValueError(f"growth must be one of {', '.join(GROWTHS)}, not {self.growth!r}")
-        if self.initial < 1 or self.max_batch < 1:
-            raise ValueError("initial and max_batch must be at least 1")
+        if self.initial != AUTO and (isinstance(self.initial, str) or self.initial < 1):
+            raise ValueError(f"initial must be at least 1 or {AUTO!r}, not {self.initial!r}")
+        if self.max_batch < 1 or self.extra < 0:
+            raise ValueError("max_batch must be at least 1, extra at least 0")
         if self.delay < 0 or self.ready_timeout <= 0 or self.boot_timeout < 0:
             raise ValueError("delay and boot_timeout must be >= 0, ready_timeout > 0")
 
@@ -194,6 +241,7 @@ class SlowStartPolicy:
         self.held = False
         self.reacted_at = -NEVER
         self.idle_target: int | None = None
+        self.idle_now: float | None = None  # the last sample, whatever its interval saw
         self.sampled_at = -NEVER
         self.spawned_at = -NEVER
         self.restart(now)
@@ -201,11 +249,19 @@ class SlowStartPolicy:
     # -- events ---------------------------------------------------------------
 
     def restart(self, now: float) -> None:
-        """Begin a new ramp: the window falls back to the probe size."""
-        self.window = min(self.config.initial, self.config.max_batch)
+        """Begin a new ramp: the window falls back to the first step's size
+        (with ``initial = AUTO``, the idle CPUs of the last ``cpu_idle`` sample)."""
+        self.window = self.first_step()
         self.timer_batch = self.window
         self.next_batch_at = now
         self.ramp = _Ramp()
+
+    def first_step(self) -> int:
+        """How many processes a ramp begun now would fork in its first step."""
+        initial = self.config.initial
+        if initial == AUTO and self.config.mode != "ready":
+            initial = 1  # the timer's reference batches: 1, 2, 4, ...
+        return start_window(initial, self.idle_now, self.config.max_batch)
 
     def reconfigure(self, config: PolicyConfig) -> None:
         """New settings (SIGHUP): keep what is booting and the failure history."""
@@ -273,6 +329,7 @@ class SlowStartPolicy:
         clean = self.spawned_at < self.sampled_at
         self.sampled_at = now
         idle = min(max(0.0, idle_cpus), float(self.config.max_batch))  # also tames inf and nan
+        self.idle_now = idle
         self.idle_target = self.in_flight + round(idle) if clean else None
 
     def set_hold(self, held: bool) -> None:
@@ -309,9 +366,11 @@ class SlowStartPolicy:
         self._grow_by_idle()
         budget = self._budget(now)
         spawn = min(wanted, budget) if self.backoff[HTTP].allows(now) else 0
+        if spawn:
+            spawn += self._tail(wanted - spawn)
         spawn_long = 0
         if LONG not in exhausted and self.backoff[LONG].allows(now):
-            spawn_long = min(wanted_long, budget - spawn)
+            spawn_long = min(wanted_long, max(0, budget - spawn))
         if self.config.mode == "timer" and spawn + spawn_long:
             self.timer_batch = min(self.config.max_batch, self.timer_batch * 2)
             self.next_batch_at = now + self.config.delay
@@ -323,14 +382,30 @@ class SlowStartPolicy:
     def _budget(self, now: float) -> int:
         if self.config.mode == "timer":
             return self.timer_batch if now >= self.next_batch_at else 0
-        return max(0, self.window - self.in_flight)
+        return max(0, self.window + self._extra() - self.in_flight)
+
+    def _past_first_step(self) -> bool:
+        """A process of this ramp is ready and boots have not slowed down: the first
+        response is out, the application boots, and more at once is not contention."""
+        return self.config.mode == "ready" and self.ramp.probe_boot is not None and not self.ramp.slowed
+
+    def _extra(self) -> int:
+        return self.config.extra if self._past_first_step() else 0
+
+    def _tail(self, left: int) -> int:
+        """The tail merge: what is left after this step would be a last round
+        smaller than the window (what the machine was seen to take, at most
+        ``max_batch``), so fork it now, with this step."""
+        if not self.config.tail_merge or not self._past_first_step():
+            return 0
+        return left if 0 < left < self.window else 0
 
     def _grows_on(self, duration: float) -> bool:
         """A boot far slower than this ramp's median is a sign of contention."""
         if self.config.mode != "ready":
             return False
         times = self.ramp.boot_times
-        return not times or duration <= self.config.slow_factor * median(times)
+        return not times or duration <= self.config.slow_factor * _median(times)
 
     def _measure(self, duration: float) -> None:
         ramp = self.ramp

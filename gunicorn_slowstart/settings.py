@@ -33,6 +33,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from .policy import DEFAULT_GROWTH, DEFAULT_INITIAL, DEFAULT_MODE, GROWTHS, MODES
+
 ENV_PREFIX = "GUNICORN_SLOWSTART_"
 SETTING_PREFIX = "slowstart_"
 
@@ -150,10 +152,12 @@ class Spec:
 
 
 SPECS: dict[str, Spec] = {
-    "mode": Spec(choice("ready", "timer", "off"), "ready",
+    "mode": Spec(choice(*MODES), DEFAULT_MODE,
                  "How workers are paced: 'ready' (by readiness), 'timer' (fixed delay), 'off' (stock).",
                  "MODE"),
-    "initial": Spec(positive_int, 1, "Workers in the first step (the probe).", "INT"),
+    "initial": Spec(auto_or(positive_int), DEFAULT_INITIAL,
+                    "Workers in the first step; 'auto': as many as CPUs stand idle (1: a single probe).",
+                    "INT"),
     "max_batch": Spec(auto_or(positive_int), "auto",
                       "Most workers booting at once; 'auto': usable CPUs (ready mode) or half (timer mode).",
                       "INT"),
@@ -170,7 +174,7 @@ SPECS: dict[str, Spec] = {
                               "Stop the server after this many consecutive boot failures (0: never).", "INT"),
     "min_free_mb": Spec(mebibytes, 0.0,
                         "Hold the ramp while available memory is below this many MiB (0: off).", "MIB"),
-    "growth": Spec(choice("idle", "double"), "idle",
+    "growth": Spec(choice(*GROWTHS), DEFAULT_GROWTH,
                    "How the window grows: 'double' (+1 per ready worker) or 'idle' (also up to idle CPUs).",
                    "GROWTH"),
     "timeline": Spec(optional_path, None, "Write the startup timeline (JSON) to this path.", "PATH"),
@@ -180,7 +184,7 @@ SPECS: dict[str, Spec] = {
                          "Size of the long-worker pool; 'auto': 2 x usable CPUs.", "INT"),
     "reload_max_failures": Spec(auto_or(non_negative_int), "auto",
                                 "Abandon a SIGHUP reload after this many boot failures of its new workers; "
-                                "'auto': the size of the first step (initial); 0: never.", "INT"),
+                                "'auto': the size of the reload's first step; 0: never.", "INT"),
     "reload_surge": Spec(auto_or(positive_int), "auto",
                          "Most workers a SIGHUP reload runs above the target; 'auto': as many as the policy lets "
                          "boot at once (the window).",
@@ -196,8 +200,8 @@ SPECS: dict[str, Spec] = {
 
 @dataclass(frozen=True)
 class Settings:
-    mode: str = "ready"
-    initial: int = 1
+    mode: str = DEFAULT_MODE
+    initial: Any = DEFAULT_INITIAL
     max_batch: Any = "auto"
     cpus: Any = "auto"
     delay: float = 2.0
@@ -205,7 +209,7 @@ class Settings:
     boot_timeout: float = 0.0
     max_boot_failures: int = 10
     min_free_mb: float = 0.0
-    growth: str = "idle"
+    growth: str = DEFAULT_GROWTH
     timeline: str | None = None
     long_worker: Any = None
     long_workers: Any = 0

@@ -128,7 +128,7 @@ def test_one_slow_worker_does_not_hold_back_the_others_beyond_its_own_place():
 
 
 def test_exact_spawn_sequence_16_workers_cap_2_equal_boots():
-    policy, keys = make(initial=1, max_batch=2), Keys()
+    policy, keys = make(initial=1, max_batch=2, tail_merge=False), Keys()
     now, ready, forks, sequence = 0.0, 0, [], []
     booting: list[int] = []
     while ready < 16:
@@ -149,7 +149,7 @@ def test_exact_spawn_sequence_16_workers_cap_2_equal_boots():
 
 def test_pipelined_spawn_times_when_each_ready_is_seen_alone():
     """Decide after every single ready, as the arbiter does when readiness arrives one by one."""
-    policy, keys = make(initial=1, max_batch=3), Keys()
+    policy, keys = make(initial=1, max_batch=3, tail_merge=False), Keys()
     boot = 1.0
     pending = [(boot, k) for k in keys.fork(policy, policy.decide(0.0, 7).spawn, 0.0)]
     forked_at = [0.0]
@@ -799,12 +799,14 @@ def configs(draw, modes=("ready", "timer", "off")) -> PolicyConfig:
     max_batch = draw(st.integers(1, 6))
     return PolicyConfig(
         mode=draw(st.sampled_from(modes)),
-        initial=draw(st.integers(1, 8)),
+        initial=draw(st.one_of(st.integers(1, 8), st.just("auto"))),
         max_batch=max_batch,
         delay=draw(st.sampled_from([0.0, 0.5, 2.0])),
         ready_timeout=draw(st.sampled_from([3.0, 30.0])),
         boot_timeout=draw(st.sampled_from([0.0, 5.0, 12.0])),
         growth=draw(st.sampled_from(["double", "idle"])),
+        tail_merge=draw(st.booleans()),
+        extra=draw(st.integers(0, 2)),
         http_backoff=BackoffConfig(max_failures=draw(st.sampled_from([0, 3, 10]))),
     )
 
@@ -863,7 +865,10 @@ class PolicyMachine(RuleBasedStateMachine):
                 self.forked_at[self.next_key] = self.now
                 self.both("spawned", self.next_key, self.now, kind)
         if self.config.mode == "ready" and decision.spawn + decision.spawn_long:
-            assert self.a.in_flight <= self.a.window, "a decision made in_flight exceed the window"
+            over = self.a.in_flight - self.a.window - self.config.extra
+            # only the tail merge goes past the window (+ extra): it forks every HTTP worker left
+            assert over <= 0 or (self.config.tail_merge and decision.spawn == wanted), "in_flight exceeds the window"
+            assert over < self.config.max_batch
             assert self.a.in_flight == before + decision.spawn + decision.spawn_long
 
     @precondition(lambda self: self.booting)
@@ -928,8 +933,8 @@ class PolicyMachine(RuleBasedStateMachine):
         assert self.a.window == self.b.window
         assert self.a.in_flight == self.b.in_flight
         assert 1 <= self.a.window <= self.config.max_batch
-        if self.config.mode == "ready":
-            assert self.a.in_flight <= self.config.max_batch
+        if self.config.mode == "ready":  # the window, extra places, and a merged tail (< max_batch)
+            assert self.a.in_flight <= 2 * self.config.max_batch - 1 + self.config.extra
 
 
 TestPolicyMachine = PolicyMachine.TestCase

@@ -157,7 +157,7 @@ def test_settings_and_specs_agree():
 def test_parse_one_error_names_source_and_value_on_one_line():
     with pytest.raises(SettingError) as info:
         parse_one("initial", "0", "GUNICORN_SLOWSTART_INITIAL")
-    assert str(info.value) == "GUNICORN_SLOWSTART_INITIAL must be a whole number >= 1, got '0'"
+    assert str(info.value) == "GUNICORN_SLOWSTART_INITIAL must be a whole number >= 1 or 'auto', got '0'"
     assert isinstance(info.value, RuntimeError)  # gunicorn prints it as one "Error:" line
 
 
@@ -275,7 +275,7 @@ def test_errors_name_the_source_on_one_line(kwargs, source):
 def test_the_reference_error_message():
     with pytest.raises(SettingError) as info:
         resolve(environ={"GUNICORN_SLOWSTART_INITIAL": "0"})
-    assert str(info.value) == "GUNICORN_SLOWSTART_INITIAL must be a whole number >= 1, got '0'"
+    assert str(info.value) == "GUNICORN_SLOWSTART_INITIAL must be a whole number >= 1 or 'auto', got '0'"
 
 
 @pytest.mark.parametrize("key", ["slowstart_max_bach", "slowstart_", "slowstart_MAX_BATCH",

@@ -26,7 +26,7 @@ from gunicorn_slowstart.settings import SPECS, SettingError, env_name, resolve
 # A setting added to SPECS needs an entry here (test_every_setting_is_documented_here).
 DOCUMENTED = {
     "mode": ("choice", ("ready", "timer", "off")),
-    "initial": ("int", 1, False),
+    "initial": ("int", 1, True),
     "max_batch": ("int", 1, True),
     "cpus": ("int", 1, True),
     "delay": ("float", 0.0, True),

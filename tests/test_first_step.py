@@ -1,0 +1,73 @@
+"""``initial = auto`` on real masters: the first step forks as many workers as CPUs stand idle.
+
+Each master runs in a cgroup with a CPU quota of 2 (``benchmarks/cpulimit.py``),
+so what "idle" means does not depend on the other load of a shared machine:
+inside a quota the master measures the quota minus its cgroup's usage, and
+the only process in that cgroup is the master itself, whose own CPU time is
+counted as idle.  The first step must therefore be 2 workers, every time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import pytest
+from support import get, peak_booting
+
+pytestmark = pytest.mark.slow
+
+QUOTA = 2.0
+
+
+@contextlib.contextmanager
+def quota(cpus: float) -> Iterator[object]:
+    from benchmarks.cpulimit import CpuLimit, CpuLimitUnavailable
+    from gunicorn_slowstart.cpus import usable_cpus
+
+    if usable_cpus() < cpus:
+        pytest.skip(f"needs {cpus:g} usable CPUs, this machine has {usable_cpus()}")
+
+    try:
+        limit = CpuLimit(cpus).__enter__()
+    except CpuLimitUnavailable as exc:
+        pytest.skip(f"no CPU cgroup here: {exc}")
+    try:
+        yield limit
+    finally:
+        limit.__exit__(None, None, None)
+
+
+def http_workers(timeline: dict) -> list[dict]:
+    return [p for p in timeline["processes"] if p["kind"] == "http"]
+
+
+def test_first_step_fills_the_idle_cpus_and_the_tail_merges(server):
+    with quota(QUOTA) as limit:
+        srv = server(workers=5, boot_cpu=0.3, preexec_fn=limit.preexec_fn())
+        timeline = srv.wait_ready(60)
+        log = srv.log()
+        assert timeline["meta"]["cpus"] == 2 and timeline["meta"]["cap"] == 2
+        first = next(line for line in log.splitlines() if "slow start: spawned" in line)
+        assert "spawned 2, booting 2, ready 0 of 5, window 2, cap 2" in first, srv.tail()
+        procs = http_workers(timeline)
+        assert len(procs) == 5 and all(p["ready"] is not None for p in procs)
+        # 5 on 2 CPUs: 2, then the other 3 boot together (the tail merged), never 1 alone at the end
+        assert peak_booting(procs) == 3, procs
+        assert "spawned 2, booting 3, ready 2 of 5" in log or "spawned 3, booting 3, ready 2 of 5" in log, log
+        assert get(srv.port)[0] == 200
+        srv.stop()
+
+
+@pytest.mark.parametrize("app, codes", [("broken_import:app", (3, 4)), ("lifespan_fail:app", (3,))])
+def test_broken_app_costs_the_first_step_only(server, app, codes):
+    """Two workers fail at once: gunicorn's own exit code and message, no traceback, never N forks."""
+    with quota(QUOTA) as limit:
+        srv = server(app=app, workers=8, preexec_fn=limit.preexec_fn())
+        code = srv.wait_exit(30)
+        log = srv.log()
+        assert code in codes, srv.tail()
+        assert log.count("Booting worker with pid") == 2, srv.tail()
+        assert "spawned 2, booting 2, ready 0 of 8" in log, srv.tail()
+        assert "Shutting down: Master" in log and "Reason: " in log, srv.tail()
+        assert "Traceback" not in log.split("Shutting down: Master")[-1], srv.tail()
