@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import errno
 import os
+import random
 import select
 import signal
 import sys
@@ -50,11 +51,15 @@ from gunicorn.arbiter import Arbiter
 from gunicorn.errors import HaltServer
 
 from . import settings as settings_mod
+from .admission import Admission, Room, admit, hold_message
+from .cgroup import pids_limit
 from .cpus import IdleCpuSampler, usable_cpus
-from .memory import available_memory_mb
+from .memory import available_memory_mb, memory_view, process_cost
 from .policy import HTTP, LONG, BackoffConfig, PolicyConfig, SlowStartPolicy
 from .pool import LongWorkerPool, PoolLink, check_target
+from .recycling import age_limit, due, next_recycle
 from .status import StatusReporter
+from .statusfile import StatusFile, status_state
 
 RAMP_TICK = 0.025  # seconds between readiness checks while workers boot
 NOTIFIED_SKEW = 86400.0  # a notified mtime (monotonic) is this far from wall time
@@ -63,6 +68,8 @@ RESEND = 1.0  # re-send SIGTERM this often: one sent in the instant after fork c
 SHUTDOWN_REAP = 1.0  # after gunicorn's stop(), wait this long to record SIGKILLed workers
 MEMORY_POLL = 1.0
 IDLE_SAMPLE = 0.25  # seconds between idle-CPU samples while a ramp is in progress
+ADMIT_POLL = 0.2  # seconds between memory/pids admission checks while workers are wanted
+RECYCLE_POLL = 1.0  # seconds between looks for workers due for recycling (age, USS)
 
 
 @dataclass
@@ -114,6 +121,14 @@ class SlowStartArbiter(Arbiter):
         self.pool: LongWorkerPool | None = None
         self.pool_size = 0
         self._pool_link: PoolLink | None = None
+        self._admission = Admission()
+        self._room = Room(None)
+        self._room_booting: set[int] = set()  # booting when the room was measured
+        self._held_text = ""
+        self._age_limits: dict[int, float] = {}
+        self._recycle_checked_at = -RECYCLE_POLL
+        self._status_file = StatusFile(None)
+        self._generation = 0
         super().__init__(app)  # calls setup(), which resolves the settings
 
     # -- configuration ----------------------------------------------------------
@@ -192,6 +207,7 @@ class SlowStartArbiter(Arbiter):
             mode=resolved.mode, cap=None if resolved.mode == "off" else self.cap, cpus=self.cpus,
             target=self.cfg.workers,
             worker_class=self.cfg.worker_class_str))
+        self._status_file.path = resolved.status_file
 
     @property
     def mode(self) -> str:
@@ -262,11 +278,14 @@ class SlowStartArbiter(Arbiter):
             super().manage_workers()  # stock spawning and scale-down
             self._spawn(now)  # nothing left for HTTP: this starts the long workers, all at once
             self._report(time.monotonic())
+            self._write_status(time.monotonic())
             return
         self._scale_down()
+        self._recycle(now)
         self._retire_old()
         self._spawn(now)
         self._report(time.monotonic())
+        self._write_status(time.monotonic())
 
     def spawn_workers(self) -> None:
         """gunicorn only calls this from manage_workers(); should another path call it,
@@ -286,7 +305,7 @@ class SlowStartArbiter(Arbiter):
         self._sample_idle(now)
         self._maybe_begin_ramp(now, wanted)
         link = self._pool_link
-        decision = self.policy.decide(now, wanted, link.wanted() if link else 0)
+        decision = self.policy.decide(now, self._admitted(wanted), link.wanted() if link else 0)
         self._warn_stale(decision.stale, now)
         self._boot_timeout(decision.kill, now)
         if HTTP in decision.exhausted:
@@ -489,19 +508,108 @@ class SlowStartArbiter(Arbiter):
             self.policy.cpu_idle(idle, now)
 
     def _check_memory(self, now: float) -> None:
-        """Hold the ramp while available memory is below ``min_free_mb``."""
-        limit = self.slowstart.min_free_mb
-        if not limit or now - self._memory_checked_at < MEMORY_POLL:
+        """Hold the ramp while memory is short: below ``min_free_mb``, or (memory admission)
+        no room for one more worker in the memory or pids limit.  Re-checked every
+        ``ADMIT_POLL`` s while workers are wanted, every ``MEMORY_POLL`` s otherwise."""
+        wanted = self.num_workers - len(self._current())
+        if now - self._memory_checked_at < (ADMIT_POLL if wanted > 0 else MEMORY_POLL):
             return
         self._memory_checked_at = now
-        free = available_memory_mb()
-        held = free is not None and free < limit
-        if held and not self.policy.held:
-            self.log.warning("slow start: holding the ramp: %.0f MiB available, below min_free_mb %.0f",
-                             free, limit)
-        elif self.policy.held and not held:
+        reasons = []
+        floor = self.slowstart.min_free_mb
+        free = available_memory_mb() if floor else None
+        if free is not None and free < floor:
+            reasons.append(f"{free:.0f} MiB available, below min_free_mb {floor:.0f}")
+        self._room = Room(None)
+        if self.slowstart.memory_admission and wanted > 0:
+            self._sample_ready_workers()
+            self._room = self._measure_room()
+            if self._room.count == 0:
+                reasons.append(hold_message(self._room, len(self._current()), self.num_workers))
+        self._set_held("; ".join(reasons), now)
+
+    # -- worker lifecycle: memory admission, recycling, status file ---------------------
+
+    def _sample_ready_workers(self) -> None:
+        """Learn what a worker costs from each ready worker once (USS, threads)."""
+        alive = set(self.WORKERS)
+        for pid in set(self._admission.uss) | set(self._admission.threads):
+            if pid not in alive:
+                self._admission.forget(pid)
+        for pid in alive - set(self._boots) - set(self._admission.uss) - self._retiring:
+            uss, _pss, threads = process_cost(pid)
+            self._admission.measured(pid, uss, threads)
+
+    def _measure_room(self) -> Room:
+        """How many more workers fit now, counting what the booting ones will still take."""
+        booting = [pid for pid in list(self._boots) if pid in self.WORKERS]
+        self._room_booting = set(booting)
+        costs = [process_cost(pid) for pid in booting]
+        return self._admission.room(memory_view(), pids_limit(), [(uss, t) for uss, _, t in costs])
+
+    def _admitted(self, wanted: int) -> int:
+        """``wanted``, capped by the room measured last, less the forks made since."""
+        if self._room.count is None:
+            return wanted
+        forked_since = len(set(self._boots) - self._room_booting)
+        return admit(wanted, Room(max(0, self._room.count - forked_since)))
+
+    def _set_held(self, text: str, now: float) -> None:
+        """Log a hold once, and its end; tell the policy, the timeline, statsd and systemd."""
+        was = self._held_text
+        self._held_text = text
+        self.policy.set_hold(bool(text))
+        if text and not was:
+            self.log.warning("slow start: holding the ramp: %s", text)
+        elif was and not text:
             self.log.info("slow start: memory recovered, ramp resumes")
-        self.policy.set_hold(held)  # re-checked every MEMORY_POLL s: gunicorn's own 1 s loop calls us
+        if bool(text) != bool(was):
+            self.status.memory_held(now, bool(text), text or was)
+
+    def _recycle(self, now: float) -> None:
+        """max_worker_age / max_worker_memory: mark one due worker as retiring; the rolling
+        machinery forks its replacement (paced) and stops it once the new one is ready."""
+        settings = self.slowstart
+        if not (settings.max_worker_age or settings.max_worker_memory):
+            return
+        if now - self._recycle_checked_at < RECYCLE_POLL:
+            return
+        self._recycle_checked_at = now
+        ready = [pid for pid in self._current() if pid not in self._boots]
+        born = self.status.forked_at
+        ages = {pid: now - born[pid] for pid in ready if pid in born}
+        for pid in set(self._age_limits) - set(ages):
+            del self._age_limits[pid]
+        if settings.max_worker_age:
+            for pid in ages:
+                self._age_limits.setdefault(pid, age_limit(settings.max_worker_age, random.random()))
+        uss = {}
+        if settings.max_worker_memory:
+            uss = {pid: cost for pid in ages if (cost := process_cost(pid)[0]) is not None}
+        pick = next_recycle(due(ages, self._age_limits, uss, settings.max_worker_memory),
+                            len(self._retiring), len(self._boots), self._ramp is not None)
+        if pick is not None:
+            self.log.info("slow start: recycling worker %s (%s): a new one first", pick.key, pick.text)
+            self._retiring.add(pick.key)
+            self._next_reason = "recycle"
+
+    def _write_status(self, now: float) -> None:
+        """The status file (slowstart_status_file): on every change, and as a heartbeat."""
+        if not self._status_file.path:
+            return
+        alive = list(self.WORKERS)
+        booting = sum(1 for pid in alive if pid in self._boots)
+        serving = sum(1 for pid in alive if pid not in self._boots and pid not in self._terminating)
+        ramp = self._ramp
+        state = status_state(stopping=self._halting, reload_failed=bool(getattr(self, "_reload_failed", False)),
+                             held=bool(self._held_text), reloading=ramp is not None and ramp.reason == "reload",
+                             started=self._settled_target > 0)
+        try:
+            self._status_file.update(now, time.time(), ready=serving, booting=booting, target=self.num_workers,
+                                     state=state, generation=self._generation, pid=self.pid,
+                                     detail=self._held_text)
+        except (OSError, ValueError) as exc:
+            self.log.warning("slow start: cannot write status file %s: %s", self._status_file.path, exc)
 
     # -- reporting ----------------------------------------------------------------
 
@@ -544,6 +652,7 @@ class SlowStartArbiter(Arbiter):
 
     def reload(self) -> None:
         """SIGHUP: gunicorn reloads the config; the new workers come as a rolling ramp."""
+        self._generation += 1
         if self.mode == "off":
             self._ramp, self._next_reason = None, "reload"
             self._maybe_begin_ramp(time.monotonic(), self.num_workers)
@@ -570,6 +679,7 @@ class SlowStartArbiter(Arbiter):
     def stop(self, graceful: bool = True) -> None:
         """Stop the pool alongside the HTTP workers, within gunicorn's graceful timeout."""
         self._halting = True
+        self._write_status(time.monotonic())
         link = self._pool_link
         deadline = link.request_stop(graceful, self.cfg.graceful_timeout) if link else 0.0
         super().stop(graceful)

@@ -98,6 +98,7 @@ class Timeline:
         self._live: dict[int, dict] = {}
         self._steps: list[list] = []
         self._ramps: list[dict] = []
+        self._events: list[list] = []  # [t, what, text]: e.g. "memory held" / "memory released"
 
     def _rel(self, t: float) -> float:
         return round(t - self.t0, 3)
@@ -128,6 +129,10 @@ class Timeline:
             return
         self._steps.append([self._rel(t), *values])
 
+    def event(self, t: float, what: str, text: str = "") -> None:
+        """Something that is not a process or a step, e.g. the ramp held for memory."""
+        self._events.append([self._rel(t), what, text])
+
     def ramp_done(self, t: float) -> None:
         if self._ramps and self._ramps[-1]["end"] is None:
             self._ramps[-1]["end"] = self._rel(t)
@@ -137,6 +142,8 @@ class Timeline:
                 "processes": [dict(p) for p in self._processes],
                 "steps": [list(s) for s in self._steps],
                 "ramps": [dict(r) for r in self._ramps]}
+        if self._events:
+            data["events"] = [list(e) for e in self._events]
         fill_ramps(data)
         data["summary"] = summarize(data)
         return data
