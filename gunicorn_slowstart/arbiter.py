@@ -123,7 +123,7 @@ class SlowStartArbiter(Arbiter):
         self._pool_link: PoolLink | None = None
         self._admission = Admission()
         self._room = Room(None)
-        self._room_booting: set[int] = set()  # booting when the room was measured
+        self._room_known: set[int] = set()  # workers alive when the room was measured
         self._held_text = ""
         self._age_limits: dict[int, float] = {}
         self._recycle_checked_at = -RECYCLE_POLL
@@ -542,8 +542,8 @@ class SlowStartArbiter(Arbiter):
 
     def _measure_room(self) -> Room:
         """How many more workers fit now, counting what the booting ones will still take."""
-        booting = [pid for pid in list(self._boots) if pid in self.WORKERS]
-        self._room_booting = set(booting)
+        self._room_known = set(self.WORKERS)
+        booting = [pid for pid in list(self._boots) if pid in self._room_known]
         costs = [process_cost(pid) for pid in booting]
         return self._admission.room(memory_view(), pids_limit(), [(uss, t) for uss, _, t in costs])
 
@@ -551,7 +551,7 @@ class SlowStartArbiter(Arbiter):
         """``wanted``, capped by the room measured last, less the forks made since."""
         if self._room.count is None:
             return wanted
-        forked_since = len(set(self._boots) - self._room_booting)
+        forked_since = len(set(self.WORKERS) - self._room_known)
         return admit(wanted, Room(max(0, self._room.count - forked_since)))
 
     def _set_held(self, text: str, now: float) -> None:
