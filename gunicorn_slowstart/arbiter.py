@@ -51,7 +51,7 @@ from gunicorn.arbiter import Arbiter
 from gunicorn.errors import HaltServer
 
 from . import settings as settings_mod
-from .admission import Admission, Room, admit, hold_message
+from .admission import Admission, PidsView, Room, admit, hold_message
 from .cgroup import pids_limit
 from .cpus import IdleCpuSampler, usable_cpus
 from .memory import available_memory_mb, memory_view, process_cost
@@ -124,11 +124,13 @@ class SlowStartArbiter(Arbiter):
         self._admission = Admission()
         self._room = Room(None)
         self._room_known: set[int] = set()  # workers alive when the room was measured
+        self._room_for_spawns = False  # was the room measured while workers were wanted?
         self._held_text = ""
         self._age_limits: dict[int, float] = {}
         self._recycle_checked_at = -RECYCLE_POLL
         self._status_file = StatusFile(None)
         self._generation = 0
+        self._fork_failing = False
         super().__init__(app)  # calls setup(), which resolves the settings
 
     # -- configuration ----------------------------------------------------------
@@ -256,7 +258,11 @@ class SlowStartArbiter(Arbiter):
         """Every fork goes through here; remember it so readiness can be watched."""
         if self._reloading:
             return None  # gunicorn's reload() forks cfg.workers at once: the ramp does it instead
-        pid = super().spawn_worker()  # in the child this never returns
+        try:
+            pid = super().spawn_worker()  # in the child this never returns
+        except (BlockingIOError, MemoryError) as exc:  # EAGAIN (pids limit), ENOMEM: fork refused
+            return self._fork_refused(exc)
+        self._fork_failing = False
         now = time.monotonic()
         worker = self.WORKERS.get(pid)
         baseline = worker.tmp.last_update() if worker is not None else 0.0
@@ -512,9 +518,11 @@ class SlowStartArbiter(Arbiter):
         no room for one more worker in the memory or pids limit.  Re-checked every
         ``ADMIT_POLL`` s while workers are wanted, every ``MEMORY_POLL`` s otherwise."""
         wanted = self.num_workers - len(self._current())
-        if now - self._memory_checked_at < (ADMIT_POLL if wanted > 0 else MEMORY_POLL):
+        stale = wanted > 0 and not self._room_for_spawns  # last look was with nothing wanted
+        if now - self._memory_checked_at < (ADMIT_POLL if wanted > 0 else MEMORY_POLL) and not stale:
             return
         self._memory_checked_at = now
+        self._room_for_spawns = wanted > 0
         reasons = []
         floor = self.slowstart.min_free_mb
         free = available_memory_mb() if floor else None
@@ -522,7 +530,6 @@ class SlowStartArbiter(Arbiter):
             reasons.append(f"{free:.0f} MiB available, below min_free_mb {floor:.0f}")
         self._room = Room(None)
         if self.slowstart.memory_admission and wanted > 0:
-            self._sample_ready_workers()
             self._room = self._measure_room()
             if self._room.count == 0:
                 reasons.append(hold_message(self._room, len(self._current()), self.num_workers))
@@ -540,12 +547,31 @@ class SlowStartArbiter(Arbiter):
             uss, _pss, threads = process_cost(pid)
             self._admission.measured(pid, uss, threads)
 
+    def _fork_refused(self, exc: BaseException) -> None:
+        """The kernel refused the fork (pids limit, no memory): the server keeps serving with
+        the workers it has; the next try is on the next pass of the main loop."""
+        if not self._fork_failing:
+            self.log.error("slow start: cannot fork a worker: %s; %d of %d workers running, retrying",
+                           exc, len(self._current()), self.num_workers)
+        self._fork_failing = True
+
     def _measure_room(self) -> Room:
-        """How many more workers fit now, counting what the booting ones will still take."""
+        """How many more workers fit now, counting what the booting ones will still take.
+        A measurement that fails for any reason admits (as without admission) and is logged."""
+        try:
+            self._sample_ready_workers()
+            return self._room_now()
+        except Exception as exc:  # noqa: BLE001 - a measurement must never stop a serving master
+            self.log.warning("slow start: memory admission could not measure: %r", exc)
+            return Room(None)
+
+    def _room_now(self) -> Room:
         self._room_known = set(self.WORKERS)
         booting = [pid for pid in list(self._boots) if pid in self._room_known]
         costs = [process_cost(pid) for pid in booting]
-        return self._admission.room(memory_view(), pids_limit(), [(uss, t) for uss, _, t in costs])
+        pids = pids_limit()
+        return self._admission.room(memory_view(), None if pids is None else PidsView(*pids),
+                                    [(uss, t) for uss, _, t in costs])
 
     def _admitted(self, wanted: int) -> int:
         """``wanted``, capped by the room measured last, less the forks made since."""

@@ -73,6 +73,29 @@ def test_workers_that_do_not_fit_in_the_memory_limit_are_not_forked(server):
         limit.__exit__(None, None, None)
 
 
+def test_workers_that_do_not_fit_under_the_pids_limit_are_not_forked(server):
+    """8 tasks for the whole server: stock gunicorn's fork fails with EAGAIN and the master dies."""
+    from benchmarks.cpulimit import CpuLimitUnavailable, MemoryLimit
+
+    try:
+        limit = MemoryLimit(pids=8).__enter__()
+    except CpuLimitUnavailable as exc:
+        pytest.skip(f"no pids cgroup here: {exc}")
+    try:
+        srv = server(app="memory_app:app", workers=8, preexec_fn=limit.preexec_fn(),
+                     env=status_env({"MEMAPP_MB": "1"}))
+        wait_for(lambda: status(srv).get("state") == "memory held", 60, "the ramp held for the pids limit")
+        wait_for(lambda: status(srv).get("booting") == 0, 30, "the admitted workers to be ready")
+        record = status(srv)
+        assert 3 <= record["ready"] <= 7 and "under the pids limit of 8 tasks" in record["detail"], record
+        assert get(srv.port)[0] == 200
+        assert srv.proc.poll() is None
+        assert "cannot fork" not in srv.log() and "Traceback" not in srv.log()
+        srv.stop()
+    finally:
+        limit.__exit__(None, None, None)
+
+
 def client(port: int, until: float, results: list) -> None:
     """Sequential requests until ``until`` (bounded: each has a 5 s time-out)."""
     while time.monotonic() < until:
