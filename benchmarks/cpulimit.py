@@ -284,6 +284,21 @@ class MemoryLimit:
                 raise CpuLimitUnavailable(f"cannot limit {controller} under {where.path}: {exc}") from exc
         self.version = 1
 
+    def set_memory(self, memory_mb: float) -> None:
+        """Change the memory limit of the live cgroup (a pod resized, memory freed).
+        v1 needs the memory+swap limit raised before, and lowered after, the memory limit."""
+        if self.memory_path is None:
+            raise ValueError("this cgroup has no memory limit to change")
+        value = str(int(memory_mb * 2**20))
+        if self.version == 2:
+            _write(posixpath.join(self.memory_path, "memory.max"), value)
+        else:
+            order = ["memory.memsw.limit_in_bytes", "memory.limit_in_bytes"]
+            for name in order if memory_mb > self.memory_mb else reversed(order):
+                (_write if name == "memory.limit_in_bytes" else _write_if_exists)(
+                    posixpath.join(self.memory_path, name), value)
+        self.memory_mb = memory_mb
+
     def preexec_fn(self) -> Callable[[], None]:
         """For ``subprocess.Popen(preexec_fn=...)``: the child moves itself in before exec."""
         files = [posixpath.join(path, "cgroup.procs") for path, _ in self._dirs]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -45,9 +46,13 @@ def test_workers_that_do_not_fit_in_the_memory_limit_are_not_forked(server):
         limit = MemoryLimit(LIMIT_MB).__enter__()
     except CpuLimitUnavailable as exc:
         pytest.skip(f"no memory cgroup here: {exc}")
+    statsd = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
+        statsd.bind(("127.0.0.1", 0))
+        statsd.setblocking(False)
         srv = server(app="memory_app:app", workers=8, preexec_fn=limit.preexec_fn(),
-                     env=status_env({"MEMAPP_MB": str(WORKER_MB)}))
+                     env=status_env({"MEMAPP_MB": str(WORKER_MB)}),
+                     args=("--statsd-host", f"127.0.0.1:{statsd.getsockname()[1]}"))
         wait_for(lambda: status(srv).get("state") == "memory held", 60, "the ramp held for memory")
         wait_for(lambda: status(srv).get("booting") == 0, 30, "the admitted workers to be ready")
         record = status(srv)
@@ -65,12 +70,33 @@ def test_workers_that_do_not_fit_in_the_memory_limit_are_not_forked(server):
         assert events[0][1] == "memory held" and "fit in" in events[0][2]
         assert limit.oom_kills() == 0, "the kernel OOM-killed a worker"
         assert srv.proc.poll() is None and "Perhaps out of memory" not in srv.log()
+        seen: list[str] = []
+        wait_for(lambda: seen.extend(recv_all(statsd)) or "gunicorn.slowstart.memory_held:1|g" in seen, 10,
+                 "the memory_held gauge")
+        # memory frees (here: the pod's limit is raised): the ramp resumes to all 8
+        limit.set_memory(1024)
+        wait_for(lambda: status(srv).get("ready") == 8 and status(srv).get("state") == "serving", 60,
+                 "all 8 ready after the limit was raised")
+        assert "memory recovered, ramp resumes" in srv.log()
+        wait_for(lambda: seen.extend(recv_all(statsd)) or "gunicorn.slowstart.memory_held:0|g" in seen, 10,
+                 "the memory_held gauge back at 0")
         srv.stop()
         assert status(srv)["state"] == "stopping"
         assert probe(srv).returncode == 1
         assert limit.oom_kills() == 0
     finally:
+        statsd.close()
         limit.__exit__(None, None, None)
+
+
+def recv_all(sock: socket.socket) -> list[str]:
+    lines = []
+    for _ in range(1000):  # bounded: a datagram at a time until none is waiting
+        try:
+            lines.extend(sock.recv(65536).decode().splitlines())
+        except BlockingIOError:
+            break
+    return lines
 
 
 def test_workers_that_do_not_fit_under_the_pids_limit_are_not_forked(server):
