@@ -131,6 +131,7 @@ class SlowStartArbiter(Arbiter):
         self._status_file = StatusFile(None)
         self._generation = 0
         self._fork_failing = False
+        self._status_failing = False
         super().__init__(app)  # calls setup(), which resolves the settings
 
     # -- configuration ----------------------------------------------------------
@@ -631,11 +632,14 @@ class SlowStartArbiter(Arbiter):
                              held=bool(self._held_text), reloading=ramp is not None and ramp.reason == "reload",
                              started=self._settled_target > 0)
         try:
-            self._status_file.update(now, time.time(), ready=serving, booting=booting, target=self.num_workers,
-                                     state=state, generation=self._generation, pid=self.pid,
-                                     detail=self._held_text)
+            if self._status_file.update(now, time.time(), ready=serving, booting=booting,
+                                        target=self.num_workers, state=state, generation=self._generation,
+                                        pid=self.pid, detail=self._held_text):
+                self._status_failing = False
         except (OSError, ValueError) as exc:
-            self.log.warning("slow start: cannot write status file %s: %s", self._status_file.path, exc)
+            if not self._status_failing:  # once until a write succeeds: it is retried every 2 s
+                self.log.warning("slow start: cannot write status file %s: %s", self._status_file.path, exc)
+            self._status_failing = True
 
     # -- reporting ----------------------------------------------------------------
 

@@ -38,7 +38,10 @@ All times are seconds relative to ``t0`` (the master's start), rounded to
      "summary": {...}}
 
 ``kind`` is ``"http"`` or ``"long"``.  ``reason`` is ``"start"``,
-``"reload"``, ``"respawn"`` or ``"scale"``.  A ramp's ``end`` is when the
+``"reload"``, ``"respawn"``, ``"scale"`` or ``"recycle"`` (max_worker_age /
+max_worker_memory).  An optional ``"events"`` list holds ``[t, what, text]``
+rows, e.g. ``[3.2, "memory held", "3 of 8 workers fit in 320 MiB (~68 MiB each)"]``
+and ``"memory released"``.  A ramp's ``end`` is when the
 arbiter called ``ramp_done`` (null if it never did); ``first_ready`` and
 ``all_ready`` are times (relative to ``t0``, like every time in the file) of
 the first and of the ``target``-th ready event among the ramp's processes:
