@@ -68,7 +68,8 @@ RESEND = 1.0  # re-send SIGTERM this often: one sent in the instant after fork c
 SHUTDOWN_REAP = 1.0  # after gunicorn's stop(), wait this long to record SIGKILLed workers
 MEMORY_POLL = 1.0
 IDLE_SAMPLE = 0.25  # seconds between idle-CPU samples while a ramp is in progress
-ADMIT_POLL = 0.2  # seconds between memory/pids admission checks while workers are wanted
+ADMIT_POLL = 0.5  # seconds between memory/pids admission checks while workers are wanted (forks since
+# the last check are subtracted from its room, so a longer interval only delays seeing memory freed)
 RECYCLE_POLL = 1.0  # seconds between looks for workers due for recycling (age, USS)
 
 
@@ -520,6 +521,7 @@ class SlowStartArbiter(Arbiter):
         ``ADMIT_POLL`` s while workers are wanted, every ``MEMORY_POLL`` s otherwise."""
         wanted = self.num_workers - len(self._current())
         stale = wanted > 0 and not self._room_for_spawns  # last look was with nothing wanted
+        stale = stale or (wanted > 0 and self._first_cost_due())
         if now - self._memory_checked_at < (ADMIT_POLL if wanted > 0 else MEMORY_POLL) and not stale:
             return
         self._memory_checked_at = now
@@ -537,6 +539,12 @@ class SlowStartArbiter(Arbiter):
         self._set_held("; ".join(reasons), now)
 
     # -- worker lifecycle: memory admission, recycling, status file ---------------------
+
+    def _first_cost_due(self) -> bool:
+        """A worker is ready but its cost is not known yet: measure before the next fork,
+        or the window's first growth would fork unchecked."""
+        return (self.slowstart.memory_admission and self._admission.cost_mb is None
+                and any(pid not in self._boots for pid in list(self.WORKERS)))
 
     def _sample_ready_workers(self) -> None:
         """Learn what a worker costs from each ready worker once (USS, threads)."""
