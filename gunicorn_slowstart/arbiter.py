@@ -71,6 +71,7 @@ IDLE_SAMPLE = 0.25  # seconds between idle-CPU samples while a ramp is in progre
 ADMIT_POLL = 0.5  # seconds between memory/pids admission checks while workers are wanted (forks since
 # the last check are subtracted from its room, so a longer interval only delays seeing memory freed)
 RECYCLE_POLL = 1.0  # seconds between looks for workers due for recycling (age, USS)
+RECYCLE_PAUSE = 60.0  # after a replacement failed to boot, no recycling for this long
 
 
 @dataclass
@@ -129,6 +130,8 @@ class SlowStartArbiter(Arbiter):
         self._held_text = ""
         self._age_limits: dict[int, float] = {}
         self._recycle_checked_at = -RECYCLE_POLL
+        self._recycling: int | None = None  # the worker being recycled, until it is stopped
+        self._recycle_paused_until = -RECYCLE_PAUSE
         self._status_file = StatusFile(None)
         self._generation = 0
         self._fork_failing = False
@@ -610,6 +613,8 @@ class SlowStartArbiter(Arbiter):
         if now - self._recycle_checked_at < RECYCLE_POLL:
             return
         self._recycle_checked_at = now
+        if self._cancel_failed_recycle(now) or now < self._recycle_paused_until:
+            return
         ready = [pid for pid in self._current() if pid not in self._boots]
         born = self.status.forked_at
         ages = {pid: now - born[pid] for pid in ready if pid in born}
@@ -626,7 +631,26 @@ class SlowStartArbiter(Arbiter):
         if pick is not None:
             self.log.info("slow start: recycling worker %s (%s): a new one first", pick.key, pick.text)
             self._retiring.add(pick.key)
+            self._recycling = pick.key
             self._next_reason = "recycle"
+
+    def _cancel_failed_recycle(self, now: float) -> bool:
+        """A replacement failed to boot: the old worker serves on (it is not retiring any
+        more), and recycling pauses, so a broken environment never stops a serving master
+        through max_boot_failures."""
+        pid = self._recycling
+        if pid is None or pid not in self._retiring or pid in self._terminating:
+            self._recycling = None
+            return False
+        if not self.policy.backoff[HTTP].failures:
+            return False
+        self._retiring.discard(pid)
+        self._recycling = None
+        self._recycle_paused_until = now + RECYCLE_PAUSE
+        self.policy.forget_failures(HTTP)  # the pause is the back-off; failures must not add up to a halt
+        self.log.warning("slow start: replacement for worker %s failed to boot (%s); worker %s keeps "
+                         "serving, recycling paused for %.0f s", pid, self._last_failure, pid, RECYCLE_PAUSE)
+        return True
 
     def _write_status(self, now: float) -> None:
         """The status file (slowstart_status_file): on every change, and as a heartbeat."""

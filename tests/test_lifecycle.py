@@ -164,3 +164,21 @@ def test_a_worker_that_grows_past_max_worker_memory_is_replaced(server):
     srv.signal(signal.SIGHUP)
     wait_for(lambda: status(srv).get("generation") == 1 and status(srv).get("state") == "serving", 30,
              "generation 1 serving after SIGHUP")
+
+
+def test_a_replacement_that_fails_to_boot_cancels_the_recycle(server, tmp_path):
+    """The old worker serves on and recycling pauses: a broken environment must not
+    stop a serving master through max_boot_failures."""
+    crash = tmp_path / "broken"
+    srv = server(app="memory_app:app", workers=2,
+                 env=status_env({"MEMAPP_MB": "1", "MEMAPP_CRASH_IF": str(crash),
+                                 "GUNICORN_SLOWSTART_MAX_WORKER_AGE": "2",
+                                 "GUNICORN_SLOWSTART_MAX_BOOT_FAILURES": "2"}))
+    srv.wait_ready(60)
+    crash.write_text("")
+    wait_for(lambda: "failed to boot" in srv.log(), 30, "the cancelled recycle")
+    assert "recycling paused for 60 s" in srv.log()
+    assert srv.proc.poll() is None, srv.tail()
+    wait_for(lambda: status(srv).get("ready") == 2 and status(srv).get("booting") == 0, 20, "2 serving")
+    assert get(srv.port)[0] == 200
+    assert "consecutive boot failures" not in srv.log()

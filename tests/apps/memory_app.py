@@ -3,9 +3,14 @@
 ``MEMAPP_MB`` (default 60) MiB are allocated and touched at import, so each
 worker's USS grows by that much before it is ready.  ``GET /grow?mb=N`` makes
 the worker that answers hold N MiB more (a leak); ``GET /`` answers its pid.
+``MEMAPP_CRASH_IF`` names a file whose existence makes new workers exit 1 at
+import (a broken environment).
 """
 
 import os
+
+if os.path.exists(os.environ.get("MEMAPP_CRASH_IF", "/nonexistent")):
+    os._exit(1)  # a broken environment: new workers die at import
 
 PAGE = 4096
 held = [bytearray(int(float(os.environ.get("MEMAPP_MB", "60")) * 2**20))]
