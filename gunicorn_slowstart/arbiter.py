@@ -136,6 +136,7 @@ class SlowStartArbiter(Arbiter):
         self._generation = 0
         self._fork_failing = False
         self._status_failing = False
+        self._memory_limit_warned = False
         super().__init__(app)  # calls setup(), which resolves the settings
 
     # -- configuration ----------------------------------------------------------
@@ -624,7 +625,7 @@ class SlowStartArbiter(Arbiter):
             for pid in ages:
                 self._age_limits.setdefault(pid, age_limit(settings.max_worker_age, random.random()))
         uss = {}
-        if settings.max_worker_memory:
+        if settings.max_worker_memory and not self._fresh_worker_too_big(settings.max_worker_memory):
             uss = {pid: cost for pid in ages if (cost := process_cost(pid)[0]) is not None}
         pick = next_recycle(due(ages, self._age_limits, uss, settings.max_worker_memory),
                             len(self._retiring), len(self._boots), self._ramp is not None)
@@ -633,6 +634,17 @@ class SlowStartArbiter(Arbiter):
             self._retiring.add(pick.key)
             self._recycling = pick.key
             self._next_reason = "recycle"
+
+    def _fresh_worker_too_big(self, limit: float) -> bool:
+        """A fresh worker already above max_worker_memory would be replaced forever: say so
+        once and recycle by age only."""
+        cost = self._admission.cost_mb
+        too_big = cost is not None and cost > limit
+        if too_big and not self._memory_limit_warned:
+            self.log.error("slow start: max_worker_memory %g MiB is below a fresh worker's USS (~%.0f MiB): "
+                           "not recycling by memory", limit, cost)
+        self._memory_limit_warned = too_big
+        return too_big
 
     def _cancel_failed_recycle(self, now: float) -> bool:
         """A replacement failed to boot: the old worker serves on (it is not retiring any
