@@ -106,3 +106,32 @@ def test_bad_arguments_exit_2(tmp_path: Path, args: list[str]):
     argv = [str(tmp_path / "s.json"), *args] if args else []
     done = run_probe(*argv)
     assert done.returncode == 2 and "usage:" in done.stderr
+
+
+def test_the_kubernetes_example_stays_consistent():
+    """Its probe commands are valid probe arguments, and Kubernetes' grace period outlasts
+    gunicorn's graceful timeout (so Kubernetes' SIGKILL never comes first)."""
+    import re
+
+    text = (ROOT / "examples" / "kubernetes" / "deployment.yaml").read_text()
+    commands = [[part.strip().strip('"') for part in body.split(",")]
+                for body in re.findall(r"command: \[(.*?)\]", text, re.DOTALL)]
+    assert len(commands) == 3
+    for argv in commands:
+        assert argv[:3] == ["python", "-m", "gunicorn_slowstart.probe"]
+        assert argv[3] in text  # the status file the server writes
+        assert f"--slowstart-status-file={argv[3]}" in text
+        probe_parser_accepts(argv[3:])
+    grace = int(re.search(r"terminationGracePeriodSeconds: (\d+)", text).group(1))
+    graceful = int(re.search(r"--graceful-timeout=(\d+)", text).group(1))
+    assert graceful < grace <= graceful + 10
+
+
+def probe_parser_accepts(args: list[str]) -> None:
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        code = probe.main([*args])  # the file does not exist here: 1, not a usage error (2)
+    assert code == 1, out.getvalue()
