@@ -442,7 +442,19 @@ def format_summary(data: dict, name: str = "timeline") -> str:
             ("boot time", _boot_text(s["boot"])), ("failures", _failure_text(s))]
     lines = [f"{name}: {_meta_text(data.get('meta', {}))}", headline(s)]
     lines += [f"  {label:<13} {value}" for label, value in rows]
+    lines += _event_lines(data.get("events"))
     return "\n".join(lines)
+
+
+def _event_lines(events: Any, limit: int = 10) -> list[str]:
+    """The recorded events (memory held / released), the first ``limit`` of them."""
+    if not isinstance(events, list):
+        return []
+    rows = [e for e in events if isinstance(e, list) and len(e) == 3 and _is_number(e[0])]
+    lines = [f"  {'event':<13} {e[0]:.2f} s: {e[1]}" + (f" ({e[2]})" if e[2] else "") for e in rows[:limit]]
+    if len(rows) > limit:
+        lines.append(f"  {'':<13} ... {len(rows) - limit} more events")
+    return lines
 
 
 # --------------------------------------------------------------------------- charts
