@@ -27,7 +27,7 @@ def test_many_or_malformed_events_stay_short():
     data = timeline.to_dict()
     data["events"] += [["not a time", "x", ""], "garbage", [1.0, "short"]]
     lines = format_summary(data).splitlines()
-    assert sum(1 for line in lines if "event" in line) == 10
+    assert sum(1 for line in lines if line.startswith("  event ")) == 10
     assert lines[-1].strip() == "... 15 more events"
     data["events"] = {"not": "a list"}
     assert "event" not in format_summary(data)
