@@ -34,6 +34,14 @@ so the server never has fewer ready workers than it had before the reload.
 
 ``mode = "off"`` leaves gunicorn's own spawning, reload and scale-down code in
 charge; the master still records readiness, so the timeline compares fairly.
+
+The rest of a worker's life goes through the same machinery.  Memory
+admission (``admission.py``) caps the forks the policy may make by what fits
+under the memory and pids limits, measured from the ready workers; when
+nothing fits, the policy is held.  Recycling (``recycling.py``) marks one
+worker at a time as retiring, exactly as a reload marks the old generation,
+so its replacement is paced and it is stopped only once that one is ready.
+The status file (``statusfile.py``) is rewritten at the end of every pass.
 """
 
 from __future__ import annotations
