@@ -548,7 +548,7 @@ class SlowStartArbiter(Arbiter):
             self._room = self._measure_room()
             if self._room.count == 0:
                 reasons.append(hold_message(self._room, len(self._current()), self.num_workers))
-        self._set_held("; ".join(reasons), now)
+        self._set_held("; ".join(reasons), now, wanted)
 
     # -- worker lifecycle: memory admission, recycling, status file ---------------------
 
@@ -601,15 +601,17 @@ class SlowStartArbiter(Arbiter):
         forked_since = len(set(self.WORKERS) - self._room_known)
         return admit(wanted, Room(max(0, self._room.count - forked_since)))
 
-    def _set_held(self, text: str, now: float) -> None:
+    def _set_held(self, text: str, now: float, wanted: int) -> None:
         """Log a hold once, and its end; tell the policy, the timeline, statsd and systemd."""
         was = self._held_text
         self._held_text = text
         self.policy.set_hold(bool(text))
         if text and not was:
             self.log.warning("slow start: holding the ramp: %s", text)
-        elif was and not text:
+        elif was and not text and wanted > 0:
             self.log.info("slow start: memory recovered, ramp resumes")
+        elif was and not text:
+            self.log.info("slow start: memory hold ended: no more workers wanted")
         if bool(text) != bool(was):
             self.status.memory_held(now, bool(text), text or was)
 
@@ -655,21 +657,25 @@ class SlowStartArbiter(Arbiter):
         return too_big
 
     def _cancel_failed_recycle(self, now: float) -> bool:
-        """A replacement failed to boot: the old worker serves on (it is not retiring any
-        more), and recycling pauses, so a broken environment never stops a serving master
-        through max_boot_failures."""
+        """A replacement failed to boot, or memory admission has no room for it: the old
+        worker serves on (it is not retiring any more) and recycling pauses, so a broken
+        environment never stops a serving master through max_boot_failures, and a full
+        memory limit never leaves a recycle waiting forever."""
         pid = self._recycling
         if pid is None or pid not in self._retiring or pid in self._terminating:
             self._recycling = None
             return False
-        if not self.policy.backoff[HTTP].failures:
+        failed = self.policy.backoff[HTTP].failures > 0
+        if not failed and not self._held_text:
             return False
         self._retiring.discard(pid)
         self._recycling = None
         self._recycle_paused_until = now + RECYCLE_PAUSE
-        self.policy.forget_failures(HTTP)  # the pause is the back-off; failures must not add up to a halt
-        self.log.warning("slow start: replacement for worker %s failed to boot (%s); worker %s keeps "
-                         "serving, recycling paused for %.0f s", pid, self._last_failure, pid, RECYCLE_PAUSE)
+        if failed:
+            self.policy.forget_failures(HTTP)  # the pause is the back-off; failures must not add up to a halt
+        why = f"failed to boot ({self._last_failure})" if failed else f"does not fit ({self._held_text})"
+        self.log.warning("slow start: replacement for worker %s %s; worker %s keeps serving, recycling "
+                         "paused for %.0f s", pid, why, pid, RECYCLE_PAUSE)
         return True
 
     def _write_status(self, now: float) -> None:

@@ -182,3 +182,25 @@ def test_a_replacement_that_fails_to_boot_cancels_the_recycle(server, tmp_path):
     wait_for(lambda: status(srv).get("ready") == 2 and status(srv).get("booting") == 0, 20, "2 serving")
     assert get(srv.port)[0] == 200
     assert "consecutive boot failures" not in srv.log()
+
+
+def test_a_recycle_without_room_for_the_replacement_is_cancelled(server):
+    """3 workers fill the memory cgroup: make before break has no room, so the old one serves on."""
+    from benchmarks.cpulimit import CpuLimitUnavailable, MemoryLimit
+
+    try:
+        limit = MemoryLimit(LIMIT_MB).__enter__()
+    except CpuLimitUnavailable as exc:
+        pytest.skip(f"no memory cgroup here: {exc}")
+    try:
+        srv = server(app="memory_app:app", workers=3, preexec_fn=limit.preexec_fn(),
+                     env=status_env({"MEMAPP_MB": str(WORKER_MB), "GUNICORN_SLOWSTART_MAX_WORKER_AGE": "2"}))
+        srv.wait_ready(60)
+        wait_for(lambda: "does not fit" in srv.log(), 30, "the cancelled recycle")
+        assert "recycling paused for 60 s" in srv.log()
+        wait_for(lambda: status(srv).get("state") == "serving" and status(srv).get("ready") == 3, 20, "3 serving")
+        assert get(srv.port)[0] == 200
+        assert limit.oom_kills() == 0 and srv.proc.poll() is None
+        srv.stop()
+    finally:
+        limit.__exit__(None, None, None)
