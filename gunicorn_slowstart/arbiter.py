@@ -662,7 +662,8 @@ class SlowStartArbiter(Arbiter):
         environment never stops a serving master through max_boot_failures, and a full
         memory limit never leaves a recycle waiting forever."""
         pid = self._recycling
-        if pid is None or pid not in self._retiring or pid in self._terminating:
+        other_ramp = self._ramp is not None and self._ramp.reason != "recycle"  # e.g. a SIGHUP since
+        if pid is None or pid not in self._retiring or pid in self._terminating or other_ramp:
             self._recycling = None
             return False
         failed = self.policy.backoff[HTTP].failures > 0
