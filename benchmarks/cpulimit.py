@@ -181,6 +181,184 @@ class CpuLimit:
         return left
 
 
+class MemoryLimit:
+    """A temporary cgroup with a memory limit (MiB) and/or a pids limit (tasks).
+
+    The small-pod case: the server sees the host's memory but may use
+    ``memory_mb``; the kernel OOM-kills inside the cgroup beyond it.  cgroup v2
+    is used when our v2 cgroup can delegate the controllers; otherwise the v1
+    ``memory`` and ``pids`` hierarchies (a child of our own cgroup in each).
+    On exit, processes still inside are moved back (never killed) and the
+    directories removed.  ``oom_kills()`` reads the kernel's count of OOM
+    kills inside the cgroup (v1 ``memory.oom_control``, v2 ``memory.events``).
+    """
+
+    def __init__(self, memory_mb: float | None = None, pids: int | None = None,
+                 prefix: str = "slowstart-") -> None:
+        if memory_mb is None and pids is None:
+            raise ValueError("give memory_mb, pids or both")
+        if memory_mb is not None and not memory_mb >= 4:
+            raise ValueError(f"memory_mb must be at least 4, not {memory_mb!r}")
+        if pids is not None and not pids >= 1:
+            raise ValueError(f"pids must be at least 1, not {pids!r}")
+        self.memory_mb = memory_mb
+        self.pids_max = pids
+        self.prefix = prefix
+        self.version: int | None = None
+        self.memory_path: str | None = None
+        self.pids_path: str | None = None
+        self._dirs: list[tuple[str, str]] = []
+        self._enabled_in: list[tuple[str, str]] = []  # (subtree_control, controller) we switched on
+
+    @property
+    def controllers(self) -> list[str]:
+        return [c for c, v in (("memory", self.memory_mb), ("pids", self.pids_max)) if v is not None]
+
+    def __enter__(self) -> MemoryLimit:
+        if os.geteuid() != 0:
+            raise CpuLimitUnavailable("not root: creating cgroups needs root (or a delegated subtree)")
+        name = f"{self.prefix}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        try:
+            reason = self._try_v2(name)
+            if reason is not None:
+                self._setup_v1(name, reason)
+        except BaseException:
+            self._cleanup()
+            raise
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        left = self._cleanup()
+        if left and exc_type is None:
+            raise RuntimeError(f"could not remove cgroup(s) {left}; processes kept moving in?")
+
+    def _try_v2(self, name: str) -> str | None:
+        where = find_cgroup("/", None)
+        if where is None:
+            return "no cgroup2 hierarchy"
+        available = (read_text(posixpath.join(where.path, "cgroup.controllers")) or "").split()
+        missing = [c for c in self.controllers if c not in available]
+        if missing:
+            return f"cgroup2 at {where.path} lacks {', '.join(missing)}"
+        control = posixpath.join(where.path, "cgroup.subtree_control")
+        for controller in self.controllers:
+            if controller not in (read_text(control) or "").split():
+                try:
+                    _write(control, "+" + controller)
+                except OSError as exc:
+                    return f"cannot enable {controller} in {control}: {exc}"
+                self._enabled_in.append((control, controller))
+        try:
+            path = posixpath.join(where.path, name)
+            os.mkdir(path)
+            self._dirs.append((path, where.path))
+            if self.memory_mb is not None:
+                _write(posixpath.join(path, "memory.max"), str(int(self.memory_mb * 2**20)))
+                _write_if_exists(posixpath.join(path, "memory.swap.max"), "0")
+                self.memory_path = path
+            if self.pids_max is not None:
+                _write(posixpath.join(path, "pids.max"), str(self.pids_max))
+                self.pids_path = path
+        except OSError as exc:
+            self._cleanup()
+            return f"cgroup2 at {where.path}: {exc}"
+        self.version = 2
+        return None
+
+    def _setup_v1(self, name: str, v2_reason: str) -> None:
+        for controller in self.controllers:
+            where = find_cgroup("/", controller)
+            if where is None:
+                raise CpuLimitUnavailable(f"no writable {controller} controller: {v2_reason}; "
+                                          f"no cgroup v1 {controller} hierarchy")
+            path = posixpath.join(where.path, name)
+            try:
+                os.mkdir(path)
+                self._dirs.append((path, where.path))
+                if controller == "memory":
+                    _write(posixpath.join(path, "memory.limit_in_bytes"), str(int(self.memory_mb * 2**20)))
+                    _write_if_exists(posixpath.join(path, "memory.memsw.limit_in_bytes"),
+                                     str(int(self.memory_mb * 2**20)))
+                    self.memory_path = path
+                else:
+                    _write(posixpath.join(path, "pids.max"), str(self.pids_max))
+                    self.pids_path = path
+            except OSError as exc:
+                raise CpuLimitUnavailable(f"cannot limit {controller} under {where.path}: {exc}") from exc
+        self.version = 1
+
+    def set_memory(self, memory_mb: float) -> None:
+        """Change the memory limit of the live cgroup (a pod resized, memory freed).
+        v1 needs the memory+swap limit raised before, and lowered after, the memory limit."""
+        if self.memory_path is None:
+            raise ValueError("this cgroup has no memory limit to change")
+        value = str(int(memory_mb * 2**20))
+        if self.version == 2:
+            _write(posixpath.join(self.memory_path, "memory.max"), value)
+        else:
+            order = ["memory.memsw.limit_in_bytes", "memory.limit_in_bytes"]
+            for name in order if memory_mb > self.memory_mb else reversed(order):
+                (_write if name == "memory.limit_in_bytes" else _write_if_exists)(
+                    posixpath.join(self.memory_path, name), value)
+        self.memory_mb = memory_mb
+
+    def preexec_fn(self) -> Callable[[], None]:
+        """For ``subprocess.Popen(preexec_fn=...)``: the child moves itself in before exec."""
+        files = [posixpath.join(path, "cgroup.procs") for path, _ in self._dirs]
+
+        def move_self() -> None:
+            pid = str(os.getpid())
+            for name in files:
+                with open(name, "w") as fh:
+                    fh.write(pid)
+
+        return move_self
+
+    def pids(self) -> list[int]:
+        path = self.memory_path or self.pids_path
+        return _read_pids(posixpath.join(path, "cgroup.procs")) if path else []
+
+    def oom_kills(self) -> int | None:
+        """OOM kills inside the memory cgroup so far (None: the kernel does not say)."""
+        if self.memory_path is None:
+            return None
+        name = "memory.oom_control" if self.version == 1 else "memory.events"
+        for line in (read_text(posixpath.join(self.memory_path, name)) or "").splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[0] == "oom_kill" and parts[1].isdigit():
+                return int(parts[1])
+        return None
+
+    def usage_mb(self) -> float | None:
+        if self.memory_path is None:
+            return None
+        name = "memory.usage_in_bytes" if self.version == 1 else "memory.current"
+        text = read_text(posixpath.join(self.memory_path, name))
+        return int(text) / 2**20 if text and text.strip().isdigit() else None
+
+    def _cleanup(self) -> list[str]:
+        left = [path for path, parent in reversed(self._dirs) if not _evacuate_and_remove(path, parent)]
+        self._dirs = []
+        for control, controller in reversed(self._enabled_in):
+            try:
+                _write(control, "-" + controller)
+            except OSError as exc:
+                log.debug("left %s enabled in %s: %s", controller, control, exc)
+        self._enabled_in = []
+        for path in left:
+            log.warning("cgroup %s left behind", path)
+        return left
+
+
+def _write_if_exists(path: str, text: str) -> None:
+    """Optional knobs (swap limits): absent when swap accounting is off; that is fine."""
+    if os.path.exists(path):
+        try:
+            _write(path, text)
+        except OSError as exc:
+            log.debug("could not write %s: %s", path, exc)
+
+
 def _evacuate_and_remove(path: str, parent: str) -> bool:
     """Move members back to ``parent`` and rmdir, retrying: a process may fork meanwhile,
     and a moved or exiting task can keep the cgroup busy for a moment."""

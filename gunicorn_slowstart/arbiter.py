@@ -39,6 +39,14 @@ abandoned and the old one keeps serving.
 
 ``mode = "off"`` leaves gunicorn's own spawning, reload and scale-down code in
 charge; the master still records readiness, so the timeline compares fairly.
+
+The rest of a worker's life goes through the same machinery.  Memory
+admission (``admission.py``) caps the forks the policy may make by what fits
+under the memory and pids limits, measured from the ready workers; when
+nothing fits, the policy is held.  Recycling (``recycling.py``) marks one
+worker at a time as retiring, exactly as a reload marks the old generation,
+so its replacement is paced and it is stopped only once that one is ready.
+The status file (``statusfile.py``) is rewritten at the end of every pass.
 """
 
 from __future__ import annotations
@@ -47,6 +55,7 @@ import contextlib
 import errno
 import io
 import os
+import random
 import select
 import signal
 import sys
@@ -57,12 +66,16 @@ from gunicorn.arbiter import Arbiter
 from gunicorn.errors import HaltServer
 
 from . import settings as settings_mod
+from .admission import Admission, PidsView, Room, admit, hold_message
+from .cgroup import pids_limit
 from .cpus import IdleCpuSampler, usable_cpus
-from .memory import available_memory_mb
+from .memory import available_memory_mb, memory_view, process_cost
 from .policy import HTTP, LONG, BackoffConfig, PolicyConfig, SlowStartPolicy, default_max_batch
 from .pool import LongWorkerPool, PoolLink, check_target
+from .recycling import age_limit, due, next_recycle
 from .rollout import Rollout
 from .status import StatusReporter
+from .statusfile import StatusFile, status_state
 from .template import RELOAD_FAILED, TemplateSpawner, check_config
 
 RAMP_TICK = 0.025  # seconds between readiness checks while workers boot
@@ -72,6 +85,10 @@ RESEND = 1.0  # re-send SIGTERM this often: one sent in the instant after fork c
 SHUTDOWN_REAP = 1.0  # after gunicorn's stop(), wait this long to record SIGKILLed workers
 MEMORY_POLL = 1.0
 IDLE_SAMPLE = 0.25  # seconds between idle-CPU samples while a ramp is in progress
+ADMIT_POLL = 0.5  # seconds between memory/pids admission checks while workers are wanted (forks since
+# the last check are subtracted from its room, so a longer interval only delays seeing memory freed)
+RECYCLE_POLL = 1.0  # seconds between looks for workers due for recycling (age, USS)
+RECYCLE_PAUSE = 60.0  # after a replacement failed to boot, no recycling for this long
 
 
 @dataclass
@@ -125,6 +142,19 @@ class SlowStartArbiter(Arbiter):
         self._pool_link: PoolLink | None = None
         self.rollout = Rollout()
         self.templates: TemplateSpawner | None = None  # fork_from = "template"
+        self._admission = Admission()
+        self._room = Room(None)
+        self._room_known: set[int] = set()  # workers alive when the room was measured
+        self._room_for_spawns = False  # was the room measured while workers were wanted?
+        self._held_text = ""
+        self._age_limits: dict[int, float] = {}
+        self._recycle_checked_at = -RECYCLE_POLL
+        self._recycling: int | None = None  # the worker being recycled, until it is stopped
+        self._recycle_paused_until = -RECYCLE_PAUSE
+        self._status_file = StatusFile(None)
+        self._fork_failing = False
+        self._status_failing = False
+        self._memory_limit_warned = False
         super().__init__(app)  # calls setup(), which resolves the settings
 
     # -- configuration ----------------------------------------------------------
@@ -223,6 +253,7 @@ class SlowStartArbiter(Arbiter):
             mode=resolved.mode, cap=None if resolved.mode == "off" else self.cap, cpus=self.cpus,
             target=self.cfg.workers,
             worker_class=self.cfg.worker_class_str))
+        self._status_file.path = resolved.status_file
 
     @property
     def mode(self) -> str:
@@ -271,12 +302,16 @@ class SlowStartArbiter(Arbiter):
         """Every fork goes through here; remember it so readiness can be watched."""
         if self._reloading:
             return None  # gunicorn's reload() forks cfg.workers at once: the ramp does it instead
-        if self.templates is not None and not self.templates.from_master():
-            pid = self.templates.spawn(self)  # None: nothing forked (logged); the next step retries
-            if pid is None:
-                return None
-        else:
-            pid = super().spawn_worker()  # in the child this never returns
+        try:
+            if self.templates is not None and not self.templates.from_master():
+                pid = self.templates.spawn(self)  # None: nothing forked (logged); the next step retries
+                if pid is None:
+                    return None
+            else:
+                pid = super().spawn_worker()  # in the child this never returns
+        except (BlockingIOError, MemoryError) as exc:  # EAGAIN (pids limit), ENOMEM: fork refused
+            return self._fork_refused(exc)
+        self._fork_failing = False
         now = time.monotonic()
         worker = self.WORKERS.get(pid)
         baseline = worker.tmp.last_update() if worker is not None else 0.0
@@ -299,11 +334,14 @@ class SlowStartArbiter(Arbiter):
             super().manage_workers()  # stock spawning and scale-down
             self._spawn(now)  # nothing left for HTTP: this starts the long workers, all at once
             self._report(time.monotonic())
+            self._write_status(time.monotonic())
             return
         self._scale_down()
+        self._recycle(now)
         self._retire_old()
         self._spawn(now)
         self._report(time.monotonic())
+        self._write_status(time.monotonic())
         self._report_like_gunicorn()
 
     def _report_like_gunicorn(self) -> None:
@@ -342,7 +380,7 @@ class SlowStartArbiter(Arbiter):
         if self.templates is not None and self.templates.holds():
             wanted = 0  # the template is still importing the app: nothing to fork from yet
         link = self._pool_link
-        decision = self.policy.decide(now, wanted, link.wanted() if link else 0)
+        decision = self.policy.decide(now, self._admitted(wanted), link.wanted() if link else 0)
         self._warn_stale(decision.stale, now)
         self._boot_timeout(decision.kill, now)
         if HTTP in decision.exhausted:  # the policy says so only while no HTTP worker is ready
@@ -611,19 +649,177 @@ class SlowStartArbiter(Arbiter):
             self.policy.cpu_idle(idle, now)
 
     def _check_memory(self, now: float) -> None:
-        """Hold the ramp while available memory is below ``min_free_mb``."""
-        limit = self.slowstart.min_free_mb
-        if not limit or now - self._memory_checked_at < MEMORY_POLL:
+        """Hold the ramp while memory is short: below ``min_free_mb``, or (memory admission)
+        no room for one more worker in the memory or pids limit.  Re-checked every
+        ``ADMIT_POLL`` s while workers are wanted, every ``MEMORY_POLL`` s otherwise."""
+        wanted = self.num_workers - len(self._current())
+        stale = wanted > 0 and not self._room_for_spawns  # last look was with nothing wanted
+        stale = stale or (wanted > 0 and self._first_cost_due())
+        if now - self._memory_checked_at < (ADMIT_POLL if wanted > 0 else MEMORY_POLL) and not stale:
             return
         self._memory_checked_at = now
-        free = available_memory_mb()
-        held = free is not None and free < limit
-        if held and not self.policy.held:
-            self.log.warning("slow start: holding the ramp: %.0f MiB available, below min_free_mb %.0f",
-                             free, limit)
-        elif self.policy.held and not held:
+        self._room_for_spawns = wanted > 0
+        reasons = []
+        floor = self.slowstart.min_free_mb
+        free = available_memory_mb() if floor else None
+        if free is not None and free < floor:
+            reasons.append(f"{free:.0f} MiB available, below min_free_mb {floor:.0f}")
+        self._room = Room(None)
+        if self.slowstart.memory_admission and wanted > 0:
+            self._room = self._measure_room()
+            if self._room.count == 0:
+                reasons.append(hold_message(self._room, len(self._current()), self.num_workers))
+        self._set_held("; ".join(reasons), now, wanted)
+
+    # -- worker lifecycle: memory admission, recycling, status file ---------------------
+
+    def _first_cost_due(self) -> bool:
+        """A worker is ready but its cost is not known yet: measure before the next fork,
+        or the window's first growth would fork unchecked."""
+        return (self.slowstart.memory_admission and self._admission.cost_mb is None
+                and any(pid not in self._boots for pid in list(self.WORKERS)))
+
+    def _sample_ready_workers(self) -> None:
+        """Learn what a worker costs from each ready worker once (USS, threads)."""
+        alive = set(self.WORKERS)
+        for pid in set(self._admission.uss) | set(self._admission.threads):
+            if pid not in alive:
+                self._admission.forget(pid)
+        for pid in alive - set(self._boots) - set(self._admission.uss) - self._retiring:
+            uss, _pss, threads = process_cost(pid)
+            self._admission.measured(pid, uss, threads)
+
+    def _fork_refused(self, exc: BaseException) -> None:
+        """The kernel refused the fork (pids limit, no memory): the server keeps serving with
+        the workers it has; the next try is on the next pass of the main loop."""
+        if not self._fork_failing:
+            self.log.error("slow start: cannot fork a worker: %s; %d of %d workers running, retrying",
+                           exc, len(self._current()), self.num_workers)
+        self._fork_failing = True
+
+    def _measure_room(self) -> Room:
+        """How many more workers fit now, counting what the booting ones will still take.
+        A measurement that fails for any reason admits (as without admission) and is logged."""
+        try:
+            self._sample_ready_workers()
+            return self._room_now()
+        except Exception as exc:  # noqa: BLE001 - a measurement must never stop a serving master
+            self.log.warning("slow start: memory admission could not measure: %r", exc)
+            return Room(None)
+
+    def _room_now(self) -> Room:
+        self._room_known = set(self.WORKERS)
+        booting = [pid for pid in list(self._boots) if pid in self._room_known]
+        costs = [process_cost(pid) for pid in booting]
+        pids = pids_limit()
+        return self._admission.room(memory_view(), None if pids is None else PidsView(*pids),
+                                    [(uss, t) for uss, _, t in costs])
+
+    def _admitted(self, wanted: int) -> int:
+        """``wanted``, capped by the room measured last, less the forks made since."""
+        if self._room.count is None:
+            return wanted
+        forked_since = len(set(self.WORKERS) - self._room_known)
+        return admit(wanted, Room(max(0, self._room.count - forked_since)))
+
+    def _set_held(self, text: str, now: float, wanted: int) -> None:
+        """Log a hold once, and its end; tell the policy, the timeline, statsd and systemd."""
+        was = self._held_text
+        self._held_text = text
+        self.policy.set_hold(bool(text))
+        if text and not was:
+            self.log.warning("slow start: holding the ramp: %s", text)
+        elif was and not text and wanted > 0:
             self.log.info("slow start: memory recovered, ramp resumes")
-        self.policy.set_hold(held)  # re-checked every MEMORY_POLL s: gunicorn's own 1 s loop calls us
+        elif was and not text:
+            self.log.info("slow start: memory hold ended: no more workers wanted")
+        if bool(text) != bool(was):
+            self.status.memory_held(now, bool(text), text or was)
+
+    def _recycle(self, now: float) -> None:
+        """max_worker_age / max_worker_memory: mark one due worker as retiring; the rolling
+        machinery forks its replacement (paced) and stops it once the new one is ready."""
+        settings = self.slowstart
+        if not (settings.max_worker_age or settings.max_worker_memory):
+            return
+        if now - self._recycle_checked_at < RECYCLE_POLL:
+            return
+        self._recycle_checked_at = now
+        if self._cancel_failed_recycle(now) or now < self._recycle_paused_until:
+            return
+        ready = [pid for pid in self._current() if pid not in self._boots]
+        born = self.status.forked_at
+        ages = {pid: now - born[pid] for pid in ready if pid in born}
+        for pid in set(self._age_limits) - set(ages):
+            del self._age_limits[pid]
+        if settings.max_worker_age:
+            for pid in ages:
+                self._age_limits.setdefault(pid, age_limit(settings.max_worker_age, random.random()))
+        uss = {}
+        if settings.max_worker_memory and not self._fresh_worker_too_big(settings.max_worker_memory):
+            uss = {pid: cost for pid in ages if (cost := process_cost(pid)[0]) is not None}
+        pick = next_recycle(due(ages, self._age_limits, uss, settings.max_worker_memory),
+                            len(self._retiring), len(self._boots), self._ramp is not None)
+        if pick is not None:
+            self.log.info("slow start: recycling worker %s (%s): a new one first", pick.key, pick.text)
+            self._retiring.add(pick.key)
+            self._recycling = pick.key
+            self._next_reason = "recycle"
+
+    def _fresh_worker_too_big(self, limit: float) -> bool:
+        """A fresh worker already above max_worker_memory would be replaced forever: say so
+        once and recycle by age only."""
+        cost = self._admission.cost_mb
+        too_big = cost is not None and cost > limit
+        if too_big and not self._memory_limit_warned:
+            self.log.error("slow start: max_worker_memory %g MiB is below a fresh worker's USS (~%.0f MiB): "
+                           "not recycling by memory", limit, cost)
+        self._memory_limit_warned = too_big
+        return too_big
+
+    def _cancel_failed_recycle(self, now: float) -> bool:
+        """A replacement failed to boot, or memory admission has no room for it: the old
+        worker serves on (it is not retiring any more) and recycling pauses, so a broken
+        environment never stops a serving master through max_boot_failures, and a full
+        memory limit never leaves a recycle waiting forever."""
+        pid = self._recycling
+        other_ramp = self._ramp is not None and self._ramp.reason != "recycle"  # e.g. a SIGHUP since
+        if pid is None or pid not in self._retiring or pid in self._terminating or other_ramp:
+            self._recycling = None
+            return False
+        failed = self.policy.backoff[HTTP].failures > 0
+        if not failed and not self._held_text:
+            return False
+        self._retiring.discard(pid)
+        self._recycling = None
+        self._recycle_paused_until = now + RECYCLE_PAUSE
+        if failed:
+            self.policy.forget_failures(HTTP)  # the pause is the back-off; failures must not add up to a halt
+        why = f"failed to boot ({self._last_failure})" if failed else f"does not fit ({self._held_text})"
+        self.log.warning("slow start: replacement for worker %s %s; worker %s keeps serving, recycling "
+                         "paused for %.0f s", pid, why, pid, RECYCLE_PAUSE)
+        return True
+
+    def _write_status(self, now: float) -> None:
+        """The status file (slowstart_status_file): on every change, and as a heartbeat."""
+        if not self._status_file.path:
+            return
+        alive = list(self.WORKERS)
+        booting = sum(1 for pid in alive if pid in self._boots)
+        serving = sum(1 for pid in alive if pid not in self._boots and pid not in self._terminating)
+        ramp = self._ramp
+        state = status_state(stopping=self._halting, reload_failed=self.rollout.reload_failed is not None,
+                             held=bool(self._held_text), reloading=ramp is not None and ramp.reason == "reload",
+                             started=self._settled_target > 0)
+        try:
+            if self._status_file.update(now, time.time(), ready=serving, booting=booting,
+                                        target=self.num_workers, state=state, generation=self.rollout.serving,
+                                        pid=self.pid, detail=self._held_text):
+                self._status_failing = False
+        except (OSError, ValueError) as exc:
+            if not self._status_failing:  # once until a write succeeds: it is retried every 2 s
+                self.log.warning("slow start: cannot write status file %s: %s", self._status_file.path, exc)
+            self._status_failing = True
 
     # -- reporting ----------------------------------------------------------------
 
@@ -808,6 +1004,7 @@ class SlowStartArbiter(Arbiter):
         self._halting = True
         if self.templates is not None:
             self.templates.stop()
+        self._write_status(time.monotonic())
         link = self._pool_link
         deadline = link.request_stop(graceful, self.cfg.graceful_timeout) if link else 0.0
         super().stop(graceful)

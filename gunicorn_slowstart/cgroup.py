@@ -179,3 +179,25 @@ def _unescape(field: str) -> str:
 
 def _name(controller: str | None) -> str:
     return f"v1 {controller}" if controller else "v2"
+
+
+# -- the pids controller: tasks allowed and in use (for admission) -----------------------
+
+
+def pids_limit(root: str = "/", logger: logging.Logger = log) -> tuple[int, int] | None:
+    """(pids.max, pids.current) at the tightest level of our v2 or v1 ``pids`` cgroup and its
+    ancestors; None when no level has a limit ("max") or nothing is readable."""
+    levels = []
+    for controller in (None, "pids"):
+        where = find_cgroup(root, controller, logger)
+        if where is None:
+            continue
+        for path in where.ancestors():
+            limit_text = read_text(posixpath.join(path, "pids.max"), logger)
+            if limit_text is None or limit_text.strip() == "max":
+                continue
+            limit = parse_int(limit_text, path, logger)
+            current = parse_int(read_text(posixpath.join(path, "pids.current"), logger), path, logger)
+            if limit is not None and current is not None and limit >= 0:
+                levels.append((limit, current))
+    return min(levels, key=lambda lc: lc[0] - lc[1]) if levels else None

@@ -30,6 +30,9 @@ import logging
 import os
 import posixpath
 
+import psutil
+
+from .admission import MemoryView
 from .cgroup import find_cgroup, parse_int, read_text
 
 log = logging.getLogger("gunicorn_slowstart.memory")
@@ -80,6 +83,13 @@ def _v1_headroom(root: str, mem_total: int | None) -> int | None:
 def _headroom(path: str, limit_file: str, usage_file: str, inactive: tuple[str, ...],
               mem_total: int | None) -> int | None:
     """limit - (usage - inactive file cache) at one cgroup, never negative; None = no limit."""
+    level = _level(path, limit_file, usage_file, inactive, mem_total)
+    return None if level is None else level[0]
+
+
+def _level(path: str, limit_file: str, usage_file: str, inactive: tuple[str, ...],
+           mem_total: int | None) -> tuple[int, int] | None:
+    """(headroom, limit) in bytes at one cgroup; None = no limit there."""
     limit = _read_bytes(posixpath.join(path, limit_file))
     if limit is None or limit < 0 or limit >= UNLIMITED or (mem_total is not None and limit > mem_total):
         return None
@@ -88,7 +98,7 @@ def _headroom(path: str, limit_file: str, usage_file: str, inactive: tuple[str, 
         log.debug("memory limit at %s but no readable usage; ignoring it", path)
         return None
     working_set = max(0, usage - _stat_field(posixpath.join(path, "memory.stat"), inactive))
-    return max(0, limit - working_set)
+    return max(0, limit - working_set), limit
 
 
 def _read_bytes(path: str) -> int | None:
@@ -112,3 +122,45 @@ def _stat_field(path: str, names: tuple[str, ...]) -> int:
 def _smallest(values: list[int | None]) -> int | None:
     known = [v for v in values if v is not None]
     return min(known) if known else None
+
+
+# -- for admission: the tightest level with its limit, and one worker's cost ------------
+
+
+def memory_view(root: str = "/") -> MemoryView | None:
+    """Available MiB and the limit it belongs to, at the tightest level (a cgroup of ours or
+    an ancestor, else the host's MemAvailable of MemTotal); None if nothing is readable."""
+    meminfo = _meminfo(root)
+    levels = []
+    where = find_cgroup(root, None, log)
+    if where is not None:
+        levels += [(_level(p, "memory.max", "memory.current", ("inactive_file",), None), "cgroup")
+                   for p in where.ancestors()]
+    where = find_cgroup(root, "memory", log)
+    if where is not None:
+        names = ("total_inactive_file", "inactive_file")
+        levels += [(_level(p, "memory.limit_in_bytes", "memory.usage_in_bytes", names,
+                           meminfo.get("MemTotal")), "cgroup") for p in where.ancestors()]
+    if "MemAvailable" in meminfo and "MemTotal" in meminfo:
+        levels.append(((meminfo["MemAvailable"], meminfo["MemTotal"]), "host"))
+    known = [(level, source) for level, source in levels if level is not None]
+    if not known:
+        return None
+    (available, limit), source = min(known, key=lambda k: k[0][0])
+    return MemoryView(available / MIB, limit / MIB, source)
+
+
+def process_cost(pid: int) -> tuple[float | None, float | None, int | None]:
+    """(USS MiB, PSS MiB, threads) of one process; None for what cannot be read.
+
+    USS is what the process alone holds: what one more fork of it adds.  PSS
+    (Linux) also counts its share of pages shared with others."""
+    try:
+        proc = psutil.Process(pid)
+        threads = proc.num_threads()
+        full = proc.memory_full_info()
+    except (psutil.Error, OSError) as exc:
+        log.debug("cannot measure process %s: %s", pid, exc)
+        return None, None, None
+    pss = getattr(full, "pss", None)
+    return full.uss / MIB, None if pss is None else pss / MIB, threads

@@ -97,6 +97,18 @@ def positive_float(value: Any) -> float:
     return number
 
 
+def on_off(value: Any) -> bool:
+    """A switch: True/False, or on/off, true/false, yes/no, 1/0 as text."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower() if isinstance(value, (str, int)) else None
+    if text in ("on", "true", "yes", "1"):
+        return True
+    if text in ("off", "false", "no", "0"):
+        return False
+    raise ValueError("must be on or off (true/false, yes/no, 1/0)")
+
+
 def choice(*options: str) -> Callable[[Any], str]:
     def parse(value: Any) -> str:
         text = str(value).strip().lower() if isinstance(value, str) else value
@@ -195,6 +207,18 @@ SPECS: dict[str, Spec] = {
     "template_pre_fork": Spec(optional_hook, None,
                               "Called in the template before it forks a worker, "
                               "'package.module:function' or a callable taking the template.", "HOOK"),
+    "memory_admission": Spec(on_off, True,
+                             "Fork a worker only if it fits in the memory (and pids) limit, measured "
+                             "from the ready workers ('on' or 'off').", "ON|OFF"),
+    "max_worker_age": Spec(non_negative_float, 0.0,
+                           "Replace a worker older than this many seconds (+ up to 10 % jitter), "
+                           "new one ready before the old one stops (0: never).", "SECONDS"),
+    "max_worker_memory": Spec(mebibytes, 0.0,
+                              "Replace a worker whose USS exceeds this many MiB, new one ready before the "
+                              "old one stops (0: never).", "MIB"),
+    "status_file": Spec(optional_path, None,
+                        "Keep the master's view (ready, target, state) in this JSON file, for "
+                        "'python -m gunicorn_slowstart.probe'.", "PATH"),
 }
 
 
@@ -217,6 +241,10 @@ class Settings:
     reload_surge: Any = "auto"
     fork_from: str = "master"
     template_pre_fork: Any = None
+    memory_admission: bool = True
+    max_worker_age: float = 0.0
+    max_worker_memory: float = 0.0
+    status_file: str | None = None
 
 
 assert [f.name for f in fields(Settings)] == list(SPECS), "Settings and SPECS must list the same names"

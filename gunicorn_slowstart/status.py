@@ -70,6 +70,13 @@ class StatusReporter:
         if self.dirty and (not booting or now - self.written_at >= WRITE_EVERY):
             self.write(now)
 
+    def memory_held(self, now: float, held: bool, text: str) -> None:
+        """Admission holds (or releases) the ramp: timeline, statsd, systemd status."""
+        self.timeline.event(now, "memory held" if held else "memory released", text)
+        self._metric("gauge", "gunicorn.slowstart.memory_held", 1 if held else 0)
+        self._notify(f"memory held: {text}" if held else "memory released; ramp resumes")
+        self.write(now)
+
     def ramp_done(self, now: float, ready: int, target: int) -> None:
         self.timeline.ramp_done(now)
         self._notify(f"{ready}/{target} workers ready")

@@ -38,7 +38,10 @@ All times are seconds relative to ``t0`` (the master's start), rounded to
      "summary": {...}}
 
 ``kind`` is ``"http"`` or ``"long"``.  ``reason`` is ``"start"``,
-``"reload"``, ``"respawn"`` or ``"scale"``.  A ramp's ``end`` is when the
+``"reload"``, ``"respawn"``, ``"scale"`` or ``"recycle"`` (max_worker_age /
+max_worker_memory).  An optional ``"events"`` list holds ``[t, what, text]``
+rows, e.g. ``[3.2, "memory held", "3 of 8 workers fit in 320 MiB (~68 MiB each)"]``
+and ``"memory released"``.  A ramp's ``end`` is when the
 arbiter called ``ramp_done`` (null if it never did); ``first_ready`` and
 ``all_ready`` are times (relative to ``t0``, like every time in the file) of
 the first and of the ``target``-th ready event among the ramp's HTTP workers
@@ -99,6 +102,7 @@ class Timeline:
         self._live: dict[int, dict] = {}
         self._steps: list[list] = []
         self._ramps: list[dict] = []
+        self._events: list[list] = []  # [t, what, text]: e.g. "memory held" / "memory released"
 
     def _rel(self, t: float) -> float:
         return round(t - self.t0, 3)
@@ -129,6 +133,10 @@ class Timeline:
             return
         self._steps.append([self._rel(t), *values])
 
+    def event(self, t: float, what: str, text: str = "") -> None:
+        """Something that is not a process or a step, e.g. the ramp held for memory."""
+        self._events.append([self._rel(t), what, text])
+
     def ramp_done(self, t: float) -> None:
         if self._ramps and self._ramps[-1]["end"] is None:
             self._ramps[-1]["end"] = self._rel(t)
@@ -146,6 +154,8 @@ class Timeline:
                 "processes": [dict(p) for p in self._processes],
                 "steps": [list(s) for s in self._steps],
                 "ramps": [dict(r) for r in self._ramps]}
+        if self._events:
+            data["events"] = [list(e) for e in self._events]
         fill_ramps(data)
         data["summary"] = summarize(data)
         return data
@@ -467,7 +477,19 @@ def format_summary(data: dict, name: str = "timeline") -> str:
                 ("boot time", _boot_text(s["boot"])), ("failures", _failure_text(s))]
         lines.append(f"{_ramp_heading(s, index)}: {headline(s)}")
         lines += [f"  {label:<13} {value}" for label, value in rows]
+    lines += _event_lines(data.get("events"))
     return "\n".join(lines)
+
+
+def _event_lines(events: Any, limit: int = 10) -> list[str]:
+    """The recorded events (memory held / released), the first ``limit`` of them."""
+    if not isinstance(events, list):
+        return []
+    rows = [e for e in events if isinstance(e, list) and len(e) == 3 and _is_number(e[0])]
+    lines = [f"  {'event':<13} {e[0]:.2f} s: {e[1]}" + (f" ({e[2]})" if e[2] else "") for e in rows[:limit]]
+    if len(rows) > limit:
+        lines.append(f"  {'':<13} ... {len(rows) - limit} more events")
+    return lines
 
 
 # --------------------------------------------------------------------------- charts

@@ -42,7 +42,12 @@ DOCUMENTED = {
     "reload_surge": ("int", 1, True),
     "fork_from": ("choice", ("master", "template")),
     "template_pre_fork": ("target",),
+    "memory_admission": ("switch",),
+    "max_worker_age": ("float", 0.0, True),
+    "max_worker_memory": ("float", 0.0, True),
+    "status_file": ("path",),
 }
+SWITCH = {"on": True, "true": True, "yes": True, "1": True, "off": False, "false": False, "no": False, "0": False}
 NAMES = list(SPECS)
 KNOWN_SUFFIXES = {n.upper() for n in SPECS}
 
@@ -98,6 +103,8 @@ def oracle(name: str, raw: str):
         return (ACCEPT, text.lower()) if text.lower() in doc[1] else (REFUSE, None)
     if doc[0] == "path":
         return ACCEPT, raw
+    if doc[0] == "switch":
+        return (ACCEPT, SWITCH[text.lower()]) if text.lower() in SWITCH else (REFUSE, None)
     if doc[0] == "target":
         ok = raw.count(":") == 1 and all(raw.split(":"))
         return (ACCEPT, raw) if ok else (REFUSE, None)

@@ -1,0 +1,160 @@
+"""How many more workers fit in memory and under the pids limit (pure logic).
+
+Theory of operation
+-------------------
+Forking a worker that does not fit ends in the kernel's OOM killer: gunicorn
+respawns the victim, which does not fit either, and the server crash-loops.
+So before each fork the master asks "does one more fit?", and holds the ramp
+when it does not.  This module is the answer, computed from plain numbers the
+arbiter measured (``memory.py``, ``cgroup.py``, psutil): it never reads a
+file, a clock or a process.
+
+* **What one worker costs** is learnt, not configured: each worker's USS
+  (memory only it holds; what one more fork adds, since pages shared with the
+  master are already paid for) and thread count are sampled when it becomes
+  ready, and the cost is the **median** of those samples, so one odd worker
+  does not decide it.  Until the first worker is ready nothing is known and
+  nothing is held (the first step is one worker: the probe).
+* **What is left** is the memory really available (the cgroup limit minus the
+  cgroup's working set, else ``MemAvailable``) minus a **headroom** (a
+  fraction of the limit, 10 % by default: page cache, the master, a request
+  spike) minus what the workers still booting have not allocated yet
+  (``cost - their USS so far``; a booting worker will grow to the cost).
+* ``room = floor(left / cost)``, never negative.  The same for the cgroup
+  ``pids`` limit, with threads per worker in place of MiB and no headroom
+  fraction but one spare task.
+
+The arbiter forks at most ``room`` more, logs once when the room runs out
+(``hold_message``) and looks again later: memory freed by a worker that exited
+or by the rest of the cgroup lets the ramp resume.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass
+from statistics import median
+
+HEADROOM = 0.10  # of the memory limit, kept free
+SPARE_TASKS = 1  # pids: keep one task free for the master (a thread, a subprocess)
+
+
+@dataclass(frozen=True)
+class MemoryView:
+    """The memory that matters, in MiB: what is available now, and the limit it is part of."""
+
+    available: float
+    limit: float
+    source: str = "cgroup"  # "cgroup" (a limit) or "host" (MemAvailable of MemTotal)
+
+
+@dataclass(frozen=True)
+class PidsView:
+    """The cgroup ``pids`` controller: tasks allowed and tasks in use."""
+
+    limit: int
+    current: int
+
+
+@dataclass(frozen=True)
+class Room:
+    """How many more workers may be forked now; ``count`` None means "no limit known"."""
+
+    count: int | None
+    reason: str | None = None  # "memory" or "pids": the one that limits, when something does
+    cost: float | None = None  # MiB (memory) or threads (pids) per worker, of the limiting reason
+    limit: float | None = None  # the limit the reason refers to (MiB, or tasks)
+
+
+class Admission:
+    """Per-worker cost samples and the "how many more fit" answer."""
+
+    def __init__(self, headroom: float = HEADROOM) -> None:
+        if not 0 <= headroom < 1:
+            raise ValueError("headroom must be a fraction in [0, 1)")
+        self.headroom = headroom
+        self.uss: dict[Hashable, float] = {}
+        self.threads: dict[Hashable, int] = {}
+
+    # -- samples --------------------------------------------------------------------
+
+    def measured(self, key: Hashable, uss_mb: float | None, threads: int | None) -> None:
+        """A ready worker's USS (MiB) and thread count; None: could not be read."""
+        if uss_mb is not None and uss_mb > 0:
+            self.uss[key] = float(uss_mb)
+        if threads is not None and threads > 0:
+            self.threads[key] = int(threads)
+
+    def forget(self, key: Hashable) -> None:
+        """The worker is gone; keep its sample only while nothing else is known.
+
+        A median over the workers alive follows an application whose cost
+        changes with a reload; the last sample is kept so a crash of every
+        worker does not reset the knowledge to "unknown" (and admit them all).
+        """
+        if len(self.uss) > 1:
+            self.uss.pop(key, None)
+        if len(self.threads) > 1:
+            self.threads.pop(key, None)
+
+    @property
+    def cost_mb(self) -> float | None:
+        return median(self.uss.values()) if self.uss else None
+
+    @property
+    def threads_per_worker(self) -> int | None:
+        return math.ceil(median(self.threads.values())) if self.threads else None
+
+    # -- the answer -----------------------------------------------------------------
+
+    def room(self, memory: MemoryView | None, pids: PidsView | None,
+             booting: Iterable[tuple[float | None, int | None]] = ()) -> Room:
+        """How many more fit; ``booting`` gives (USS MiB, threads) so far of each booting worker."""
+        booting = list(booting)
+        rooms = []
+        cost = self.cost_mb
+        if memory is not None and cost is not None:
+            pending = sum(max(0.0, cost - (uss or 0.0)) for uss, _ in booting)
+            count = memory_room(memory.available, memory.limit, cost, pending, self.headroom)
+            rooms.append(Room(count, "memory", cost, memory.limit))
+        threads = self.threads_per_worker
+        if pids is not None and threads is not None:
+            pending = sum(max(0, threads - (t or 0)) for _, t in booting)
+            rooms.append(Room(pids_room(pids.limit, pids.current, threads, pending), "pids", threads, pids.limit))
+        if not rooms:
+            return Room(None)
+        return min(rooms, key=lambda r: r.count)
+
+
+def memory_room(available_mb: float, limit_mb: float, cost_mb: float, pending_mb: float = 0.0,
+                headroom: float = HEADROOM) -> int:
+    """Workers of ``cost_mb`` that fit in ``available_mb``, keeping ``headroom`` x the limit free
+    and ``pending_mb`` for workers still growing."""
+    if cost_mb <= 0:
+        raise ValueError("cost_mb must be > 0")
+    left = available_mb - headroom * limit_mb - pending_mb
+    return max(0, math.floor(left / cost_mb))
+
+
+def pids_room(limit: int, current: int, per_worker: int, pending: int = 0) -> int:
+    """Workers of ``per_worker`` tasks that fit under a pids limit, keeping a spare task."""
+    if per_worker <= 0:
+        raise ValueError("per_worker must be > 0")
+    return max(0, (limit - current - pending - SPARE_TASKS) // per_worker)
+
+
+def admit(wanted: int, room: Room) -> int:
+    """How many of ``wanted`` forks the room allows."""
+    wanted = max(0, wanted)
+    return wanted if room.count is None else min(wanted, room.count)
+
+
+def hold_message(room: Room, workers: int, target: int) -> str:
+    """Why the ramp holds, for the log, the status line and the status file:
+    ``6 of 8 workers fit in 700 MiB (~200 MiB each)``."""
+    fit = workers + (room.count or 0)
+    if room.reason == "pids":
+        return (f"{fit} of {target} workers fit under the pids limit of {room.limit:.0f} tasks "
+                f"(~{room.cost:.0f} threads each)")
+    return f"{fit} of {target} workers fit in {room.limit:.0f} MiB (~{room.cost:.0f} MiB each)"

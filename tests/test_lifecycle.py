@@ -1,0 +1,206 @@
+"""A worker's whole life on real masters: memory admission in a memory cgroup, rolling
+recycling by age and by memory, the status file and the probe."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from support import ROOT, get, wait_for
+
+pytestmark = pytest.mark.slow
+
+WORKER_MB = 60  # each worker holds this much (tests/apps/memory_app.py), ~67 MiB USS in all
+LIMIT_MB = 320  # master ~40 MiB + 3 x 67 MiB + 10 % headroom: 3 of 8 fit; 8 would need ~580 MiB
+
+
+def status(srv) -> dict:
+    try:
+        return json.loads((srv.tmp / "status.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def probe(srv, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "gunicorn_slowstart.probe", str(srv.tmp / "status.json"), *args],
+                          capture_output=True, text=True, timeout=30, cwd=ROOT)
+
+
+def status_env(extra: dict | None = None) -> dict:
+    env = {"GUNICORN_SLOWSTART_STATUS_FILE": "status.json"}  # relative: the master's cwd is srv.tmp
+    env.update(extra or {})
+    return env
+
+
+def test_workers_that_do_not_fit_in_the_memory_limit_are_not_forked(server):
+    """-w 8 x 60 MiB in a 320 MiB cgroup: stock (and paced) forking OOM-crash-loops here."""
+    from benchmarks.cpulimit import CpuLimitUnavailable, MemoryLimit
+
+    try:
+        limit = MemoryLimit(LIMIT_MB).__enter__()
+    except CpuLimitUnavailable as exc:
+        pytest.skip(f"no memory cgroup here: {exc}")
+    statsd = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        statsd.bind(("127.0.0.1", 0))
+        statsd.setblocking(False)
+        srv = server(app="memory_app:app", workers=8, preexec_fn=limit.preexec_fn(),
+                     env=status_env({"MEMAPP_MB": str(WORKER_MB)}),
+                     args=("--statsd-host", f"127.0.0.1:{statsd.getsockname()[1]}"))
+        wait_for(lambda: status(srv).get("state") == "memory held", 60, "the ramp held for memory")
+        wait_for(lambda: status(srv).get("booting") == 0, 30, "the admitted workers to be ready")
+        record = status(srv)
+        assert 2 <= record["ready"] <= 4, record
+        assert record["target"] == 8 and record["pid"] == srv.pid
+        assert f"workers fit in {LIMIT_MB} MiB" in record["detail"], record
+        log = srv.log()
+        assert log.count(f"slow start: holding the ramp: {record['ready']} of 8 workers fit in {LIMIT_MB} MiB") == 1
+        assert get(srv.port)[0] == 200
+        # the probe: enough for 2, not for all 8, and it says why
+        assert probe(srv, "--min-ready", "2", "--max-age", "30").returncode == 0
+        full = probe(srv, "--min-ready-fraction", "1")
+        assert full.returncode == 1 and "memory held" in full.stderr and "need 8" in full.stderr, full
+        events = wait_for(lambda: srv.timeline().get("events"), 10, "the hold in the timeline")
+        assert events[0][1] == "memory held" and "fit in" in events[0][2]
+        assert limit.oom_kills() == 0, "the kernel OOM-killed a worker"
+        assert srv.proc.poll() is None and "Perhaps out of memory" not in srv.log()
+        seen: list[str] = []
+        wait_for(lambda: seen.extend(recv_all(statsd)) or "gunicorn.slowstart.memory_held:1|g" in seen, 10,
+                 "the memory_held gauge")
+        # memory frees (here: the pod's limit is raised): the ramp resumes to all 8
+        limit.set_memory(1024)
+        wait_for(lambda: status(srv).get("ready") == 8 and status(srv).get("state") == "serving", 60,
+                 "all 8 ready after the limit was raised")
+        assert "memory recovered, ramp resumes" in srv.log()
+        wait_for(lambda: seen.extend(recv_all(statsd)) or "gunicorn.slowstart.memory_held:0|g" in seen, 10,
+                 "the memory_held gauge back at 0")
+        srv.stop()
+        assert status(srv)["state"] == "stopping"
+        assert probe(srv).returncode == 1
+        assert limit.oom_kills() == 0
+    finally:
+        statsd.close()
+        limit.__exit__(None, None, None)
+
+
+def recv_all(sock: socket.socket) -> list[str]:
+    lines = []
+    for _ in range(1000):  # bounded: a datagram at a time until none is waiting
+        try:
+            lines.extend(sock.recv(65536).decode().splitlines())
+        except BlockingIOError:
+            break
+    return lines
+
+
+def test_workers_that_do_not_fit_under_the_pids_limit_are_not_forked(server):
+    """8 tasks for the whole server: stock gunicorn's fork fails with EAGAIN and the master dies."""
+    from benchmarks.cpulimit import CpuLimitUnavailable, MemoryLimit
+
+    try:
+        limit = MemoryLimit(pids=8).__enter__()
+    except CpuLimitUnavailable as exc:
+        pytest.skip(f"no pids cgroup here: {exc}")
+    try:
+        srv = server(app="memory_app:app", workers=8, preexec_fn=limit.preexec_fn(),
+                     env=status_env({"MEMAPP_MB": "1"}))
+        wait_for(lambda: status(srv).get("state") == "memory held", 60, "the ramp held for the pids limit")
+        wait_for(lambda: status(srv).get("booting") == 0, 30, "the admitted workers to be ready")
+        record = status(srv)
+        assert 3 <= record["ready"] <= 7 and "under the pids limit of 8 tasks" in record["detail"], record
+        assert get(srv.port)[0] == 200
+        assert srv.proc.poll() is None
+        assert "cannot fork" not in srv.log() and "Traceback" not in srv.log()
+        srv.stop()
+    finally:
+        limit.__exit__(None, None, None)
+
+
+def client(port: int, until: float, results: list) -> None:
+    """Sequential requests until ``until`` (bounded: each has a 5 s time-out)."""
+    while time.monotonic() < until:
+        try:
+            results.append(get(port, timeout=5.0)[0])
+        except OSError as exc:
+            results.append(repr(exc))
+        time.sleep(0.02)
+
+
+def test_workers_recycled_by_age_without_a_failed_request(server):
+    srv = server(workers=3, boot_cpu=0.05, env=status_env({"GUNICORN_SLOWSTART_MAX_WORKER_AGE": "4"}))
+    srv.wait_ready(60)
+    results: list = []
+    start = time.monotonic()
+    thread = threading.Thread(target=client, args=(srv.port, start + 16, results), daemon=True)
+    thread.start()
+    thread.join(40)
+    assert not thread.is_alive()
+    failed = [r for r in results if r != 200]
+    assert not failed and len(results) > 50, (failed[:5], len(results))
+    http = [p for p in srv.timeline()["processes"] if p["kind"] == "http"]
+    assert sum(1 for p in http if p["ready"] is not None) >= 9, srv.tail()
+    assert srv.log().count("slow start: recycling worker") >= 6
+    assert "max_worker_age" in srv.log()
+    wait_for(lambda: status(srv).get("state") == "serving" and status(srv).get("ready") >= 3, 20, "serving")
+    assert probe(srv, "--min-ready-fraction", "1", "--max-age", "30").returncode == 0
+
+
+def test_a_worker_that_grows_past_max_worker_memory_is_replaced(server):
+    srv = server(app="memory_app:app", workers=2,
+                 env=status_env({"MEMAPP_MB": "10", "GUNICORN_SLOWSTART_MAX_WORKER_MEMORY": "80"}))
+    srv.wait_ready(60)
+    pid = int(get(srv.port, "/grow?mb=100")[1])
+    wait_for(lambda: f"recycling worker {pid} (USS" in srv.log(), 20, "the memory recycle")
+    wait_for(lambda: pid not in srv.workers(), 20, f"worker {pid} to be stopped")
+    wait_for(lambda: status(srv).get("ready") == 2 and status(srv).get("booting") == 0, 20, "2 ready")
+    assert "max_worker_memory 80 MiB" in srv.log()
+    assert get(srv.port)[0] == 200
+    srv.signal(signal.SIGHUP)
+    wait_for(lambda: status(srv).get("generation") == 2 and status(srv).get("state") == "serving", 30,
+             "generation 2 serving after SIGHUP")
+
+
+def test_a_replacement_that_fails_to_boot_cancels_the_recycle(server, tmp_path):
+    """The old worker serves on and recycling pauses: a broken environment must not
+    stop a serving master through max_boot_failures."""
+    crash = tmp_path / "broken"
+    srv = server(app="memory_app:app", workers=2,
+                 env=status_env({"MEMAPP_MB": "1", "MEMAPP_CRASH_IF": str(crash),
+                                 "GUNICORN_SLOWSTART_MAX_WORKER_AGE": "2",
+                                 "GUNICORN_SLOWSTART_MAX_BOOT_FAILURES": "2"}))
+    srv.wait_ready(60)
+    crash.write_text("")
+    wait_for(lambda: "failed to boot" in srv.log(), 30, "the cancelled recycle")
+    assert "recycling paused for 60 s" in srv.log()
+    assert srv.proc.poll() is None, srv.tail()
+    wait_for(lambda: status(srv).get("ready") == 2 and status(srv).get("booting") == 0, 20, "2 serving")
+    assert get(srv.port)[0] == 200
+    assert "consecutive boot failures; last" not in srv.log()  # the halt reason
+
+
+def test_a_recycle_without_room_for_the_replacement_is_cancelled(server):
+    """3 workers fill the memory cgroup: make before break has no room, so the old one serves on."""
+    from benchmarks.cpulimit import CpuLimitUnavailable, MemoryLimit
+
+    try:
+        limit = MemoryLimit(LIMIT_MB).__enter__()
+    except CpuLimitUnavailable as exc:
+        pytest.skip(f"no memory cgroup here: {exc}")
+    try:
+        srv = server(app="memory_app:app", workers=3, preexec_fn=limit.preexec_fn(),
+                     env=status_env({"MEMAPP_MB": str(WORKER_MB), "GUNICORN_SLOWSTART_MAX_WORKER_AGE": "2"}))
+        srv.wait_ready(60)
+        wait_for(lambda: "does not fit" in srv.log(), 30, "the cancelled recycle")
+        assert "recycling paused for 60 s" in srv.log()
+        wait_for(lambda: status(srv).get("state") == "serving" and status(srv).get("ready") == 3, 20, "3 serving")
+        assert get(srv.port)[0] == 200
+        assert limit.oom_kills() == 0 and srv.proc.poll() is None
+        srv.stop()
+    finally:
+        limit.__exit__(None, None, None)
