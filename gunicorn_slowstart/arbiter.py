@@ -180,6 +180,7 @@ class SlowStartArbiter(Arbiter):
             ready_timeout=resolved.ready_timeout, boot_timeout=resolved.boot_timeout,
             growth=resolved.growth,
             http_backoff=BackoffConfig(max_failures=resolved.max_boot_failures),
+            flap_window=resolved.flap_window,
         )
         if self.policy is None:
             self.policy = SlowStartPolicy(config, now)

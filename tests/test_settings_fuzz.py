@@ -21,23 +21,25 @@ from support import get, wait_for
 from gunicorn_slowstart import settings as settings_mod
 from gunicorn_slowstart.settings import SPECS, SettingError, env_name, resolve
 
-# What each setting's help (and the README's table) documents: ("int", minimum, takes 'auto'),
-# ("float", minimum, minimum included), ("choice", options), ("path",), ("target",).
+# What each setting's help (and the README's table) documents: ("int", minimum, takes 'auto', maximum),
+# ("float", minimum, minimum included, maximum, a value allowed outside the range (0 = off) or None),
+# ("choice", options), ("path",), ("target",).
 # A setting added to SPECS needs an entry here (test_every_setting_is_documented_here).
 DOCUMENTED = {
     "mode": ("choice", ("ready", "timer", "off")),
-    "initial": ("int", 1, False),
-    "max_batch": ("int", 1, True),
-    "cpus": ("int", 1, True),
-    "delay": ("float", 0.0, True),
-    "ready_timeout": ("float", 0.0, False),
-    "boot_timeout": ("float", 0.0, True),
-    "max_boot_failures": ("int", 0, False),
-    "min_free_mb": ("float", 0.0, True),
+    "initial": ("int", 1, False, 10_000),
+    "max_batch": ("int", 1, True, 10_000),
+    "cpus": ("int", 1, True, 65_536),
+    "delay": ("float", 0.0, True, 3600.0, None),
+    "ready_timeout": ("float", 0.1, True, 86400.0, None),
+    "boot_timeout": ("float", 0.1, True, 86400.0, 0.0),
+    "max_boot_failures": ("int", 0, False, 1_000_000),
+    "min_free_mb": ("float", 0.0, True, 2.0 ** 30, None),
     "growth": ("choice", ("double", "idle")),
     "timeline": ("path",),
     "long_worker": ("target",),
-    "long_workers": ("int", 0, True),
+    "long_workers": ("int", 0, True, 10_000),
+    "flap_window": ("float", 0.0, True, 3600.0, None),
 }
 NAMES = list(SPECS)
 KNOWN_SUFFIXES = {n.upper() for n in SPECS}
@@ -98,23 +100,25 @@ def oracle(name: str, raw: str):
         ok = raw.count(":") == 1 and all(raw.split(":"))
         return (ACCEPT, raw) if ok else (REFUSE, None)
     if doc[0] == "int":
-        _, low, auto = doc
+        _, low, auto, high = doc
         if auto and text.lower() == "auto":
             return ACCEPT, "auto"
         if ASCII_INT.fullmatch(text) and len(text.lstrip("+-")) <= INT_DIGITS:
             number = int(text)
-            return (ACCEPT, number) if number >= low else (REFUSE, None)
+            return (ACCEPT, number) if low <= number <= high else (REFUSE, None)
         if NON_FINITE.fullmatch(text) or not any(c.isdigit() for c in text):
             return REFUSE, None
         if ASCII_FLOAT.fullmatch(text):
             number = float(text)
-            if not math.isfinite(number) or not number.is_integer() or number < low:
+            if not math.isfinite(number) or not number.is_integer() or not low <= number <= high:
                 return REFUSE, None
-        return EITHER, lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low
-    _, low, inclusive = doc
+        return EITHER, lambda v: isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
+    _, low, inclusive, high, off = doc
 
     def in_range(value: float) -> bool:
-        return math.isfinite(value) and (value >= low if inclusive else value > low)
+        if value == off:
+            return True
+        return math.isfinite(value) and (value >= low if inclusive else value > low) and value <= high
 
     if NON_FINITE.fullmatch(text) or not any(c.isdigit() for c in text):
         return REFUSE, None
