@@ -18,6 +18,7 @@ from gunicorn import systemd
 from .timeline import Timeline
 
 WRITE_EVERY = 1.0  # at most one timeline write a second while workers boot; at once otherwise
+WRITE_BURST = 5  # ... but never more than this many writes a second: a respawn flood is not a write flood
 
 
 class StatusReporter:
@@ -30,6 +31,9 @@ class StatusReporter:
         self.last: tuple = ()  # (booting, ready) of the last step
         self.written_at = t0
         self.dirty = False
+        self.warned: str | None = None  # the last write problem logged: each is logged once
+        self.tokens = float(WRITE_BURST)  # token bucket: WRITE_BURST writes a second at most
+        self.refilled_at = t0
 
     def configure(self, path: str | None, meta: dict[str, Any]) -> None:
         self.path = path
@@ -66,13 +70,25 @@ class StatusReporter:
             if booting:
                 self._notify(f"ramp: {ready}/{self.meta.get('target', '?')} ready, {booting} booting")
         self.last = (booting, ready)
-        if self.dirty and (not booting or now - self.written_at >= WRITE_EVERY):
+        if self.dirty and (not booting or now - self.written_at >= WRITE_EVERY) and self._may_write(now):
             self.write(now)
 
     def ramp_done(self, now: float, ready: int, target: int) -> None:
         self.timeline.ramp_done(now)
         self._notify(f"{ready}/{target} workers ready")
-        self.write(now)
+        self.dirty = True
+        if self._may_write(now):
+            self.write(now)  # else the next step() writes it, within a second
+
+    def _may_write(self, now: float) -> bool:
+        """A write costs a file and an fsync; a master respawning workers non-stop writes at most
+        ``WRITE_BURST`` a second, what is left unwritten goes out with the next step."""
+        self.tokens = min(float(WRITE_BURST), self.tokens + (now - self.refilled_at) * WRITE_BURST)
+        self.refilled_at = now
+        if self.tokens < 1.0:
+            return False
+        self.tokens -= 1.0
+        return True
 
     def close(self, now: float) -> None:
         """The master stops (SIGINT and SIGQUIT stop twice: the second record is the complete one)."""
@@ -88,7 +104,11 @@ class StatusReporter:
         try:
             self.timeline.write(self.path)
         except (OSError, ValueError) as exc:
-            self.log.warning("slow start: cannot write timeline %s: %s", self.path, exc)
+            if str(exc) != self.warned:  # one warning, not one per write
+                self.log.warning("slow start: cannot write timeline %s: %s", self.path, exc)
+            self.warned = str(exc)
+        else:
+            self.warned = None
 
     def _metric(self, kind: str, name: str, value: float) -> None:
         send = getattr(self.log, kind, None)  # gunicorn's Statsd logger has gauge() and histogram()
