@@ -320,7 +320,12 @@ class SlowStartArbiter(Arbiter):
 
     def _log_step(self, spawned: int, spawned_long: int = 0) -> None:
         booting, ready = self._counts()
-        if spawned:
+        old = self._old_serving()
+        if spawned and old:  # a rolling reload: say what serves while the new generation boots
+            self.log.info("slow start: spawned %d, booting %d, serving: %d old + %d new ready of %d, "
+                          "window %d, cap %d", spawned, booting, old, ready, self.num_workers,
+                          self.policy.window, self.cap)
+        elif spawned:
             self.log.info("slow start: spawned %d, booting %d, ready %d of %d, window %d, cap %d",
                           spawned, booting, ready, self.num_workers, self.policy.window, self.cap)
         if spawned_long:
@@ -328,6 +333,10 @@ class SlowStartArbiter(Arbiter):
             ready = len(link.current - link.booting)
             self.log.info("slow start: long workers: spawned %d, booting %d, ready %d of %d",
                           spawned_long, len(link.booting), ready, link.size)
+
+    def _old_serving(self) -> int:
+        """Old-generation workers still serving during a rolling reload (not yet being stopped)."""
+        return sum(1 for pid in self._retiring if pid in self.WORKERS and pid not in self._terminating)
 
     def _counts(self) -> tuple[int, int]:
         current = self._current()
