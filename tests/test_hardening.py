@@ -68,13 +68,13 @@ def test_long_workers_hanging_at_import_do_not_delay_an_http_respawn(server):
     srv.wait_ready()
     wait_for(lambda: len([p for p in srv.timeline()["processes"] if p["kind"] == "long"]) == 2, 30,
              "two long workers forked (they hang at import, filling the window)")
+    before = {p["pid"] for p in http_workers(srv.timeline())}
     victim = next(p["pid"] for p in http_workers(srv.timeline()) if p["ready"] is not None)
     os.kill(victim, signal.SIGKILL)
 
     def replaced():
-        workers = http_workers(srv.timeline())
-        return [p for p in workers if p["pid"] != victim and p["exit"] is None and p["ready"] is not None
-                and p["fork"] > next(w["fork"] for w in workers if w["pid"] == victim)]
+        return [p for p in http_workers(srv.timeline())
+                if p["pid"] not in before and p["ready"] is not None and p["exit"] is None]
 
     # one boot (~0.1 s of CPU) plus a back-off of at most a few seconds; before the fix: ready_timeout
     wait_for(replaced, 60, "the killed HTTP worker replaced while two long workers hang")
