@@ -386,7 +386,8 @@ class SlowStartArbiter(Arbiter):
         code, sig = self._statuses.pop(pid, (None, None))
         expected = (termination is not None and termination.expected) or self._halting
         boot = self._boots.pop(pid, None)
-        self.policy.exited(pid, now, expected=expected)
+        clean = boot is None and code == 0  # a ready worker that chose to go (max_requests) did not flap
+        self.policy.exited(pid, now, expected=expected or clean)
         self.status.exited(pid, now, code, sig)
         if boot is not None and not expected:
             how = f"signal {sig}" if sig else f"exit code {code}"
