@@ -387,12 +387,22 @@ class SlowStartArbiter(Arbiter):
         expected = (termination is not None and termination.expected) or self._halting
         boot = self._boots.pop(pid, None)
         clean = boot is None and code == 0  # a ready worker that chose to go (max_requests) did not flap
+        flaps = self.policy.backoff[HTTP].flaps
         self.policy.exited(pid, now, expected=expected or clean)
+        if self.policy.backoff[HTTP].flaps > flaps:
+            self._log_flap(pid, now, code, sig)
         self.status.exited(pid, now, code, sig)
         if boot is not None and not expected:
             how = f"signal {sig}" if sig else f"exit code {code}"
             self._last_failure = f"worker {pid} died {now - boot.forked_at:.1f} s after fork ({how})"
             self.log.warning("slow start: %s before it was ready", self._last_failure)
+
+    def _log_flap(self, pid: int, now: float, code: int | None, sig: int | None) -> None:
+        backoff = self.policy.backoff[HTTP]
+        how = f"signal {sig}" if sig else f"exit code {code}"
+        self.log.warning("slow start: worker %s died (%s) within %.0f s of becoming ready: flap %d in a row, "
+                         "next spawn in %.0f s (flap_window)", pid, how, self.slowstart.flap_window,
+                         backoff.flaps, max(0.0, backoff.next_at - now))
 
     def reap_workers(self) -> None:
         """Peek at exit statuses, then let gunicorn reap (and halt on boot errors)."""

@@ -99,6 +99,13 @@ def test_a_flapping_worker_backs_off_exponentially(server):
     assert times[3] - times[2] >= 4.0 - 0.05, times
     assert times[2] - times[1] >= 2.0 - 0.05, times
     assert srv.proc.poll() is None, "flapping never stops the server"
+    assert "within 5 s of becoming ready: flap 3 in a row, next spawn in 4 s" in srv.log()
+
+
+def test_a_worker_exiting_0_after_ready_is_no_flap(server):
+    srv = server(workers=1, app="flap_app:app", env={"FLAP_AFTER": "0.3", "FLAP_CODE": "0"})
+    wait_for(lambda: len(http_workers(srv.timeline())) >= 4, 60, "four forks of the worker that exits 0")
+    assert "flap" not in srv.log(), "a worker that chose to go (max_requests) is respawned at once"
 
 
 # -- 4. the pool keeps backing off instead of giving up; 5. and 8. ------------------------

@@ -1,14 +1,15 @@
 """An ASGI app whose worker dies ``FLAP_AFTER`` s (default 0.3) after its lifespan startup:
-it becomes ready (uvicorn notifies on its first tick, within 0.1 s), then dies."""
+it becomes ready (uvicorn notifies on its first tick, within 0.1 s), then exits with ``FLAP_CODE``."""
 import asyncio
 import os
 
 AFTER = float(os.environ.get("FLAP_AFTER", "0.3"))
+CODE = int(os.environ.get("FLAP_CODE", "1"))  # 0: the worker chose to go, as with max_requests
 
 
 async def _die_soon() -> None:
     await asyncio.sleep(AFTER)
-    os._exit(1)
+    os._exit(CODE)
 
 
 async def app(scope, receive, send):
