@@ -163,3 +163,18 @@ def test_the_manager_restart_limit_resets_after_it_was_up_a_while():
         assert replace
     assert manager_restart(restarts, up_for=1.0) == (MANAGER_RESTARTS + 1, False)
     assert manager_restart(restarts, up_for=MANAGER_STABLE) == (1, True)
+
+
+def test_a_chart_never_replaces_a_fifo(tmp_path):
+    pytest.importorskip("matplotlib")
+    from gunicorn_slowstart import timeline as tl
+
+    data = Timeline(0.0, 0.0)
+    first_ramp(data)
+    source = tmp_path / "t.json"
+    files.write_atomic(source, tl.dumps(data.to_dict()))
+    fifo = make_special(tmp_path, "fifo")
+    assert tl.main(["render", str(source), "-o", str(fifo)]) == 1
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    assert tl.main(["render", str(source), "-o", str(tmp_path / "chart.png")]) == 0
+    assert (tmp_path / "chart.png").read_bytes()[:4] == b"\x89PNG"
