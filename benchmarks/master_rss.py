@@ -80,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
                           f"  requests ok {ok} failed {failed}", flush=True)
                     next_report += args.every
         finally:
+            text = Path(tmp, "gunicorn.log").read_text(errors="replace")
+            print(f"log: {text.count('flap')} flap lines, {text.count('before it was ready')} boot failures",
+                  flush=True)
             children = proc.children(recursive=True)
             master.send_signal(signal.SIGTERM)
             try:
