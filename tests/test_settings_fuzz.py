@@ -224,6 +224,8 @@ def test_fuzz_unknown_names_are_refused(name, raw):
 
 @settings(max_examples=800, deadline=None)
 @given(name=st.sampled_from(NAMES), value=PYTHON_VALUES)
+@example(name="boot_timeout", value=0)  # 0 (off) lies outside boot_timeout's range, and is allowed
+@example(name="delay", value=1e308)
 def test_fuzz_config_file_values(name, value):
     """``slowstart_<name> = <any Python value>`` in a config file: a value or one line naming it."""
     key = settings_mod.SETTING_PREFIX + name
@@ -240,14 +242,14 @@ def test_fuzz_config_file_values(name, value):
     if doc[0] in ("int", "float"):
         assert not isinstance(value, bool), (value, got)
     if doc[0] == "int" and got != "auto":
-        assert isinstance(got, int) and got >= doc[1], (value, got)
+        assert isinstance(got, int) and doc[1] <= got <= doc[3], (value, got)
         if isinstance(value, (int, float)):
             assert got == value, (value, got)  # never rounded
     elif doc[0] == "int":
         assert doc[2] and isinstance(value, str), (value, got)
     elif doc[0] == "float":
         assert isinstance(got, float) and math.isfinite(got), (value, got)
-        assert got >= doc[1] if doc[2] else got > doc[1], (value, got)
+        assert got == doc[4] or ((got >= doc[1] if doc[2] else got > doc[1]) and got <= doc[3]), (value, got)
         if isinstance(value, (int, float)):
             assert got == float(value), (value, got)
     elif doc[0] == "choice":
