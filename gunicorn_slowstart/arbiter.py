@@ -242,6 +242,7 @@ class SlowStartArbiter(Arbiter):
             ready_timeout=resolved.ready_timeout, boot_timeout=resolved.boot_timeout,
             growth=resolved.growth, tail_merge=resolved.max_batch == "auto",  # an explicit max_batch is a limit
             http_backoff=BackoffConfig(max_failures=resolved.max_boot_failures),
+            flap_window=resolved.flap_window,
         )
         if self.policy is None:
             self.policy = SlowStartPolicy(config, now)
@@ -423,7 +424,12 @@ class SlowStartArbiter(Arbiter):
 
     def _log_step(self, spawned: int, spawned_long: int = 0) -> None:
         booting, ready = self._counts()
-        if spawned:
+        old = self._old_serving()
+        if spawned and old:  # a rolling reload: say what serves while the new generation boots
+            self.log.info("slow start: spawned %d, booting %d, serving: %d old + %d new ready of %d, "
+                          "window %d, cap %d", spawned, booting, old, ready, self.num_workers,
+                          self.policy.window, self.cap)
+        elif spawned:
             self.log.info("slow start: spawned %d, booting %d, ready %d of %d, window %d, cap %d",
                           spawned, booting, ready, self.num_workers, self.policy.window, self.cap)
         if spawned_long:
@@ -431,6 +437,10 @@ class SlowStartArbiter(Arbiter):
             ready = len(link.current - link.booting)
             self.log.info("slow start: long workers: spawned %d, booting %d, ready %d of %d",
                           spawned_long, len(link.booting), ready, link.size)
+
+    def _old_serving(self) -> int:
+        """Old-generation workers still serving during a rolling reload (not yet being stopped)."""
+        return sum(1 for pid in self._retiring if pid in self.WORKERS and pid not in self._terminating)
 
     def _counts(self) -> tuple[int, int]:
         current = self._current()
@@ -482,7 +492,11 @@ class SlowStartArbiter(Arbiter):
         code, sig = self._statuses.pop(pid, (None, None))
         expected = (termination is not None and termination.expected) or self._halting
         boot = self._boots.pop(pid, None)
-        self.policy.exited(pid, now, expected=expected)
+        clean = boot is None and code == 0  # a ready worker that chose to go (max_requests) did not flap
+        flaps = self.policy.backoff[HTTP].flaps
+        self.policy.exited(pid, now, expected=expected or clean)
+        if self.policy.backoff[HTTP].flaps > flaps:
+            self._log_flap(pid, now, code, sig)
         self.status.exited(pid, now, code, sig)
         if boot is not None and not expected:
             how = f"signal {sig}" if sig else f"exit code {code}"
@@ -500,6 +514,13 @@ class SlowStartArbiter(Arbiter):
         serving = sum(1 for pid in list(self.WORKERS) if pid not in self._boots and pid not in self._terminating)
         return (f"; next fork in {max(0.0, backoff.next_at - now):.1f} s (back-off after "
                 f"{backoff.failures} consecutive boot failures), {serving} of {self.num_workers} serving")
+
+    def _log_flap(self, pid: int, now: float, code: int | None, sig: int | None) -> None:
+        backoff = self.policy.backoff[HTTP]
+        how = f"signal {sig}" if sig else f"exit code {code}"
+        self.log.warning("slow start: worker %s died (%s) within %.0f s of becoming ready: flap %d in a row, "
+                         "next spawn in %.0f s (flap_window)", pid, how, self.slowstart.flap_window,
+                         backoff.flaps, max(0.0, backoff.next_at - now))
 
     def reap_workers(self) -> None:
         """Peek at exit statuses, then let gunicorn reap.  gunicorn halts the server on a

@@ -141,6 +141,9 @@ def install(namespace: MutableMapping[str, Any] | None = None, **keywords: Any) 
     ``GUNICORN_SLOWSTART_*`` variables.
     """
     global _current
+    if namespace is not None and not isinstance(namespace, MutableMapping):
+        raise SystemExit("Error: gunicorn-slowstart: install() takes the config file's namespace, "
+                         f"install(globals(), ...), not {settings_mod.show(namespace)}")
     pool = keywords.pop("long_workers", None) if _is_pool(keywords.get("long_workers")) else None
     try:
         checked = settings_mod.check_keywords(keywords)

@@ -59,7 +59,19 @@ readiness.  ``off`` spawns everything at once, as stock gunicorn does.
 
 Two kinds of process share one budget: ``"http"`` workers and ``"long"``
 background workers.  HTTP workers are served first; long workers take the
-places they leave free.
+places they leave free, and only borrow them: an HTTP spawn counts only HTTP
+boots against the window, so a long worker hanging at import never delays
+an HTTP respawn (while both boot, up to twice the window may be booting).
+
+A process that dies within ``flap_window`` seconds of becoming ready (it
+*flaps*) counts toward its kind's back-off like a boot failure, but not
+toward the give-up limit: it served, however briefly.  A process that stays
+up ``flap_window`` seconds after the last flap ends the run.  A long worker's
+failures count once per round: processes already up when one failed are part
+of the same event (a broker outage), not a longer crash loop.
+
+What the policy keeps is bounded by the processes alive, never by history:
+the boot times of a ramp are the last ``BOOT_SAMPLES``.
 """
 
 from __future__ import annotations
@@ -78,6 +90,7 @@ LONG = "long"
 KINDS = (HTTP, LONG)
 
 NEVER = float("inf")
+BOOT_SAMPLES = 256  # boot durations kept per ramp (the median of the recent ones)
 
 
 def default_max_batch(mode: str, usable_cpus: int) -> int:
@@ -129,8 +142,9 @@ class PolicyConfig:
     slow_factor: float = 3.0  # a boot this many times the median does not grow the window
     idle_slow_factor: float = 1.5  # idle growth stops once a boot takes this times the probe's
     http_backoff: BackoffConfig = BackoffConfig()
-    long_backoff: BackoffConfig = BackoffConfig(initial=1.0, cap=60.0, reset_after=60.0, max_failures=5,
-                                                ready_resets=False)
+    long_backoff: BackoffConfig = BackoffConfig(initial=1.0, cap=60.0, reset_after=60.0, max_failures=0,
+                                                ready_resets=False)  # a pool retries every 60 s, never gives up
+    flap_window: float = 5.0  # dying this soon after ready is a failure for the back-off (0: off)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -182,20 +196,38 @@ class Backoff:
         self.level = 0
         self.next_at = -NEVER
         self.last_failure_at: float | None = None
+        self.flaps = 0  # consecutive processes that died soon after ready
+        self.last_flap_at = -NEVER
 
     def failure(self, now: float) -> None:
         self.failures += 1
-        self.level += 1
-        delay = min(self.config.cap, self.config.initial * 2 ** (self.level - 1))
-        self.next_at = now + delay
         self.last_failure_at = now
+        self._delay(now)
+
+    def flap(self, now: float) -> None:
+        """A process died soon after it became ready: back off, but do not count toward giving up."""
+        self.flaps += 1
+        self.last_flap_at = now
+        self._delay(now)
+
+    def _delay(self, now: float) -> None:
+        self.level += 1
+        delay = min(self.config.cap, self.config.initial * 2 ** min(self.level - 1, 64))
+        self.next_at = now + delay
 
     def ready(self) -> None:
-        """A process became ready: for HTTP workers, boots work again."""
+        """A process became ready: for HTTP workers, boots work again (unless they flap)."""
         if self.config.ready_resets:
             self.failures = 0
-            self.level = 0
-            self.next_at = -NEVER
+            self.level = self.flaps
+            if not self.flaps:
+                self.next_at = -NEVER
+
+    def stable(self, ready_at: float, now: float, window: float) -> None:
+        """A process ready since after the last flap stayed up ``window`` s: flapping is over."""
+        if self.flaps and ready_at >= self.last_flap_at and now >= ready_at + window:
+            self.level = max(0, self.level - self.flaps)
+            self.flaps = 0
 
     def settle(self, ready_at: float, now: float) -> None:
         """Forget the back-off once a process booted after the last failure stays up."""
@@ -306,11 +338,29 @@ class SlowStartPolicy:
         if boot_failure and not self._same_loss_event(proc, self.reacted_at):
             self.window = max(1, self.window // 2)
             self.reacted_at = now
-        if kind is None or not (boot_failure if failed is None else failed):
+        if kind is None:
+            return
+        if failed is None and not boot_failure and self._flapped(done, now, expected):
+            self.backoff[kind].flap(now)
+            return
+        if not (boot_failure if failed is None else failed):
             return
         if boot_failure and self._same_loss_event(proc, self.backoff[kind].last_failure_at):
             return
+        if kind == LONG and proc is None and self._same_round(done, self.backoff[kind].last_failure_at):
+            return
         self.backoff[kind].failure(now)
+
+    def _flapped(self, done: tuple | None, now: float, expected: bool) -> bool:
+        """Died, unasked, within ``flap_window`` s of becoming ready."""
+        window = self.config.flap_window
+        return bool(window) and done is not None and not expected and now - done[1] < window
+
+    @staticmethod
+    def _same_round(done: tuple | None, last_failure_at: float | None) -> bool:
+        """A long worker that was already up when the last failure came crashes with it:
+        a pool of 8 losing its broker is one failure, not 8 (boot failures: ``_same_loss_event``)."""
+        return last_failure_at is not None and done is not None and done[1] < last_failure_at
 
     def _same_loss_event(self, proc: _Booting, reacted_at: float | None) -> bool:
         """Like TCP, react once per round: a process forked before the last
@@ -365,7 +415,7 @@ class SlowStartPolicy:
             return Decision(0, 0, self._wake_at(now, 0, 0), kill, stale, exhausted)
         self._grow_by_idle()
         budget = self._budget(now)
-        spawn = min(wanted, budget) if self.backoff[HTTP].allows(now) else 0
+        spawn = min(wanted, self._http_budget(now)) if self.backoff[HTTP].allows(now) else 0
         if spawn:
             spawn += self._tail(wanted - spawn)
         spawn_long = 0
@@ -400,6 +450,13 @@ class SlowStartPolicy:
             return 0
         return left if 0 < left < self.window else 0
 
+    def _http_budget(self, now: float) -> int:
+        """HTTP is served first: booting long workers hold no place an HTTP spawn needs."""
+        if self.config.mode == "timer":
+            return self._budget(now)
+        in_flight = sum(1 for p in self.booting.values() if not p.stale and p.kind == HTTP)
+        return max(0, self.window + self._extra() - in_flight)
+
     def _grows_on(self, duration: float) -> bool:
         """A boot far slower than this ramp's median is a sign of contention."""
         if self.config.mode != "ready":
@@ -414,6 +471,8 @@ class SlowStartPolicy:
         elif duration > self.config.idle_slow_factor * ramp.probe_boot:
             ramp.slowed = True
         ramp.boot_times.append(duration)
+        if len(ramp.boot_times) > BOOT_SAMPLES:
+            del ramp.boot_times[: len(ramp.boot_times) - BOOT_SAMPLES]
 
     def _grow_by_idle(self) -> None:
         """After the probe, let the window reach the CPUs that stood idle."""
@@ -439,6 +498,7 @@ class SlowStartPolicy:
     def _settle(self, now: float) -> None:
         for kind, at in self.ready_at.values():
             self.backoff[kind].settle(at, now)
+            self.backoff[kind].stable(at, now, self.config.flap_window)
 
     def _wake_at(self, now: float, wanted: int, wanted_long: int) -> float | None:
         times = []

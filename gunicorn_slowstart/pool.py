@@ -23,7 +23,16 @@ Three kinds of process take part:
 
 If the master dies, even by SIGKILL, the manager and its workers get a
 parent-death signal (Linux) and the manager also checks its parent twice a
-second, so nothing is orphaned.
+second, so nothing is orphaned.  Each long worker leads its own process
+group, and every signal the pool sends goes to the group: a target's own
+children stop with it (graceful stop, boot time-out, master SIGKILL), and
+what is left of a group when its leader exits is killed.
+
+Failures back off 1 s, doubling to 60 s, counted once per round (see the
+policy); a pool never gives up: it retries every 60 s, because a broker or a
+database that is down for a while is the usual cause.  A manager that dies
+(a bug) is replaced at most ``MANAGER_RESTARTS`` times in a row; the count
+starts again once a manager has been up ``MANAGER_STABLE`` seconds.
 """
 
 from __future__ import annotations
@@ -49,6 +58,7 @@ from .policy import LONG
 READY_FD_ENV = "GUNICORN_SLOWSTART_READY_FD"
 PARENT_CHECK = 0.5
 MANAGER_RESTARTS = 3  # a pool manager that keeps dying is a bug: stop replacing it
+MANAGER_STABLE = 300.0  # ... unless it was up this long: then it is a rare event, start counting again
 STABLE_AFTER = 60.0  # a long worker that ran this long before exiting did not crash-loop
 
 
@@ -186,6 +196,7 @@ class PoolLink:
         self.pids: dict[int, int] = {}
         self.gave_up = False
         self.restarts = 0
+        self.started_at = 0.0
 
     def start(self, master: Any) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -202,6 +213,7 @@ class PoolLink:
         theirs.close()
         ours.setblocking(False)
         self.pid, self.sock = pid, ours
+        self.started_at = time.monotonic()
         self.log.info("slow start: long-worker pool %r (%d workers) managed by pid %s",
                       self.pool.name, self.size, pid)
 
@@ -280,14 +292,17 @@ class PoolLink:
                 os.waitpid(self.pid, 0)
             except OSError:
                 pass
+            for pid in self.pids.values():  # and their children with their process groups
+                _signal_group(pid, signal.SIGKILL)
         self.pid = 0
 
     def check_alive(self, master: Any, now: float, policy: Any, status: Any) -> None:
         """A manager that died (it should not) is replaced; its workers died with it."""
         if not self.pid or _alive_child(self.pid):
             return
-        self.restarts += 1
-        replace = self.restarts <= MANAGER_RESTARTS
+        self.restarts, replace = manager_restart(self.restarts, now - self.started_at)
+        for pid in self.pids.values():  # its workers died with it (parent-death signal); their children:
+            _signal_group(pid, signal.SIGKILL)
         self.log.error("slow start: the long-worker pool manager (pid %s) exited; %s", self.pid,
                        "starting a new one" if replace else "giving up on the pool")
         for wid in self.pending | self.booting | self.current | self.retiring:
@@ -307,6 +322,12 @@ class PoolLink:
             self.sock.send(json.dumps(message).encode())
         except OSError as exc:
             self.log.warning("slow start: cannot reach the long-worker pool: %s", exc)
+
+
+def manager_restart(restarts: int, up_for: float) -> tuple[int, bool]:
+    """A manager died after ``up_for`` s: (the new count of restarts in a row, replace it?)."""
+    restarts = 1 if up_for >= MANAGER_STABLE else restarts + 1
+    return restarts, restarts <= MANAGER_RESTARTS
 
 
 def _alive_child(pid: int) -> bool:
@@ -435,6 +456,7 @@ class _Manager:
         if pid == 0:
             os.close(ready_r)
             _long_worker_main(self, slot, ready_w)
+        _own_group(pid)  # also done in the child: whichever runs first, no signal misses the group
         os.close(ready_w)
         child = self.children[pid] = _Child(wid, slot, pid, ready_r, self.generation)
         self._report({"op": "spawned", "id": wid, "pid": pid})
@@ -479,7 +501,7 @@ class _Manager:
     def _terminate(self, child: _Child, grace: float) -> None:
         child.requested = True
         child.kill_at = time.monotonic() + grace
-        _signal(child.pid, signal.SIGTERM)
+        _signal_group(child.pid, signal.SIGTERM)
 
     def _stop(self, graceful: bool, timeout: float) -> None:
         self.stopping = True
@@ -488,13 +510,13 @@ class _Manager:
                 self._terminate(child, timeout)
             else:
                 child.requested = True
-                _signal(child.pid, signal.SIGKILL)
+                _signal_group(child.pid, signal.SIGKILL)
 
     def _enforce_deadlines(self) -> None:
         now = time.monotonic()
         for child in self.children.values():
             if now >= child.kill_at:
-                _signal(child.pid, signal.SIGKILL)
+                _signal_group(child.pid, signal.SIGKILL)
                 child.kill_at = float("inf")
 
     def _reap(self) -> None:
@@ -507,6 +529,7 @@ class _Manager:
                 return
             child = self.children.pop(pid, None)
             if child is not None:
+                _signal_group(pid, signal.SIGKILL)  # what the worker left behind: its group ends with it
                 self._exited(child, status)
 
     def _exited(self, child: _Child, status: int) -> None:
@@ -533,6 +556,7 @@ def _long_worker_main(manager: _Manager, slot: int, ready_w: int) -> None:
     """The long worker process: import the target, call it, exit with its outcome."""
     code = 1
     try:
+        _own_group(0)
         _die_with_parent(signal.SIGKILL)
         if os.getppid() != manager.pid:
             os._exit(1)  # the manager died before the parent-death signal was armed
@@ -569,6 +593,25 @@ def _signal(pid: int, sig: int) -> None:
     except OSError as exc:
         if exc.errno != errno.ESRCH:
             raise
+
+
+def _own_group(pid: int) -> None:
+    """Make ``pid`` (0: this process) the leader of its own process group."""
+    try:
+        os.setpgid(pid, 0)
+    except OSError:
+        pass  # the child already did it, or already exited
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    """Signal the process group ``pid`` leads (a long worker and its children); the pid alone if
+    it leads none (it has not called setpgid yet: the manager's setpgid makes that a short instant)."""
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        return
+    except PermissionError:
+        _signal(pid, sig)
 
 
 def _drain(fd: int) -> None:

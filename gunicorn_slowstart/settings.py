@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
@@ -46,9 +47,18 @@ class SettingError(RuntimeError):
 # -- parsers: each takes a str (from a flag or the environment) or a Python value
 
 
+# Numbers as text are plain ASCII: int() and float() would also take full-width or Arabic-Indic
+# digits and "1_000", which a setting should not (they are typos more often than intent).
+ASCII_INT = re.compile(r"[+-]?[0-9]+")
+ASCII_FLOAT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
 def _number(value: Any, cast: Callable, what: str) -> Any:
     if isinstance(value, bool):
         raise ValueError(f"must be {what}, not a boolean")
+    if isinstance(value, str) and not _plain_ascii(value.strip(), cast):
+        digits = any(c.isdigit() or c == "_" for c in value)
+        raise ValueError(f"must be {what}{' in plain ASCII digits (no underscores)' if digits else ''}")
     try:
         number = cast(value.strip() if isinstance(value, str) else value)
     except (TypeError, ValueError, OverflowError):
@@ -56,6 +66,30 @@ def _number(value: Any, cast: Callable, what: str) -> Any:
     if number != number or number in (float("inf"), float("-inf")):
         raise ValueError(f"must be {what}")
     return number
+
+
+def _plain_ascii(text: str, cast: Callable) -> bool:
+    pattern = ASCII_INT if cast is int else ASCII_FLOAT
+    return pattern.fullmatch(text) is not None or (cast is not int and text.lower().lstrip("+-") in (
+        "inf", "infinity", "nan"))  # refused below with the plain message
+
+
+def in_range(parse: Callable[[Any], Any], low: float, high: float, off: float | None = None,
+             unit: str = "") -> Callable[[Any], Any]:
+    """``parse``, then refuse a value outside ``[low, high]`` (``off``, e.g. 0, is also allowed).
+
+    A value far outside what a server can use (a ``ready_timeout`` of 1e-320 s that turns pacing
+    off, a timer ``delay`` of 1e308 s that never starts the second batch) is a mistake: say so.
+    """
+
+    def parse_ranged(value: Any) -> Any:
+        number = parse(value)
+        if number == off or low <= number <= high:
+            return number
+        allowed = f"{'0 (off) or ' if off is not None else ''}between {low:g} and {high:g}{unit}"
+        raise ValueError(f"must be {allowed}")
+
+    return parse_ranged
 
 
 def _whole(value: Any) -> int:
@@ -163,28 +197,40 @@ class Spec:
     meta: str = "VALUE"
 
 
+# Sane ranges: anything outside is a typo or a unit mistake, refused in one line.
+MAX_WORKERS = 10_000
+MAX_CPUS = 65_536
+MAX_DELAY = 3600.0  # timer mode: an hour between batches
+MIN_TIMEOUT = 0.1  # below a tenth of a second no worker class can boot
+MAX_TIMEOUT = 86400.0
+MAX_FAILURES = 1_000_000
+MAX_MEBIBYTES = 2.0 ** 30  # 1 PiB
+MAX_FLAP_WINDOW = 3600.0
+MAX_WORKER_AGE = 365 * 86400.0  # a year
+
 SPECS: dict[str, Spec] = {
     "mode": Spec(choice(*MODES), DEFAULT_MODE,
                  "How workers are paced: 'ready' (by readiness), 'timer' (fixed delay), 'off' (stock).",
                  "MODE"),
-    "initial": Spec(auto_or(positive_int), DEFAULT_INITIAL,
+    "initial": Spec(auto_or(in_range(positive_int, 1, MAX_WORKERS)), DEFAULT_INITIAL,
                     "Workers in the first step; 'auto': as many as CPUs stand idle (1: a single probe).",
                     "INT"),
-    "max_batch": Spec(auto_or(positive_int), "auto",
+    "max_batch": Spec(auto_or(in_range(positive_int, 1, MAX_WORKERS)), "auto",
                       "Most workers booting at once; 'auto': usable CPUs (ready mode) or half (timer mode).",
                       "INT"),
-    "cpus": Spec(auto_or(positive_int), "auto",
+    "cpus": Spec(auto_or(in_range(positive_int, 1, MAX_CPUS)), "auto",
                  "Usable CPU count; 'auto' detects it (affinity, cgroup quota, host).", "INT"),
-    "delay": Spec(non_negative_float, 2.0, "Seconds between batches in timer mode.", "SECONDS"),
-    "ready_timeout": Spec(positive_float, 30.0,
+    "delay": Spec(in_range(non_negative_float, 0, MAX_DELAY, unit=" s"), 2.0,
+                  "Seconds between batches in timer mode.", "SECONDS"),
+    "ready_timeout": Spec(in_range(positive_float, MIN_TIMEOUT, MAX_TIMEOUT, unit=" s"), 30.0,
                           "Seconds after which a worker that is not ready stops holding back the ramp.",
                           "SECONDS"),
-    "boot_timeout": Spec(non_negative_float, 0.0,
+    "boot_timeout": Spec(in_range(non_negative_float, MIN_TIMEOUT, MAX_TIMEOUT, off=0.0, unit=" s"), 0.0,
                          "Kill a worker that is not ready this many seconds after its fork (0: never).",
                          "SECONDS"),
-    "max_boot_failures": Spec(non_negative_int, 10,
+    "max_boot_failures": Spec(in_range(non_negative_int, 0, MAX_FAILURES), 10,
                               "Stop the server after this many consecutive boot failures (0: never).", "INT"),
-    "min_free_mb": Spec(mebibytes, 0.0,
+    "min_free_mb": Spec(in_range(mebibytes, 0, MAX_MEBIBYTES, unit=" MiB"), 0.0,
                         "Hold the ramp while available memory is below this many MiB (0: off).", "MIB"),
     "growth": Spec(choice(*GROWTHS), DEFAULT_GROWTH,
                    "How the window grows: 'double' (+1 per ready worker) or 'idle' (also up to idle CPUs).",
@@ -192,12 +238,12 @@ SPECS: dict[str, Spec] = {
     "timeline": Spec(optional_path, None, "Write the startup timeline (JSON) to this path.", "PATH"),
     "long_worker": Spec(optional_target, None,
                         "Target of the long-worker pool, 'package.module:function'.", "TARGET"),
-    "long_workers": Spec(auto_or(non_negative_int), 0,
+    "long_workers": Spec(auto_or(in_range(non_negative_int, 0, MAX_WORKERS)), 0,
                          "Size of the long-worker pool; 'auto': 2 x usable CPUs.", "INT"),
-    "reload_max_failures": Spec(auto_or(non_negative_int), "auto",
+    "reload_max_failures": Spec(auto_or(in_range(non_negative_int, 0, MAX_FAILURES)), "auto",
                                 "Abandon a SIGHUP reload after this many boot failures of its new workers; "
                                 "'auto': the size of the reload's first step; 0: never.", "INT"),
-    "reload_surge": Spec(auto_or(positive_int), "auto",
+    "reload_surge": Spec(auto_or(in_range(positive_int, 1, MAX_WORKERS)), "auto",
                          "Most workers a SIGHUP reload runs above the target; 'auto': as many as the policy lets "
                          "boot at once (the window).",
                          "INT"),
@@ -210,15 +256,18 @@ SPECS: dict[str, Spec] = {
     "memory_admission": Spec(on_off, True,
                              "Fork a worker only if it fits in the memory (and pids) limit, measured "
                              "from the ready workers ('on' or 'off').", "ON|OFF"),
-    "max_worker_age": Spec(non_negative_float, 0.0,
+    "max_worker_age": Spec(in_range(non_negative_float, 0, MAX_WORKER_AGE, unit=" s"), 0.0,
                            "Replace a worker older than this many seconds (+ up to 10 % jitter), "
                            "new one ready before the old one stops (0: never).", "SECONDS"),
-    "max_worker_memory": Spec(mebibytes, 0.0,
+    "max_worker_memory": Spec(in_range(mebibytes, 0, MAX_MEBIBYTES, unit=" MiB"), 0.0,
                               "Replace a worker whose USS exceeds this many MiB, new one ready before the "
                               "old one stops (0: never).", "MIB"),
     "status_file": Spec(optional_path, None,
                         "Keep the master's view (ready, target, state) in this JSON file, for "
                         "'python -m gunicorn_slowstart.probe'.", "PATH"),
+    "flap_window": Spec(in_range(non_negative_float, 0, MAX_FLAP_WINDOW, unit=" s"), 5.0,
+                        "A worker dying within this many seconds of becoming ready counts as a boot failure "
+                        "for the back-off (0: off).", "SECONDS"),
 }
 
 
@@ -245,6 +294,7 @@ class Settings:
     max_worker_age: float = 0.0
     max_worker_memory: float = 0.0
     status_file: str | None = None
+    flap_window: float = 5.0
 
 
 assert [f.name for f in fields(Settings)] == list(SPECS), "Settings and SPECS must list the same names"

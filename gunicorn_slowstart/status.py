@@ -18,6 +18,7 @@ from gunicorn import systemd
 from .timeline import Timeline
 
 WRITE_EVERY = 1.0  # at most one timeline write a second while workers boot; at once otherwise
+WRITE_BURST = 5  # ... but never more than this many writes a second: a respawn flood is not a write flood
 
 
 class StatusReporter:
@@ -31,6 +32,8 @@ class StatusReporter:
         self.written_at = t0
         self.dirty = False
         self.write_problem: str | None = None  # the last failed write's reason, warned about once
+        self.tokens = float(WRITE_BURST)  # token bucket: WRITE_BURST writes a second at most
+        self.refilled_at = t0
 
     def configure(self, path: str | None, meta: dict[str, Any]) -> None:
         self.path = path
@@ -67,7 +70,7 @@ class StatusReporter:
             if booting:
                 self._notify(f"ramp: {ready}/{self.meta.get('target', '?')} ready, {booting} booting")
         self.last = (booting, ready)
-        if self.dirty and (not booting or now - self.written_at >= WRITE_EVERY):
+        if self.dirty and (not booting or now - self.written_at >= WRITE_EVERY) and self._may_write(now):
             self.write(now)
 
     def memory_held(self, now: float, held: bool, text: str) -> None:
@@ -80,7 +83,19 @@ class StatusReporter:
     def ramp_done(self, now: float, ready: int, target: int) -> None:
         self.timeline.ramp_done(now)
         self._notify(f"{ready}/{target} workers ready")
-        self.write(now)
+        self.dirty = True
+        if self._may_write(now):
+            self.write(now)  # else the next step() writes it, within a second
+
+    def _may_write(self, now: float) -> bool:
+        """A write costs a file and an fsync; a master respawning workers non-stop writes at most
+        ``WRITE_BURST`` a second, what is left unwritten goes out with the next step."""
+        self.tokens = min(float(WRITE_BURST), self.tokens + (now - self.refilled_at) * WRITE_BURST)
+        self.refilled_at = now
+        if self.tokens < 1.0:
+            return False
+        self.tokens -= 1.0
+        return True
 
     def reload_failed(self, now: float, generation: int, serving: int, cause: str) -> None:
         """A SIGHUP reload was abandoned: the previous generation keeps serving."""

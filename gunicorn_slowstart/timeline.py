@@ -53,13 +53,25 @@ the target was not reached.
 seconds from the ramp's start.  It is derived data: readers recompute it
 with ``summarize(data)`` rather than trust the file.
 
+Bounded history
+---------------
+Every respawn is a ramp, so a long-lived master (``--max-requests``) records
+thousands.  The recorder keeps the first two ramps (the start, and the edge
+of its members) and the last ``KEEP_RAMPS - 2`` in full; older ramps and the
+exited processes forked in them are dropped and counted in ``dropped``
+(``{"ramps": n, "processes": n, "steps": n}``).  Live processes are always
+kept (the second ramp's members may then include a live process of a
+dropped ramp).  Steps keep the first ramp's and the last ``KEEP_STEPS``;
+exited processes, at most ``KEEP_EXITED`` newest beyond those.  Trimming runs
+in batches, so an event costs O(1) amortised and a write is bounded by what
+is kept, not by the master's age.
+
 Writing
 -------
-``Timeline.write`` is atomic: a temporary file in the same directory
-(``tempfile.mkstemp``), fsync, ``os.replace``.  It refuses (``OSError``) to
-write when the final path is a symbolic link, so it never writes into a
-link's target; if a link appears between that check and the rename,
-``os.replace`` replaces the link itself, still never its target.
+``Timeline.write`` goes through ``files.write_atomic``: atomic (temporary
+file, fsync, ``os.replace``), and only where the path is absent or a regular
+file; a symbolic link, device, FIFO, socket or directory there is refused
+(``files.UnsafePath``, an ``OSError``) and left as it was.
 """
 
 from __future__ import annotations
@@ -70,14 +82,22 @@ import math
 import os
 import statistics
 import sys
-import tempfile
 from typing import Any
+
+from . import files
 
 VERSION = 1
 PLOT_HINT = "gunicorn-slowstart: rendering needs matplotlib: pip install 'gunicorn-slowstart[plot]'"
 PROG = "gunicorn-slowstart"
 EXIT_INPUT = 2      # bad input file, missing matplotlib (argparse also uses 2 for usage errors)
 EXIT_OUTPUT = 1     # the chart could not be written
+
+
+KEEP_RAMPS = 32       # ramps kept in full: the first two and the newest
+KEEP_STEPS = 256      # newest steps kept beyond the first ramp's
+KEEP_EXITED = 256     # newest exited processes kept at most
+KEEP_EVENTS = 256     # newest events (memory held / released) kept at most
+TRIM_SLACK = 0.5      # trim once a list is this much over its bound: amortised O(1) per event
 
 
 class TimelineError(ValueError):
@@ -103,6 +123,8 @@ class Timeline:
         self._steps: list[list] = []
         self._ramps: list[dict] = []
         self._events: list[list] = []  # [t, what, text]: e.g. "memory held" / "memory released"
+        self.dropped = {"ramps": 0, "processes": 0, "steps": 0, "events": 0}
+        self._head_steps = 0  # leading steps of the first ramp, fixed when it ends
 
     def _rel(self, t: float) -> float:
         return round(t - self.t0, 3)
@@ -110,12 +132,16 @@ class Timeline:
     def ramp_started(self, t: float, target: int, reason: str) -> None:
         self._ramps.append({"reason": reason, "start": self._rel(t), "target": int(target),
                             "end": None, "first_ready": None, "all_ready": None})
+        if len(self._ramps) > KEEP_RAMPS * (1 + TRIM_SLACK):
+            self._trim_ramps()
 
     def spawned(self, kind: str, pid: int, t: float) -> None:
         proc = {"kind": kind, "pid": pid, "fork": self._rel(t), "ready": None,
                 "exit": None, "exit_code": None, "exit_signal": None}
         self._processes.append(proc)
         self._live[pid] = proc
+        if len(self._processes) - len(self._live) > KEEP_EXITED * (1 + TRIM_SLACK):
+            self._trim_exited()
 
     def ready(self, pid: int, t: float) -> None:
         proc = self._live.get(pid)
@@ -132,14 +158,54 @@ class Timeline:
         if self._steps and self._steps[-1][1:] == values:
             return
         self._steps.append([self._rel(t), *values])
+        if len(self._steps) > KEEP_STEPS * (1 + TRIM_SLACK) + self._first_steps():
+            self._trim_steps()
 
     def event(self, t: float, what: str, text: str = "") -> None:
         """Something that is not a process or a step, e.g. the ramp held for memory."""
         self._events.append([self._rel(t), what, text])
+        if len(self._events) > KEEP_EVENTS * (1 + TRIM_SLACK):
+            self.dropped["events"] += len(self._events) - KEEP_EVENTS
+            self._events = self._events[-KEEP_EVENTS:]
 
     def ramp_done(self, t: float) -> None:
         if self._ramps and self._ramps[-1]["end"] is None:
             self._ramps[-1]["end"] = self._rel(t)
+            if len(self._ramps) == 1 and not self.dropped["steps"]:
+                self._head_steps = min(len(self._steps), KEEP_STEPS)
+
+    # -- bounding the history ------------------------------------------------------
+
+    def _trim_ramps(self) -> None:
+        """Keep the first two ramps and the newest; drop the exited processes of the others."""
+        gone = self._ramps[2:len(self._ramps) - (KEEP_RAMPS - 2)]
+        if not gone:
+            return
+        lo, hi = gone[0]["start"], self._ramps[len(self._ramps) - (KEEP_RAMPS - 2)]["start"]
+        self._ramps[2:len(self._ramps) - (KEEP_RAMPS - 2)] = []
+        self.dropped["ramps"] += len(gone)
+        self._keep_processes(lambda p: not (lo <= p["fork"] < hi) or p["exit"] is None)
+
+    def _trim_exited(self) -> None:
+        """The backstop: a ramp that never ends (a crash loop) still keeps only the newest exits."""
+        exited = [id(p) for p in self._processes if p["exit"] is not None]
+        old = set(exited[: len(exited) - KEEP_EXITED])
+        self._keep_processes(lambda p: id(p) not in old)
+
+    def _keep_processes(self, keep) -> None:
+        kept = [p for p in self._processes if keep(p)]
+        self.dropped["processes"] += len(self._processes) - len(kept)
+        self._processes = kept
+
+    def _first_steps(self) -> int:
+        """How many leading steps belong to the first ramp (kept in full, up to KEEP_STEPS)."""
+        return self._head_steps
+
+    def _trim_steps(self) -> None:
+        head = self._first_steps()
+        tail_from = max(head, len(self._steps) - KEEP_STEPS)
+        self.dropped["steps"] += tail_from - head
+        self._steps = self._steps[:head] + self._steps[tail_from:]
 
     def reload_failed(self, t: float, generation: int, serving: int, cause: str) -> None:
         """The last ramp (a reload) was abandoned; ``failed`` says why and what still serves."""
@@ -153,7 +219,8 @@ class Timeline:
         data = {"version": VERSION, "wall_t0": self.wall_t0, "meta": dict(self.meta),
                 "processes": [dict(p) for p in self._processes],
                 "steps": [list(s) for s in self._steps],
-                "ramps": [dict(r) for r in self._ramps]}
+                "ramps": [dict(r) for r in self._ramps],
+                "dropped": dict(self.dropped)}
         if self._events:
             data["events"] = [list(e) for e in self._events]
         fill_ramps(data)
@@ -178,42 +245,8 @@ def dumps(data: dict) -> str:
 
 
 def write_atomic(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` via a temp file, fsync and ``os.replace``; never through a symlink."""
-    if os.path.islink(path):
-        raise OSError(f"refusing to write the timeline to {path}: it is a symbolic link")
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".timeline-", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fchmod(f.fileno(), 0o644)
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        _unlink_quietly(tmp)
-        raise
-    _fsync_dir(directory)
-
-
-def _unlink_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
-
-
-def _fsync_dir(directory: str) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    """Write ``text`` to ``path`` atomically, only over a regular file (see ``files.write_atomic``)."""
+    files.write_atomic(path, text)
 
 
 # --------------------------------------------------------------------------- analysis
@@ -869,10 +902,17 @@ def render_compare(first: dict, second: dict, path: str, title: str | None = Non
 
 
 def _save(fig: Any, path: str) -> None:
+    """Render in memory, then ``files.write_atomic``: a chart never replaces a device or a FIFO."""
+    import io
+
+    files.check_writable(path)
+    buffer = io.BytesIO()
+    suffix = os.path.splitext(path)[1][1:].lower() or None
     try:
-        fig.savefig(path, dpi=100)
+        fig.savefig(buffer, dpi=100, format=suffix)
     except ValueError as e:     # e.g. an image format matplotlib does not know
         raise OSError(str(e)) from e
+    files.write_atomic(path, buffer.getvalue())
 
 
 # --------------------------------------------------------------------------- CLI

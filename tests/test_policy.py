@@ -60,7 +60,7 @@ def test_default_backoffs():
     config = PolicyConfig()
     http, long = config.http_backoff, config.long_backoff
     assert (http.initial, http.cap, http.reset_after, http.max_failures) == (1, 30, 30, 10)
-    assert (long.initial, long.cap, long.reset_after, long.max_failures) == (1, 60, 60, 5)
+    assert (long.initial, long.cap, long.reset_after, long.max_failures) == (1, 60, 60, 0)  # never gives up
 
 
 # -- ready mode: the window -------------------------------------------------------------------
@@ -520,9 +520,12 @@ def test_consecutive_http_failures_reset_on_any_ready():
         now += 100.0
 
 
-def test_long_failures_keep_counting_across_short_lived_readies():
+LONG_GIVES_UP_AFTER_5 = BackoffConfig(initial=1.0, cap=60.0, reset_after=60.0, max_failures=5, ready_resets=False)
+
+
+def test_long_failures_keep_counting_across_short_lived_readies():  # with a give-up limit set
     """Long workers can crash after they are ready: only a stable one ends the run."""
-    policy, keys = make(initial=2, max_batch=2), Keys()
+    policy, keys = make(initial=2, max_batch=2, long_backoff=LONG_GIVES_UP_AFTER_5), Keys()
     now = 0.0
     for _ in range(4):
         fail_once(policy, keys, now, LONG)
@@ -550,7 +553,7 @@ def test_http_exhausted_after_max_failures_nothing_more_spawned():
 
 
 def test_long_exhausted_after_5_while_http_continues():
-    policy, keys = make(initial=2, max_batch=2), Keys()
+    policy, keys = make(initial=2, max_batch=2, long_backoff=LONG_GIVES_UP_AFTER_5), Keys()
     now = 0.0
     for _ in range(5):
         assert policy.decide(now, 0, 1).spawn_long == 1
@@ -592,11 +595,11 @@ def test_exit_of_a_ready_worker_changes_nothing(expected):
     policy.ready(a, 1.0)
     policy.ready(b, 1.0)
     window = policy.window
-    policy.exited(a, 2.0, expected=expected)
+    policy.exited(a, 7.0, expected=expected)  # beyond flap_window (5 s) after ready
     assert policy.window == window == 4
     assert policy.backoff[HTTP].failures == 0 and policy.backoff[HTTP].level == 0
     assert policy.ready_count() == 1
-    assert policy.decide(2.0, 1).spawn == 1
+    assert policy.decide(7.0, 1).spawn == 1
 
 
 # -- slow boots -------------------------------------------------------------------------------------
@@ -865,11 +868,16 @@ class PolicyMachine(RuleBasedStateMachine):
                 self.forked_at[self.next_key] = self.now
                 self.both("spawned", self.next_key, self.now, kind)
         if self.config.mode == "ready" and decision.spawn + decision.spawn_long:
-            over = self.a.in_flight - self.a.window - self.config.extra
-            # only the tail merge goes past the window (+ extra): it forks every HTTP worker left
-            assert over <= 0 or (self.config.tail_merge and decision.spawn == wanted), "in_flight exceeds the window"
-            assert over < self.config.max_batch
+            http_over = self.http_in_flight() - self.a.window - self.config.extra
+            # only the tail merge takes HTTP boots past the window (+ extra): it forks every HTTP worker left
+            assert http_over <= 0 or (self.config.tail_merge and decision.spawn == wanted), "HTTP over the window"
+            assert http_over < self.config.max_batch
+            if decision.spawn_long:  # long workers take only free places
+                assert self.a.in_flight <= self.a.window + self.config.extra, "in_flight exceeds the window"
             assert self.a.in_flight == before + decision.spawn + decision.spawn_long
+
+    def http_in_flight(self) -> int:
+        return sum(1 for k, kind in self.booting.items() if kind == HTTP and not self.a.is_stale(k))
 
     @precondition(lambda self: self.booting)
     @rule(data=st.data(), dt=times)
@@ -933,8 +941,9 @@ class PolicyMachine(RuleBasedStateMachine):
         assert self.a.window == self.b.window
         assert self.a.in_flight == self.b.in_flight
         assert 1 <= self.a.window <= self.config.max_batch
-        if self.config.mode == "ready":  # the window, extra places, and a merged tail (< max_batch)
-            assert self.a.in_flight <= 2 * self.config.max_batch - 1 + self.config.extra
+        if self.config.mode == "ready":  # HTTP: the window, extra places, a merged tail (< max_batch)
+            assert self.http_in_flight() <= 2 * self.config.max_batch - 1 + self.config.extra
+            assert self.a.in_flight - self.http_in_flight() <= self.config.max_batch + self.config.extra
 
 
 TestPolicyMachine = PolicyMachine.TestCase
@@ -951,7 +960,7 @@ events = st.lists(st.tuples(st.sampled_from(["tick", "ready", "fail", "stop", "i
 def test_liveness_all_wanted_workers_end_up_ready(config, target, target_long, prefix):
     """After early failures (fewer than the limit), a healthy arbiter reaches its target."""
     policy = SlowStartPolicy(config)
-    limits = {HTTP: config.http_backoff.max_failures or 10**9, LONG: config.long_backoff.max_failures}
+    limits = {HTTP: config.http_backoff.max_failures or 10**9, LONG: config.long_backoff.max_failures or 10**9}
     failures = {HTTP: 0, LONG: 0}
     booting: dict[int, str] = {}
     up: dict[int, str] = {}

@@ -60,12 +60,12 @@ def test_long_worker_killed_comes_back(server):
     assert "exited with signal 9" in srv.log()
 
 
-def test_crash_looping_target_backs_off_then_gives_up(server):
+def test_crash_looping_target_backs_off_and_keeps_retrying(server):
     srv = server(workers=1, boot_cpu=0.1, env={"GUNICORN_SLOWSTART_LONG_WORKER": "pool_broken:run",
                                                "GUNICORN_SLOWSTART_LONG_WORKERS": "1"})
-    wait_for(lambda: "no longer restarting it" in srv.log(), 60, "the pool to give up")
-    forks = sorted(p["fork"] for p in long_workers(srv))
-    assert len(forks) == 5
+    wait_for(lambda: len(long_workers(srv)) >= 5, 60, "five forks of the crashing long worker")
+    forks = sorted(p["fork"] for p in long_workers(srv))[:5]
+    assert "no longer restarting" not in srv.log(), "a pool never gives up (it retries every 60 s at most)"
     gaps = [b - a for a, b in zip(forks, forks[1:], strict=False)]
     assert all(later > earlier * 1.5 for earlier, later in zip(gaps, gaps[1:], strict=False)), gaps
     assert "RuntimeError: job queue unreachable" in srv.log()
@@ -171,7 +171,7 @@ def test_sighup_to_a_smaller_pool_stops_the_surplus(server, tmp_path):
              and alive_long(srv)[0]["ready"], 60, "one new long worker, the old ones gone")
 
 
-def test_sighup_restarts_a_pool_that_gave_up(server, tmp_path):
+def test_sighup_restarts_a_backing_off_pool_at_once(server, tmp_path):
     pkg = tmp_path / "jobpkg"
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")
@@ -179,7 +179,8 @@ def test_sighup_restarts_a_pool_that_gave_up(server, tmp_path):
     srv = server(workers=1, boot_cpu=0.1, env={"PYTHONPATH": f"{tmp_path}:{srv_path()}",
                                                "GUNICORN_SLOWSTART_LONG_WORKER": "jobpkg.job:run",
                                                "GUNICORN_SLOWSTART_LONG_WORKERS": "1"})
-    wait_for(lambda: "no longer restarting it" in srv.log(), 60, "the pool to give up")
+    wait_for(lambda: len([p for p in long_workers(srv) if p["exit"] is not None]) >= 3, 60,
+             "three failures: the pool backs off 4 s now")
     (pkg / "job.py").write_text("import time\ndef run():\n    while True:\n        time.sleep(0.5)\n")
     srv.signal(signal.SIGHUP)
     wait_for(lambda: [p for p in alive_long(srv) if p["ready"]], 30, "the fixed long worker running")

@@ -21,31 +21,33 @@ from support import get, wait_for
 from gunicorn_slowstart import settings as settings_mod
 from gunicorn_slowstart.settings import SPECS, SettingError, env_name, resolve
 
-# What each setting's help (and the README's table) documents: ("int", minimum, takes 'auto'),
-# ("float", minimum, minimum included), ("choice", options), ("path",), ("target",).
+# What each setting's help (and the README's table) documents: ("int", minimum, takes 'auto', maximum),
+# ("float", minimum, minimum included, maximum, a value allowed outside the range (0 = off) or None),
+# ("choice", options), ("path",), ("target",).
 # A setting added to SPECS needs an entry here (test_every_setting_is_documented_here).
 DOCUMENTED = {
     "mode": ("choice", ("ready", "timer", "off")),
-    "initial": ("int", 1, True),
-    "max_batch": ("int", 1, True),
-    "cpus": ("int", 1, True),
-    "delay": ("float", 0.0, True),
-    "ready_timeout": ("float", 0.0, False),
-    "boot_timeout": ("float", 0.0, True),
-    "max_boot_failures": ("int", 0, False),
-    "min_free_mb": ("float", 0.0, True),
+    "initial": ("int", 1, True, 10_000),
+    "max_batch": ("int", 1, True, 10_000),
+    "cpus": ("int", 1, True, 65_536),
+    "delay": ("float", 0.0, True, 3600.0, None),
+    "ready_timeout": ("float", 0.1, True, 86400.0, None),
+    "boot_timeout": ("float", 0.1, True, 86400.0, 0.0),
+    "max_boot_failures": ("int", 0, False, 1_000_000),
+    "min_free_mb": ("float", 0.0, True, 2.0 ** 30, None),
     "growth": ("choice", ("double", "idle")),
     "timeline": ("path",),
     "long_worker": ("target",),
-    "long_workers": ("int", 0, True),
-    "reload_max_failures": ("int", 0, True),
-    "reload_surge": ("int", 1, True),
+    "long_workers": ("int", 0, True, 10_000),
+    "reload_max_failures": ("int", 0, True, 1_000_000),
+    "reload_surge": ("int", 1, True, 10_000),
     "fork_from": ("choice", ("master", "template")),
     "template_pre_fork": ("target",),
     "memory_admission": ("switch",),
-    "max_worker_age": ("float", 0.0, True),
-    "max_worker_memory": ("float", 0.0, True),
+    "max_worker_age": ("float", 0.0, True, 365 * 86400.0, None),
+    "max_worker_memory": ("float", 0.0, True, 2.0 ** 30, None),
     "status_file": ("path",),
+    "flap_window": ("float", 0.0, True, 3600.0, None),
 }
 SWITCH = {"on": True, "true": True, "yes": True, "1": True, "off": False, "false": False, "no": False, "0": False}
 NAMES = list(SPECS)
@@ -109,23 +111,25 @@ def oracle(name: str, raw: str):
         ok = raw.count(":") == 1 and all(raw.split(":"))
         return (ACCEPT, raw) if ok else (REFUSE, None)
     if doc[0] == "int":
-        _, low, auto = doc
+        _, low, auto, high = doc
         if auto and text.lower() == "auto":
             return ACCEPT, "auto"
         if ASCII_INT.fullmatch(text) and len(text.lstrip("+-")) <= INT_DIGITS:
             number = int(text)
-            return (ACCEPT, number) if number >= low else (REFUSE, None)
+            return (ACCEPT, number) if low <= number <= high else (REFUSE, None)
         if NON_FINITE.fullmatch(text) or not any(c.isdigit() for c in text):
             return REFUSE, None
         if ASCII_FLOAT.fullmatch(text):
             number = float(text)
-            if not math.isfinite(number) or not number.is_integer() or number < low:
+            if not math.isfinite(number) or not number.is_integer() or not low <= number <= high:
                 return REFUSE, None
-        return EITHER, lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low
-    _, low, inclusive = doc
+        return EITHER, lambda v: isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
+    _, low, inclusive, high, off = doc
 
     def in_range(value: float) -> bool:
-        return math.isfinite(value) and (value >= low if inclusive else value > low)
+        if value == off:
+            return True
+        return math.isfinite(value) and (value >= low if inclusive else value > low) and value <= high
 
     if NON_FINITE.fullmatch(text) or not any(c.isdigit() for c in text):
         return REFUSE, None
@@ -231,6 +235,8 @@ def test_fuzz_unknown_names_are_refused(name, raw):
 
 @settings(max_examples=800, deadline=None)
 @given(name=st.sampled_from(NAMES), value=PYTHON_VALUES)
+@example(name="boot_timeout", value=0)  # 0 (off) lies outside boot_timeout's range, and is allowed
+@example(name="delay", value=1e308)
 def test_fuzz_config_file_values(name, value):
     """``slowstart_<name> = <any Python value>`` in a config file: a value or one line naming it."""
     key = settings_mod.SETTING_PREFIX + name
@@ -247,14 +253,14 @@ def test_fuzz_config_file_values(name, value):
     if doc[0] in ("int", "float"):
         assert not isinstance(value, bool), (value, got)
     if doc[0] == "int" and got != "auto":
-        assert isinstance(got, int) and got >= doc[1], (value, got)
+        assert isinstance(got, int) and doc[1] <= got <= doc[3], (value, got)
         if isinstance(value, (int, float)):
             assert got == value, (value, got)  # never rounded
     elif doc[0] == "int":
         assert doc[2] and isinstance(value, str), (value, got)
     elif doc[0] == "float":
         assert isinstance(got, float) and math.isfinite(got), (value, got)
-        assert got >= doc[1] if doc[2] else got > doc[1], (value, got)
+        assert got == doc[4] or ((got >= doc[1] if doc[2] else got > doc[1]) and got <= doc[3]), (value, got)
         if isinstance(value, (int, float)):
             assert got == float(value), (value, got)
     elif doc[0] == "choice":
@@ -314,7 +320,7 @@ def test_real_run_refuses_bad_value_before_any_fork(server, name, raw):
 @pytest.mark.slow
 @pytest.mark.parametrize("name, raw, check", [
     ("mode", "", lambda tl: tl["meta"]["mode"] == "ready"),  # empty = unset: the default
-    ("max_batch", "9" * 40, lambda tl: tl["meta"]["cap"] == int("9" * 40)),  # huge but valid
+    ("max_batch", "10000", lambda tl: tl["meta"]["cap"] == 10000),  # the largest valid
 ])
 def test_real_run_accepts_empty_and_huge_values(server, name, raw, check):
     srv = server(workers=2, boot_cpu=0.1, env={env_name(name): raw})
