@@ -19,9 +19,8 @@ live master from a stale file)::
 ``updated_at`` is wall-clock time (``time.time()``), comparable across
 processes.  ``python -m gunicorn_slowstart.probe`` reads it.
 
-The file is written atomically (temp file in the same directory, fsync,
-``os.replace``) and never through a symbolic link.  (A shared safe-write
-helper is planned; this module keeps a private one until then.)
+The file is written by ``files.write_atomic``, as everything the project
+writes: atomically, and only where the path is absent or a regular file.
 
 ``status_state`` and ``StatusFile.update`` take plain values; only ``write``
 touches the file system.
@@ -30,9 +29,9 @@ touches the file system.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from typing import Any
+
+from .files import write_atomic
 
 HEARTBEAT = 2.0  # seconds: rewrite at least this often, so --max-age can spot a dead master
 STATES = ("starting", "serving", "reloading", "reload failed", "memory held", "stopping")
@@ -69,30 +68,6 @@ class StatusFile:
         self.written_at = now
         write_atomic(self.path, json.dumps({**record, "updated_at": round(wall, 3)}, sort_keys=True) + "\n")
         return True
-
-
-def write_atomic(path: str, text: str) -> None:
-    """``text`` to ``path`` via a temp file in the same directory, fsync, ``os.replace``.
-
-    Refuses (``OSError``) when ``path`` is a symbolic link; a link that appears
-    between the check and the rename is replaced itself, never its target."""
-    if os.path.islink(path):
-        raise OSError(f"refusing to write {path}: it is a symbolic link")
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".status-", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fchmod(f.fileno(), 0o644)
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def read(path: str) -> dict[str, Any]:
