@@ -61,7 +61,8 @@ def claimed(directory) -> dict[int, int]:
 def fault_env(tmp_path, **extra: str) -> dict:
     fault = tmp_path / "fault"
     fault.mkdir()
-    return {"FAULT_DIR": str(fault), **extra}
+    # one probe: these tests count forks (initial=auto forks as many as CPUs stand idle: test_first_step.py)
+    return {"FAULT_DIR": str(fault), "GUNICORN_SLOWSTART_INITIAL": "1", **extra}
 
 
 def window_before_and_after(timeline: dict, t: float) -> tuple[int, int]:
@@ -156,7 +157,8 @@ def test_boot_timeouts_count_toward_max_boot_failures(server, tmp_path):
 
 
 def test_crash_loop_backs_off_then_stops_with_boot_error(server):
-    srv = server(app="fault_crash:app", workers=3, env={"GUNICORN_SLOWSTART_MAX_BOOT_FAILURES": "4"})
+    srv = server(app="fault_crash:app", workers=3,
+                 env={"GUNICORN_SLOWSTART_MAX_BOOT_FAILURES": "4", "GUNICORN_SLOWSTART_INITIAL": "1"})
     start = time.monotonic()
     code = srv.wait_exit(30)
     assert code == 3, srv.tail()  # gunicorn's WORKER_BOOT_ERROR

@@ -112,7 +112,8 @@ def hold(predicate, duration: float, what: str) -> None:
 def rollback_server(server, tmp_path, deploy: Deploy, env: dict | None = None, conf_text: str = "", **kwargs):
     conf = tmp_path / "deploy.conf.py"
     conf.write_text(conf_text or "from gunicorn_slowstart import install\ninstall(globals())\n")
-    srv = server(app="deploy_app:app", config=str(conf), env={**deploy.env, **(env or {})}, **kwargs)
+    env = {**deploy.env, "GUNICORN_SLOWSTART_INITIAL": "1", **(env or {})}  # one probe: the tests count forks
+    srv = server(app="deploy_app:app", config=str(conf), env=env, **kwargs)
     srv.conf = conf
     return srv
 
