@@ -347,7 +347,7 @@ def summarize(data: dict, index: int = 0) -> dict:
             "all_ready": _since(ramp["start"], _all_ready_at(ramp["start"], ramp["target"], readies)),
             "long": {"spawned": len(long), "ready": len(_ready_times(long))} if long else None,
             "peak_booting": peak_booting(members), "boot": _boot_stats(members),
-            "failures": len(failed), "failed": failed}
+            "failures": len(failed), "failed": failed, "abandoned": ramp.get("failed")}
 
 
 def summaries(data: dict) -> list[dict]:
@@ -445,6 +445,9 @@ def load(path: str) -> dict:
 def headline(summary: dict) -> str:
     """``16/16 workers ready in 9.81 s (first ready after 1.20 s)``."""
     count = f"{summary['ready']}/{summary['target']} workers ready"
+    abandoned = summary.get("abandoned")
+    if abandoned:
+        return f"reload failed and abandoned, generation {abandoned['serving']} kept serving ({count})"
     if summary["first_ready"] is None:
         return f"{count} (none became ready)"
     first = f"first ready after {summary['first_ready']:.2f} s"

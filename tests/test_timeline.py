@@ -66,6 +66,7 @@ EXPECTED_SUMMARY = {
     "boot": {"min": 0.5, "median": 1.0, "max": 1.3},
     "failures": 1,
     "failed": [{"pid": 103, "kind": "http", "after": 0.4, "exit_code": 3, "exit_signal": None}],
+    "abandoned": None,
 }
 
 

@@ -31,3 +31,21 @@ def test_many_or_malformed_events_stay_short():
     assert lines[-1].strip() == "... 15 more events"
     data["events"] = {"not": "a list"}
     assert "event" not in format_summary(data)
+
+
+def test_events_are_bounded():
+    timeline = Timeline(0.0, 0.0)
+    for n in range(2000):
+        timeline.event(float(n), "memory held", "")
+    data = timeline.to_dict()
+    assert len(data["events"]) <= 384 and data["events"][-1][0] == 1999.0
+    assert data["dropped"]["events"] + len(data["events"]) == 2000
+
+
+def test_an_abandoned_reload_is_said_in_the_summary():
+    timeline = Timeline(0.0, 0.0)
+    timeline.ramp_started(0.0, 4, "start")
+    timeline.ramp_started(10.0, 4, "reload")
+    timeline.reload_failed(10.5, 2, 1, "worker 7 died 0.3 s after fork (exit code 3)")
+    text = format_summary(timeline.to_dict())
+    assert "reload failed and abandoned, generation 1 kept serving" in text
