@@ -47,25 +47,27 @@ nothing fits, the policy is held.  Recycling (``recycling.py``) marks one
 worker at a time as retiring, exactly as a reload marks the old generation,
 so its replacement is paced and it is stopped only once that one is ready.
 The status file (``statusfile.py``) is rewritten at the end of every pass.
+
+What this relies on in gunicorn beyond its public hooks (the bodies of
+``reload()`` and ``reap_workers()``, the heartbeat file, gunicorn 23's wait on
+the signal pipe, its statsd logger) lives in ``_compat.py``, which checks it
+at import; this module calls the helpers named there.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import io
 import os
 import random
-import select
 import signal
 import sys
 import time
 from dataclasses import dataclass
 
-from gunicorn.arbiter import Arbiter
-from gunicorn.errors import HaltServer
-
+from . import _compat
 from . import settings as settings_mod
+from ._compat import Arbiter, HaltServer
 from .admission import Admission, PidsView, Room, admit, hold_message
 from .cgroup import pids_limit
 from .cpus import IdleCpuSampler, usable_cpus
@@ -79,7 +81,6 @@ from .statusfile import StatusFile, status_state
 from .template import RELOAD_FAILED, TemplateSpawner, check_config
 
 RAMP_TICK = 0.025  # seconds between readiness checks while workers boot
-NOTIFIED_SKEW = 86400.0  # a notified mtime (monotonic) is this far from wall time
 KILL_GRACE = 5.0  # a booting worker we stop: SIGTERM, then SIGKILL this much later
 RESEND = 1.0  # re-send SIGTERM this often: one sent in the instant after fork can be lost
 SHUTDOWN_REAP = 1.0  # after gunicorn's stop(), wait this long to record SIGKILLed workers
@@ -287,15 +288,7 @@ class SlowStartArbiter(Arbiter):
         timeout = self._timeout(1.0)
         if timeout >= 1.0:
             return super().sleep()
-        try:
-            if select.select([self.PIPE[0]], [], [], timeout)[0]:
-                while os.read(self.PIPE[0], 1):
-                    pass
-        except OSError as exc:
-            if exc.errno not in (errno.EAGAIN, errno.EINTR):
-                raise
-        except KeyboardInterrupt:
-            sys.exit()
+        _compat.wait_on_signal_pipe(self, timeout)
 
     # -- creating workers ---------------------------------------------------------
 
@@ -315,7 +308,7 @@ class SlowStartArbiter(Arbiter):
         self._fork_failing = False
         now = time.monotonic()
         worker = self.WORKERS.get(pid)
-        baseline = worker.tmp.last_update() if worker is not None else 0.0
+        baseline = _compat.heartbeat(worker) if worker is not None else 0.0
         self._boots[pid] = _Boot(now, baseline, time.time())
         self._tracked.add(pid)
         self.policy.spawned(pid, now, HTTP)
@@ -351,15 +344,8 @@ class SlowStartArbiter(Arbiter):
         "N workers" debug line and gauge when the count changes, and the listen backlog
         on every loop with ``--enable-backlog-metric`` (gunicorn >= 24)."""
         active = min(sum(1 for pid in list(self.WORKERS) if pid not in self._terminating), self.num_workers)
-        if self._last_logged_active_worker_count != active:
-            self._last_logged_active_worker_count = active
-            self.log.debug(f"{active} workers",
-                           extra={"metric": "gunicorn.workers", "value": active, "mtype": "gauge"})
-        if getattr(self.cfg, "enable_backlog_metric", False):
-            backlog = sum(sock.get_backlog() or 0 for sock in self.LISTENERS)
-            if backlog >= 0:
-                self.log.debug(f"socket backlog: {backlog}",
-                               extra={"metric": "gunicorn.backlog", "value": backlog, "mtype": "histogram"})
+        _compat.log_worker_count(self, active)
+        _compat.log_backlog(self)
 
     def spawn_workers(self) -> None:
         """gunicorn only calls this from manage_workers(); should another path call it,
@@ -471,11 +457,7 @@ class SlowStartArbiter(Arbiter):
 
     @staticmethod
     def _notified(worker, boot: _Boot) -> bool:
-        try:
-            mtime = worker.tmp.last_update()
-        except (OSError, ValueError):
-            return False
-        return mtime != boot.baseline or abs(mtime - boot.wall) > NOTIFIED_SKEW
+        return _compat.has_notified(worker, boot.baseline, boot.wall)
 
     def _on_ready(self, pid: int, now: float) -> None:
         boot = self._boots.pop(pid)
@@ -560,30 +542,12 @@ class SlowStartArbiter(Arbiter):
         return self.rollout.halts(pid, never_give_up=self.slowstart.max_boot_failures == 0)
 
     def _halted_by(self, workers: dict, code: int) -> int | None:
-        """The worker whose exit made gunicorn raise HaltServer: reaped now, exit ``code``.
-
-        gunicorn 27 pops it from WORKERS before raising, gunicorn 23 after: so
-        look for the pid the kernel no longer holds as a child."""
-        reaped = []
-        for pid in workers:
-            try:
-                os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-            except ChildProcessError:
-                reaped.append(pid)
-            except OSError:
-                continue
-        exact = [pid for pid in reaped if self._statuses.get(pid, (None, None))[0] == code]
-        unknown = [pid for pid in reaped if pid not in self._statuses]  # exited after the peek
-        for pid in exact + unknown:
-            self._statuses[pid] = (code, None)
-            return pid
-        return None
+        """The worker whose exit made gunicorn raise HaltServer (reaped now, exit ``code``)."""
+        return _compat.halted_by(workers, code, self._statuses)
 
     def _finish_reap(self, pid: int, worker) -> None:
         """What gunicorn's reap_workers() does after its halt check, which it skipped."""
-        self.WORKERS.pop(pid, None)
-        worker.tmp.close()
-        self.cfg.child_exit(self, worker)
+        _compat.finish_reap(self, pid, worker)
 
     # -- stopping workers ---------------------------------------------------------
 
@@ -943,12 +907,11 @@ class SlowStartArbiter(Arbiter):
         super().reload()
 
     def _reload_rolling(self) -> None:
-        workers, self.WORKERS = self.WORKERS, {}
         self._reloading = True
         try:
-            super().reload()
+            with _compat.workers_hidden(self) as workers:
+                super().reload()
         finally:
-            self.WORKERS = workers
             self._reloading = False
         self.reap_workers()
         self._retiring.update(pid for pid in workers if pid not in self._terminating)

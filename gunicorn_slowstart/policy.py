@@ -72,6 +72,17 @@ of the same event (a broker outage), not a longer crash loop.
 
 What the policy keeps is bounded by the processes alive, never by history:
 the boot times of a ramp are the last ``BOOT_SAMPLES``.
+
+``decide()`` is not a pure query: it is also the policy's clock tick.  Time
+passing is an event too (a boot time-out, a back-off that settles), and the
+policy only learns the time from its caller, so ``decide(now)`` first applies
+what ``now`` implies, then answers.  It marks booting processes stale or
+killed (each is listed once, so a second call with the same ``now`` does not
+list it again), lets back-offs settle and flap runs end, applies the idle-CPU
+target sampled since the last call, and in ``timer`` mode starts the next
+batch's timer when it hands out spawns.  Call it once per pass of the
+caller's loop and act on every field of its answer: a ``Decision`` dropped
+on the floor is a spawn budget, a warning and a kill that do not come again.
 """
 
 from __future__ import annotations
@@ -403,7 +414,18 @@ class SlowStartPolicy:
         return sum(1 for k, _ in self.ready_at.values() if kind in (None, k))
 
     def decide(self, now: float, wanted: int, wanted_long: int = 0) -> Decision:
-        """How many to fork now (HTTP first), and when to look again."""
+        """How many to fork now (HTTP first), and when to look again.
+
+        Not a pure query (see the module docstring): it advances the policy to
+        ``now`` first.  State it changes: booting processes past
+        ``ready_timeout`` become stale and past ``boot_timeout`` are marked as
+        being killed (returned in ``stale`` / ``kill`` this one time);
+        back-offs settle and flap runs end (``Backoff.settle`` / ``stable``);
+        the window may jump to the idle-CPU target sampled by ``cpu_idle()``
+        (consumed here, once); in timer mode, handing out spawns doubles the
+        batch and starts the ``delay`` timer.  The caller must act on the whole
+        answer, since none of it is repeated.
+        """
         wanted, wanted_long = max(0, wanted), max(0, wanted_long)
         stale, kill = self._expire(now)
         self._settle(now)

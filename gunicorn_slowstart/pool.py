@@ -380,9 +380,11 @@ class _Manager:
                 listener.close()
             except OSError:
                 pass
+        from ._compat import close_heartbeat
+
         for worker in list(getattr(master, "WORKERS", {}).values()):
             try:
-                worker.tmp.close()
+                close_heartbeat(worker)
             except OSError:
                 pass
 
@@ -635,6 +637,6 @@ def _die_with_parent(sig: int) -> None:
 
 
 def _set_title(title: str) -> None:
-    from gunicorn import util
+    from ._compat import set_proctitle
 
-    util._setproctitle(title)
+    set_proctitle(title)
