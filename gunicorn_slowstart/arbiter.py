@@ -71,6 +71,7 @@ from ._compat import Arbiter, HaltServer
 from .admission import Admission, PidsView, Room, admit, hold_message
 from .cgroup import pids_limit
 from .cpus import IdleCpuSampler, usable_cpus
+from .escalation import Escalation
 from .memory import available_memory_mb, memory_view, process_cost
 from .policy import HTTP, LONG, BackoffConfig, PolicyConfig, SlowStartPolicy, default_max_batch
 from .pool import LongWorkerPool, PoolLink, check_target
@@ -102,8 +103,7 @@ class _Boot:
 @dataclass
 class _Termination:
     expected: bool  # we stopped it (scale-down, rolling reload); False: boot time-out, a failure
-    kill_at: float
-    resend_at: float
+    escalation: Escalation
 
 
 @dataclass
@@ -266,7 +266,7 @@ class SlowStartArbiter(Arbiter):
     def _timeout(self, default: float) -> float:
         if self._active_boots() or self._active_long_boots() or (self.templates and self.templates.busy()):
             return RAMP_TICK
-        times = [min(t.kill_at, t.resend_at) for t in self._terminating.values()]
+        times = [t.escalation.next_at() for t in self._terminating.values()]
         if self._wake_at is not None:
             times.append(self._wake_at)
         if not times:
@@ -559,19 +559,16 @@ class SlowStartArbiter(Arbiter):
         a single SIGTERM can be lost, so it is re-sent until the worker exits.
         """
         grace = KILL_GRACE if pid in self._boots else self.cfg.graceful_timeout
-        self._terminating[pid] = _Termination(expected, now + grace, now + RESEND)
+        self._terminating[pid] = _Termination(expected, Escalation.begin(now, grace, RESEND))
         self.kill_worker(pid, signal.SIGTERM)
 
     def _enforce_terminations(self, now: float) -> None:
         for pid, term in list(self._terminating.items()):
             if pid not in self.WORKERS:
                 continue
-            if now >= term.kill_at:
-                self.kill_worker(pid, signal.SIGKILL)
-                term.kill_at = term.resend_at = float("inf")
-            elif now >= term.resend_at:
-                self.kill_worker(pid, signal.SIGTERM)
-                term.resend_at = now + RESEND
+            sig = term.escalation.due(now)  # a re-sent SIGTERM, or SIGKILL at the deadline
+            if sig is not None:
+                self.kill_worker(pid, sig)
 
     def _stop(self, pid: int) -> None:
         self._terminate(pid, time.monotonic(), expected=True)

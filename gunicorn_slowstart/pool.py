@@ -53,6 +53,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+from .escalation import Escalation
 from .policy import LONG
 
 READY_FD_ENV = "GUNICORN_SLOWSTART_READY_FD"
@@ -352,7 +353,7 @@ class _Child:
         self.started = time.monotonic()
         self.ready = False
         self.requested = False
-        self.kill_at = float("inf")
+        self.escalation: Escalation | None = None  # being stopped: SIGKILL at its deadline
 
 
 class _Manager:
@@ -502,7 +503,7 @@ class _Manager:
 
     def _terminate(self, child: _Child, grace: float) -> None:
         child.requested = True
-        child.kill_at = time.monotonic() + grace
+        child.escalation = Escalation.begin(time.monotonic(), grace)  # no re-send: see escalation.py
         _signal_group(child.pid, signal.SIGTERM)
 
     def _stop(self, graceful: bool, timeout: float) -> None:
@@ -517,9 +518,9 @@ class _Manager:
     def _enforce_deadlines(self) -> None:
         now = time.monotonic()
         for child in self.children.values():
-            if now >= child.kill_at:
-                _signal_group(child.pid, signal.SIGKILL)
-                child.kill_at = float("inf")
+            sig = child.escalation.due(now) if child.escalation is not None else None
+            if sig is not None:
+                _signal_group(child.pid, sig)
 
     def _reap(self) -> None:
         while True:
