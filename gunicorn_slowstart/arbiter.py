@@ -72,9 +72,10 @@ from .admission import Admission, PidsView, Room, admit, hold_message
 from .cgroup import pids_limit
 from .cpus import IdleCpuSampler, usable_cpus
 from .escalation import Escalation
+from .keys import ProcKey
 from .memory import available_memory_mb, memory_view, process_cost
 from .policy import HTTP, LONG, BackoffConfig, PolicyConfig, SlowStartPolicy, default_max_batch
-from .pool import LongWorkerPool, PoolLink, check_target
+from .pool import READY, SPAWNED, LongWorkerPool, PoolEvent, PoolLink, check_target
 from .recycling import age_limit, due, next_recycle
 from .rollout import Rollout
 from .status import StatusReporter
@@ -211,7 +212,7 @@ class SlowStartArbiter(Arbiter):
         """SIGHUP without a pool any more (long_workers 2 -> 0): a rolling change to size 0."""
         link = self._pool_link
         self.log.info("slow start: long-worker pool %r removed by the new configuration: stopping its "
-                      "%d workers", link.pool.name, len(link.current | link.booting))
+                      "%d workers", link.pool.name, link.alive_count())
         link.reload(link.pool, 0)
 
     def start_long_workers(self) -> None:
@@ -275,11 +276,11 @@ class SlowStartArbiter(Arbiter):
 
     def _active_boots(self) -> list[int]:
         """Booting HTTP workers that still hold back the ramp (not past ready_timeout)."""
-        return [pid for pid in list(self._boots) if not self.policy.is_stale(pid)]
+        return [pid for pid in list(self._boots) if not self.policy.is_stale(ProcKey(HTTP, pid))]
 
-    def _active_long_boots(self) -> list[int]:
+    def _active_long_boots(self) -> list[ProcKey]:
         link = self._pool_link
-        return [wid for wid in link.booting if not self.policy.is_stale((LONG, wid))] if link else []
+        return [key for key in link.booting_keys() if not self.policy.is_stale(key)] if link else []
 
     def wait_for_signals(self, timeout: float = 1.0):  # gunicorn >= 24
         return super().wait_for_signals(timeout=self._timeout(timeout))
@@ -311,7 +312,7 @@ class SlowStartArbiter(Arbiter):
         baseline = _compat.heartbeat(worker) if worker is not None else 0.0
         self._boots[pid] = _Boot(now, baseline, time.time())
         self._tracked.add(pid)
-        self.policy.spawned(pid, now, HTTP)
+        self.policy.spawned(ProcKey(HTTP, pid), now, HTTP)
         self.status.spawned(HTTP, pid, now)
         self.rollout.spawned(pid)
         return pid
@@ -371,18 +372,18 @@ class SlowStartArbiter(Arbiter):
         self._warn_stale(decision.stale, now)
         self._boot_timeout(decision.kill, now)
         if HTTP in decision.exhausted:  # the policy says so only while no HTTP worker is ready
-            failures = self.policy.backoff[HTTP].failures
+            failures = self.policy.failures(HTTP)
             reason = f"{failures} consecutive boot failures; last: {self._last_failure}"
             raise HaltServer(reason, self.WORKER_BOOT_ERROR)
-        if LONG in decision.exhausted and link and not link.gave_up:
-            link.gave_up = True
+        if LONG in decision.exhausted and link and link.give_up():
             self.log.error("slow start: long worker %r failed %d times in a row; no longer restarting "
                            "it (the HTTP server keeps serving)", link.pool.name,
-                           self.policy.backoff[LONG].failures)
+                           self.policy.failures(LONG))
         for _ in range(decision.spawn):
             self.spawn_worker()
         if decision.spawn_long:
-            link.grant(decision.spawn_long, now, self.policy)
+            for key in link.grant(decision.spawn_long):
+                self.policy.spawned(key, now, LONG)
         if decision.spawn or decision.spawn_long:
             self._log_step(decision.spawn, decision.spawn_long)
         self._wake_at = decision.wake_at
@@ -420,9 +421,8 @@ class SlowStartArbiter(Arbiter):
                           spawned, booting, ready, self.num_workers, self.policy.window, self.cap)
         if spawned_long:
             link = self._pool_link
-            ready = len(link.current - link.booting)
             self.log.info("slow start: long workers: spawned %d, booting %d, ready %d of %d",
-                          spawned_long, len(link.booting), ready, link.size)
+                          spawned_long, link.booting_count(), link.ready_count(), link.size)
 
     def _old_serving(self) -> int:
         """Old-generation workers still serving during a rolling reload (not yet being stopped)."""
@@ -438,14 +438,27 @@ class SlowStartArbiter(Arbiter):
     def _observe(self, now: float) -> None:
         """Feed the policy what happened since the last look: exits, then readiness."""
         if self._pool_link is not None:
-            self._pool_link.check_alive(self, now, self.policy, self.status)
-            self._pool_link.poll(now, self.policy, self.status)
+            self._on_pool_events(self._pool_link.check_alive(self, now), now)
+            self._on_pool_events(self._pool_link.poll(), now)
         self._record_exits(now)
         self._poll_templates(now)
         for pid, boot in list(self._boots.items()):
             worker = self.WORKERS.get(pid)
             if worker is not None and self._notified(worker, boot):
                 self._on_ready(pid, now)
+
+    def _on_pool_events(self, events: list[PoolEvent], now: float) -> None:
+        """What the long-worker pool reported, fed to the policy and the status reporter."""
+        for event in events:
+            if event.what == SPAWNED:
+                self.status.spawned(LONG, event.pid, now)
+            elif event.what == READY:
+                self.policy.ready(event.key, now)
+                self.status.ready(event.pid, now)
+            else:
+                self.policy.exited(event.key, now, expected=event.expected, failed=event.failed)
+                if event.pid is not None:
+                    self.status.exited(event.pid, now, event.code, event.sig)
 
     def _record_exits(self, now: float) -> None:
         alive = set(self.WORKERS)
@@ -461,7 +474,7 @@ class SlowStartArbiter(Arbiter):
 
     def _on_ready(self, pid: int, now: float) -> None:
         boot = self._boots.pop(pid)
-        self.policy.ready(pid, now)
+        self.policy.ready(ProcKey(HTTP, pid), now)
         self.status.ready(pid, now)
         self.rollout.ready(pid)
         self.log.debug("slow start: worker %s ready after %.2f s", pid, now - boot.forked_at)
@@ -475,9 +488,9 @@ class SlowStartArbiter(Arbiter):
         expected = (termination is not None and termination.expected) or self._halting
         boot = self._boots.pop(pid, None)
         clean = boot is None and code == 0  # a ready worker that chose to go (max_requests) did not flap
-        flaps = self.policy.backoff[HTTP].flaps
-        self.policy.exited(pid, now, expected=expected or clean)
-        if self.policy.backoff[HTTP].flaps > flaps:
+        flaps = self.policy.flaps(HTTP)
+        self.policy.exited(ProcKey(HTTP, pid), now, expected=expected or clean)
+        if self.policy.flaps(HTTP) > flaps:
             self._log_flap(pid, now, code, sig)
         self.status.exited(pid, now, code, sig)
         if boot is not None and not expected:
@@ -492,17 +505,15 @@ class SlowStartArbiter(Arbiter):
         """What a boot failure costs a serving server: when the next fork may come."""
         if self.mode == "off":
             return ""
-        backoff = self.policy.backoff[HTTP]
         serving = sum(1 for pid in list(self.WORKERS) if pid not in self._boots and pid not in self._terminating)
-        return (f"; next fork in {max(0.0, backoff.next_at - now):.1f} s (back-off after "
-                f"{backoff.failures} consecutive boot failures), {serving} of {self.num_workers} serving")
+        return (f"; next fork in {max(0.0, self.policy.retry_at(HTTP) - now):.1f} s (back-off after "
+                f"{self.policy.failures(HTTP)} consecutive boot failures), {serving} of {self.num_workers} serving")
 
     def _log_flap(self, pid: int, now: float, code: int | None, sig: int | None) -> None:
-        backoff = self.policy.backoff[HTTP]
         how = f"signal {sig}" if sig else f"exit code {code}"
         self.log.warning("slow start: worker %s died (%s) within %.0f s of becoming ready: flap %d in a row, "
                          "next spawn in %.0f s (flap_window)", pid, how, self.slowstart.flap_window,
-                         backoff.flaps, max(0.0, backoff.next_at - now))
+                         self.policy.flaps(HTTP), max(0.0, self.policy.retry_at(HTTP) - now))
 
     def reap_workers(self) -> None:
         """Peek at exit statuses, then let gunicorn reap.  gunicorn halts the server on a
@@ -598,24 +609,27 @@ class SlowStartArbiter(Arbiter):
         for pid in old[: max(0, len(old) - keep)]:
             self._stop(pid)
 
-    def _boot_timeout(self, pids: tuple, now: float) -> None:
-        for pid in pids:
-            if isinstance(pid, tuple):  # a long worker: (LONG, id)
+    def _boot_timeout(self, keys: tuple[ProcKey, ...], now: float) -> None:
+        for key in keys:
+            pid = key.id
+            if key.kind == LONG:
                 self.log.warning("slow start: long worker #%s not ready after %.1f s: killing it "
-                                 "(boot_timeout)", pid[1], self.slowstart.boot_timeout)
-                self._pool_link.kill(pid[1])
+                                 "(boot_timeout)", key.id, self.slowstart.boot_timeout)
+                self._pool_link.kill(key)
             elif pid in self.WORKERS:
                 self.log.warning("slow start: worker %s not ready %.1f s after fork: killing it "
                                  "(boot_timeout)", pid, now - self._boots[pid].forked_at)
                 self._terminate(pid, now, expected=False)
 
-    def _warn_stale(self, pids: tuple, now: float) -> None:
-        for pid in pids:
-            if isinstance(pid, tuple):  # a long worker: (LONG, id)
+    def _warn_stale(self, keys: tuple[ProcKey, ...], now: float) -> None:
+        for key in keys:
+            if key.kind == LONG:
+                pid = self._pool_link.pid_of(key)
                 self.log.warning("slow start: long worker pid %s not ready after %.1f s; no longer holding "
-                                 "back the ramp (ready_timeout)", self._pool_link.pids.get(pid[1], "?"),
+                                 "back the ramp (ready_timeout)", "?" if pid is None else pid,
                                  self.slowstart.ready_timeout)
                 continue
+            pid = key.id
             boot = self._boots.get(pid)
             if boot is not None:
                 self.log.warning("slow start: worker %s not ready %.1f s after fork; "
@@ -769,7 +783,7 @@ class SlowStartArbiter(Arbiter):
         if pid is None or pid not in self._retiring or pid in self._terminating or other_ramp:
             self._recycling = None
             return False
-        failed = self.policy.backoff[HTTP].failures > 0
+        failed = self.policy.failures(HTTP) > 0
         if not failed and not self._held_text:
             return False
         self._retiring.discard(pid)
@@ -995,7 +1009,7 @@ class SlowStartArbiter(Arbiter):
             self.reap_workers()
         if link is not None:
             link.wait_stopped(deadline)
-            link.poll(time.monotonic(), self.policy, self.status)
+            self._on_pool_events(link.poll(), time.monotonic())
         self._record_exits(time.monotonic())
         self.status.close(time.monotonic())
 

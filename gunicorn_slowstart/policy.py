@@ -177,7 +177,9 @@ class Decision:
     ``spawn`` HTTP workers and ``spawn_long`` long workers may be forked now;
     look again no later than ``wake_at`` (``None``: only when an event comes).
     ``kill`` lists booting processes past the boot time-out, ``stale`` the
-    ones that just passed the ready time-out, each listed once.
+    ones that just passed the ready time-out, each listed once, by the key
+    the caller gave ``spawned()`` (the master: a ``keys.ProcKey``, whose kind
+    says whether it is an HTTP or a long worker).
     ``exhausted`` names the kinds that reached their failure limit.
     """
 
@@ -412,6 +414,18 @@ class SlowStartPolicy:
 
     def ready_count(self, kind: str | None = None) -> int:
         return sum(1 for k, _ in self.ready_at.values() if kind in (None, k))
+
+    def failures(self, kind: str) -> int:
+        """Consecutive boot failures of ``kind`` (what ``max_boot_failures`` counts)."""
+        return self.backoff[kind].failures
+
+    def flaps(self, kind: str) -> int:
+        """Consecutive flaps of ``kind`` (deaths soon after becoming ready)."""
+        return self.backoff[kind].flaps
+
+    def retry_at(self, kind: str) -> float:
+        """When the back-off lets ``kind`` spawn again."""
+        return self.backoff[kind].next_at
 
     def decide(self, now: float, wanted: int, wanted_long: int = 0) -> Decision:
         """How many to fork now (HTTP first), and when to look again.
