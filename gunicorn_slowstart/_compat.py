@@ -51,8 +51,11 @@ NOTIFIED_SKEW = 86400.0  # a notified heartbeat mtime (monotonic) is this far fr
 # Arbiter methods SlowStartArbiter overrides, and the ones it calls; by the gunicorn that has them.
 OVERRIDDEN = ("setup", "spawn_worker", "spawn_workers", "manage_workers", "reap_workers", "reload",
               "halt", "stop")
-OVERRIDDEN_24 = ("wait_for_signals", "_start_control_server")  # gunicorn >= 24
+OVERRIDDEN_24 = ("wait_for_signals",)  # gunicorn >= 24
 OVERRIDDEN_23 = ("sleep",)  # gunicorn 23's main-loop wait
+# gunicorn >= 25 (the control socket): the override only defers gunicorn's own call, so where
+# the method does not exist nothing calls it and nothing is lost.
+OVERRIDDEN_OPTIONAL = ("_start_control_server",)
 CALLED = ("kill_worker",)
 
 
