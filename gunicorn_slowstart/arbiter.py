@@ -48,6 +48,12 @@ worker at a time as retiring, exactly as a reload marks the old generation,
 so its replacement is paced and it is stopped only once that one is ready.
 The status file (``statusfile.py``) is rewritten at the end of every pass.
 
+The arbiter is the only thing that feeds the policy and the status
+reporter: HTTP workers' readiness and exits it sees itself, long workers'
+come from ``PoolLink.poll()`` as typed events.  Every process is keyed by a
+``ProcKey(kind, id)`` in the policy, so its decisions (``kill``, ``stale``)
+say which kind each process is.
+
 What this relies on in gunicorn beyond its public hooks (the bodies of
 ``reload()`` and ``reap_workers()``, the heartbeat file, gunicorn 23's wait on
 the signal pipe, its statsd logger) lives in ``_compat.py``, which checks it
