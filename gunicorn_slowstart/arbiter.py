@@ -83,7 +83,7 @@ from .memory import available_memory_mb, memory_view, process_cost
 from .policy import HTTP, LONG, BackoffConfig, PolicyConfig, SlowStartPolicy, default_max_batch
 from .pool import READY, SPAWNED, LongWorkerPool, PoolEvent, PoolLink, check_target
 from .recycling import age_limit, due, next_recycle
-from .rollout import Rollout
+from .rollout import Rollout, to_retire
 from .status import StatusReporter
 from .statusfile import StatusFile, status_state
 from .template import RELOAD_FAILED, TemplateSpawner, check_config
@@ -610,9 +610,8 @@ class SlowStartArbiter(Arbiter):
         if not old:
             return
         ready_new = sum(1 for pid in self._current() if pid not in self._boots)
-        keep = max(0, self.num_workers - ready_new)
         old.sort(key=ages.get)
-        for pid in old[: max(0, len(old) - keep)]:
+        for pid in to_retire(old, self.num_workers, ready_new):
             self._stop(pid)
 
     def _boot_timeout(self, keys: tuple[ProcKey, ...], now: float) -> None:

@@ -60,6 +60,7 @@ from typing import Any
 from .escalation import Escalation
 from .keys import ProcKey
 from .policy import LONG
+from .rollout import to_retire
 
 READY_FD_ENV = "GUNICORN_SLOWSTART_READY_FD"
 PARENT_CHECK = 0.5
@@ -548,7 +549,7 @@ class _Manager:
         old = sorted((c for c in self.children.values() if c.generation < self.generation and not c.requested),
                      key=lambda c: c.started)
         new_ready = sum(1 for c in self.children.values() if c.generation == self.generation and c.ready)
-        for child in old[: max(0, len(old) - max(0, self.size - new_ready))]:
+        for child in to_retire(old, self.size, new_ready):
             self._terminate(child, self.graceful_timeout)
 
     def _kill(self, wid: int) -> None:
