@@ -3,9 +3,10 @@
 Theory of operation
 -------------------
 This module is a sans-I/O state machine, in the spirit of h11's ``_state.py``.
-It never reads a clock, a file or a process table: the arbiter (or the
-long-worker pool, or the simulator in ``benchmarks/``) tells it what happened,
-each event stamped with the caller's clock, and asks it what to do next:
+It never reads a clock, a file or a process table: the arbiter (for HTTP and
+long workers alike; the pool's reports reach it as events) or the simulator
+in ``benchmarks/`` tells it what happened, each event stamped with the
+caller's clock, and asks it what to do next:
 
     policy.spawned(key, now)        a process was forked
     policy.ready(key, now)          the master saw it become ready
@@ -14,6 +15,10 @@ each event stamped with the caller's clock, and asks it what to do next:
     policy.set_hold(True)           hold all spawns (memory is short)
     policy.restart(now)             a new ramp begins (SIGHUP reload)
     policy.decide(now, wanted)  ->  Decision(spawn=k, wake_at=t, kill=..., ...)
+    policy.failures(kind), flaps(kind), retry_at(kind), is_stale(key), ...   queries
+
+A key is any hashable value the caller picks; the master uses
+``keys.ProcKey(kind, id)`` for HTTP and long workers alike.
 
 A process is *booting* from its fork until it is ready.  In ``ready`` mode at
 most ``window`` processes boot at once (``in_flight``).  The window starts at
