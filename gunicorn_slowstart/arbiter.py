@@ -47,39 +47,48 @@ nothing fits, the policy is held.  Recycling (``recycling.py``) marks one
 worker at a time as retiring, exactly as a reload marks the old generation,
 so its replacement is paced and it is stopped only once that one is ready.
 The status file (``statusfile.py``) is rewritten at the end of every pass.
+
+The arbiter is the only thing that feeds the policy and the status
+reporter: HTTP workers' readiness and exits it sees itself, long workers'
+come from ``PoolLink.poll()`` as typed events.  Every process is keyed by a
+``ProcKey(kind, id)`` in the policy, so its decisions (``kill``, ``stale``)
+say which kind each process is.
+
+What this relies on in gunicorn beyond its public hooks (the bodies of
+``reload()`` and ``reap_workers()``, the heartbeat file, gunicorn 23's wait on
+the signal pipe, its statsd logger) lives in ``_compat.py``, which checks it
+at import; this module calls the helpers named there.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import io
 import os
 import random
-import select
 import signal
 import sys
 import time
 from dataclasses import dataclass
 
-from gunicorn.arbiter import Arbiter
-from gunicorn.errors import HaltServer
-
+from . import _compat
 from . import settings as settings_mod
+from ._compat import Arbiter, HaltServer
 from .admission import Admission, PidsView, Room, admit, hold_message
 from .cgroup import pids_limit
 from .cpus import IdleCpuSampler, usable_cpus
+from .escalation import Escalation
+from .keys import ProcKey
 from .memory import available_memory_mb, memory_view, process_cost
 from .policy import HTTP, LONG, BackoffConfig, PolicyConfig, SlowStartPolicy, default_max_batch
-from .pool import LongWorkerPool, PoolLink, check_target
+from .pool import READY, SPAWNED, LongWorkerPool, PoolEvent, PoolLink, check_target
 from .recycling import age_limit, due, next_recycle
-from .rollout import Rollout
+from .rollout import Rollout, to_retire
 from .status import StatusReporter
 from .statusfile import StatusFile, status_state
 from .template import RELOAD_FAILED, TemplateSpawner, check_config
 
 RAMP_TICK = 0.025  # seconds between readiness checks while workers boot
-NOTIFIED_SKEW = 86400.0  # a notified mtime (monotonic) is this far from wall time
 KILL_GRACE = 5.0  # a booting worker we stop: SIGTERM, then SIGKILL this much later
 RESEND = 1.0  # re-send SIGTERM this often: one sent in the instant after fork can be lost
 SHUTDOWN_REAP = 1.0  # after gunicorn's stop(), wait this long to record SIGKILLed workers
@@ -101,8 +110,7 @@ class _Boot:
 @dataclass
 class _Termination:
     expected: bool  # we stopped it (scale-down, rolling reload); False: boot time-out, a failure
-    kill_at: float
-    resend_at: float
+    escalation: Escalation
 
 
 @dataclass
@@ -210,7 +218,7 @@ class SlowStartArbiter(Arbiter):
         """SIGHUP without a pool any more (long_workers 2 -> 0): a rolling change to size 0."""
         link = self._pool_link
         self.log.info("slow start: long-worker pool %r removed by the new configuration: stopping its "
-                      "%d workers", link.pool.name, len(link.current | link.booting))
+                      "%d workers", link.pool.name, link.alive_count())
         link.reload(link.pool, 0)
 
     def start_long_workers(self) -> None:
@@ -265,7 +273,7 @@ class SlowStartArbiter(Arbiter):
     def _timeout(self, default: float) -> float:
         if self._active_boots() or self._active_long_boots() or (self.templates and self.templates.busy()):
             return RAMP_TICK
-        times = [min(t.kill_at, t.resend_at) for t in self._terminating.values()]
+        times = [t.escalation.next_at() for t in self._terminating.values()]
         if self._wake_at is not None:
             times.append(self._wake_at)
         if not times:
@@ -274,11 +282,11 @@ class SlowStartArbiter(Arbiter):
 
     def _active_boots(self) -> list[int]:
         """Booting HTTP workers that still hold back the ramp (not past ready_timeout)."""
-        return [pid for pid in list(self._boots) if not self.policy.is_stale(pid)]
+        return [pid for pid in list(self._boots) if not self.policy.is_stale(ProcKey(HTTP, pid))]
 
-    def _active_long_boots(self) -> list[int]:
+    def _active_long_boots(self) -> list[ProcKey]:
         link = self._pool_link
-        return [wid for wid in link.booting if not self.policy.is_stale((LONG, wid))] if link else []
+        return [key for key in link.booting_keys() if not self.policy.is_stale(key)] if link else []
 
     def wait_for_signals(self, timeout: float = 1.0):  # gunicorn >= 24
         return super().wait_for_signals(timeout=self._timeout(timeout))
@@ -287,15 +295,7 @@ class SlowStartArbiter(Arbiter):
         timeout = self._timeout(1.0)
         if timeout >= 1.0:
             return super().sleep()
-        try:
-            if select.select([self.PIPE[0]], [], [], timeout)[0]:
-                while os.read(self.PIPE[0], 1):
-                    pass
-        except OSError as exc:
-            if exc.errno not in (errno.EAGAIN, errno.EINTR):
-                raise
-        except KeyboardInterrupt:
-            sys.exit()
+        _compat.wait_on_signal_pipe(self, timeout)
 
     # -- creating workers ---------------------------------------------------------
 
@@ -315,10 +315,10 @@ class SlowStartArbiter(Arbiter):
         self._fork_failing = False
         now = time.monotonic()
         worker = self.WORKERS.get(pid)
-        baseline = worker.tmp.last_update() if worker is not None else 0.0
+        baseline = _compat.heartbeat(worker) if worker is not None else 0.0
         self._boots[pid] = _Boot(now, baseline, time.time())
         self._tracked.add(pid)
-        self.policy.spawned(pid, now, HTTP)
+        self.policy.spawned(ProcKey(HTTP, pid), now, HTTP)
         self.status.spawned(HTTP, pid, now)
         self.rollout.spawned(pid)
         return pid
@@ -351,15 +351,8 @@ class SlowStartArbiter(Arbiter):
         "N workers" debug line and gauge when the count changes, and the listen backlog
         on every loop with ``--enable-backlog-metric`` (gunicorn >= 24)."""
         active = min(sum(1 for pid in list(self.WORKERS) if pid not in self._terminating), self.num_workers)
-        if self._last_logged_active_worker_count != active:
-            self._last_logged_active_worker_count = active
-            self.log.debug(f"{active} workers",
-                           extra={"metric": "gunicorn.workers", "value": active, "mtype": "gauge"})
-        if getattr(self.cfg, "enable_backlog_metric", False):
-            backlog = sum(sock.get_backlog() or 0 for sock in self.LISTENERS)
-            if backlog >= 0:
-                self.log.debug(f"socket backlog: {backlog}",
-                               extra={"metric": "gunicorn.backlog", "value": backlog, "mtype": "histogram"})
+        _compat.log_worker_count(self, active)
+        _compat.log_backlog(self)
 
     def spawn_workers(self) -> None:
         """gunicorn only calls this from manage_workers(); should another path call it,
@@ -385,18 +378,18 @@ class SlowStartArbiter(Arbiter):
         self._warn_stale(decision.stale, now)
         self._boot_timeout(decision.kill, now)
         if HTTP in decision.exhausted:  # the policy says so only while no HTTP worker is ready
-            failures = self.policy.backoff[HTTP].failures
+            failures = self.policy.failures(HTTP)
             reason = f"{failures} consecutive boot failures; last: {self._last_failure}"
             raise HaltServer(reason, self.WORKER_BOOT_ERROR)
-        if LONG in decision.exhausted and link and not link.gave_up:
-            link.gave_up = True
+        if LONG in decision.exhausted and link and link.give_up():
             self.log.error("slow start: long worker %r failed %d times in a row; no longer restarting "
                            "it (the HTTP server keeps serving)", link.pool.name,
-                           self.policy.backoff[LONG].failures)
+                           self.policy.failures(LONG))
         for _ in range(decision.spawn):
             self.spawn_worker()
         if decision.spawn_long:
-            link.grant(decision.spawn_long, now, self.policy)
+            for key in link.grant(decision.spawn_long):
+                self.policy.spawned(key, now, LONG)
         if decision.spawn or decision.spawn_long:
             self._log_step(decision.spawn, decision.spawn_long)
         self._wake_at = decision.wake_at
@@ -434,9 +427,8 @@ class SlowStartArbiter(Arbiter):
                           spawned, booting, ready, self.num_workers, self.policy.window, self.cap)
         if spawned_long:
             link = self._pool_link
-            ready = len(link.current - link.booting)
             self.log.info("slow start: long workers: spawned %d, booting %d, ready %d of %d",
-                          spawned_long, len(link.booting), ready, link.size)
+                          spawned_long, link.booting_count(), link.ready_count(), link.size)
 
     def _old_serving(self) -> int:
         """Old-generation workers still serving during a rolling reload (not yet being stopped)."""
@@ -452,14 +444,27 @@ class SlowStartArbiter(Arbiter):
     def _observe(self, now: float) -> None:
         """Feed the policy what happened since the last look: exits, then readiness."""
         if self._pool_link is not None:
-            self._pool_link.check_alive(self, now, self.policy, self.status)
-            self._pool_link.poll(now, self.policy, self.status)
+            self._on_pool_events(self._pool_link.check_alive(self, now), now)
+            self._on_pool_events(self._pool_link.poll(), now)
         self._record_exits(now)
         self._poll_templates(now)
         for pid, boot in list(self._boots.items()):
             worker = self.WORKERS.get(pid)
             if worker is not None and self._notified(worker, boot):
                 self._on_ready(pid, now)
+
+    def _on_pool_events(self, events: list[PoolEvent], now: float) -> None:
+        """What the long-worker pool reported, fed to the policy and the status reporter."""
+        for event in events:
+            if event.what == SPAWNED:
+                self.status.spawned(LONG, event.pid, now)
+            elif event.what == READY:
+                self.policy.ready(event.key, now)
+                self.status.ready(event.pid, now)
+            else:
+                self.policy.exited(event.key, now, expected=event.expected, failed=event.failed)
+                if event.pid is not None:
+                    self.status.exited(event.pid, now, event.code, event.sig)
 
     def _record_exits(self, now: float) -> None:
         alive = set(self.WORKERS)
@@ -471,15 +476,11 @@ class SlowStartArbiter(Arbiter):
 
     @staticmethod
     def _notified(worker, boot: _Boot) -> bool:
-        try:
-            mtime = worker.tmp.last_update()
-        except (OSError, ValueError):
-            return False
-        return mtime != boot.baseline or abs(mtime - boot.wall) > NOTIFIED_SKEW
+        return _compat.has_notified(worker, boot.baseline, boot.wall)
 
     def _on_ready(self, pid: int, now: float) -> None:
         boot = self._boots.pop(pid)
-        self.policy.ready(pid, now)
+        self.policy.ready(ProcKey(HTTP, pid), now)
         self.status.ready(pid, now)
         self.rollout.ready(pid)
         self.log.debug("slow start: worker %s ready after %.2f s", pid, now - boot.forked_at)
@@ -493,9 +494,9 @@ class SlowStartArbiter(Arbiter):
         expected = (termination is not None and termination.expected) or self._halting
         boot = self._boots.pop(pid, None)
         clean = boot is None and code == 0  # a ready worker that chose to go (max_requests) did not flap
-        flaps = self.policy.backoff[HTTP].flaps
-        self.policy.exited(pid, now, expected=expected or clean)
-        if self.policy.backoff[HTTP].flaps > flaps:
+        flaps = self.policy.flaps(HTTP)
+        self.policy.exited(ProcKey(HTTP, pid), now, expected=expected or clean)
+        if self.policy.flaps(HTTP) > flaps:
             self._log_flap(pid, now, code, sig)
         self.status.exited(pid, now, code, sig)
         if boot is not None and not expected:
@@ -510,17 +511,15 @@ class SlowStartArbiter(Arbiter):
         """What a boot failure costs a serving server: when the next fork may come."""
         if self.mode == "off":
             return ""
-        backoff = self.policy.backoff[HTTP]
         serving = sum(1 for pid in list(self.WORKERS) if pid not in self._boots and pid not in self._terminating)
-        return (f"; next fork in {max(0.0, backoff.next_at - now):.1f} s (back-off after "
-                f"{backoff.failures} consecutive boot failures), {serving} of {self.num_workers} serving")
+        return (f"; next fork in {max(0.0, self.policy.retry_at(HTTP) - now):.1f} s (back-off after "
+                f"{self.policy.failures(HTTP)} consecutive boot failures), {serving} of {self.num_workers} serving")
 
     def _log_flap(self, pid: int, now: float, code: int | None, sig: int | None) -> None:
-        backoff = self.policy.backoff[HTTP]
         how = f"signal {sig}" if sig else f"exit code {code}"
         self.log.warning("slow start: worker %s died (%s) within %.0f s of becoming ready: flap %d in a row, "
                          "next spawn in %.0f s (flap_window)", pid, how, self.slowstart.flap_window,
-                         backoff.flaps, max(0.0, backoff.next_at - now))
+                         self.policy.flaps(HTTP), max(0.0, self.policy.retry_at(HTTP) - now))
 
     def reap_workers(self) -> None:
         """Peek at exit statuses, then let gunicorn reap.  gunicorn halts the server on a
@@ -560,30 +559,12 @@ class SlowStartArbiter(Arbiter):
         return self.rollout.halts(pid, never_give_up=self.slowstart.max_boot_failures == 0)
 
     def _halted_by(self, workers: dict, code: int) -> int | None:
-        """The worker whose exit made gunicorn raise HaltServer: reaped now, exit ``code``.
-
-        gunicorn 27 pops it from WORKERS before raising, gunicorn 23 after: so
-        look for the pid the kernel no longer holds as a child."""
-        reaped = []
-        for pid in workers:
-            try:
-                os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-            except ChildProcessError:
-                reaped.append(pid)
-            except OSError:
-                continue
-        exact = [pid for pid in reaped if self._statuses.get(pid, (None, None))[0] == code]
-        unknown = [pid for pid in reaped if pid not in self._statuses]  # exited after the peek
-        for pid in exact + unknown:
-            self._statuses[pid] = (code, None)
-            return pid
-        return None
+        """The worker whose exit made gunicorn raise HaltServer (reaped now, exit ``code``)."""
+        return _compat.halted_by(workers, code, self._statuses)
 
     def _finish_reap(self, pid: int, worker) -> None:
         """What gunicorn's reap_workers() does after its halt check, which it skipped."""
-        self.WORKERS.pop(pid, None)
-        worker.tmp.close()
-        self.cfg.child_exit(self, worker)
+        _compat.finish_reap(self, pid, worker)
 
     # -- stopping workers ---------------------------------------------------------
 
@@ -595,19 +576,16 @@ class SlowStartArbiter(Arbiter):
         a single SIGTERM can be lost, so it is re-sent until the worker exits.
         """
         grace = KILL_GRACE if pid in self._boots else self.cfg.graceful_timeout
-        self._terminating[pid] = _Termination(expected, now + grace, now + RESEND)
+        self._terminating[pid] = _Termination(expected, Escalation.begin(now, grace, RESEND))
         self.kill_worker(pid, signal.SIGTERM)
 
     def _enforce_terminations(self, now: float) -> None:
         for pid, term in list(self._terminating.items()):
             if pid not in self.WORKERS:
                 continue
-            if now >= term.kill_at:
-                self.kill_worker(pid, signal.SIGKILL)
-                term.kill_at = term.resend_at = float("inf")
-            elif now >= term.resend_at:
-                self.kill_worker(pid, signal.SIGTERM)
-                term.resend_at = now + RESEND
+            sig = term.escalation.due(now)  # a re-sent SIGTERM, or SIGKILL at the deadline
+            if sig is not None:
+                self.kill_worker(pid, sig)
 
     def _stop(self, pid: int) -> None:
         self._terminate(pid, time.monotonic(), expected=True)
@@ -632,29 +610,31 @@ class SlowStartArbiter(Arbiter):
         if not old:
             return
         ready_new = sum(1 for pid in self._current() if pid not in self._boots)
-        keep = max(0, self.num_workers - ready_new)
         old.sort(key=ages.get)
-        for pid in old[: max(0, len(old) - keep)]:
+        for pid in to_retire(old, self.num_workers, ready_new):
             self._stop(pid)
 
-    def _boot_timeout(self, pids: tuple, now: float) -> None:
-        for pid in pids:
-            if isinstance(pid, tuple):  # a long worker: (LONG, id)
+    def _boot_timeout(self, keys: tuple[ProcKey, ...], now: float) -> None:
+        for key in keys:
+            pid = key.id
+            if key.kind == LONG:
                 self.log.warning("slow start: long worker #%s not ready after %.1f s: killing it "
-                                 "(boot_timeout)", pid[1], self.slowstart.boot_timeout)
-                self._pool_link.kill(pid[1])
+                                 "(boot_timeout)", key.id, self.slowstart.boot_timeout)
+                self._pool_link.kill(key)
             elif pid in self.WORKERS:
                 self.log.warning("slow start: worker %s not ready %.1f s after fork: killing it "
                                  "(boot_timeout)", pid, now - self._boots[pid].forked_at)
                 self._terminate(pid, now, expected=False)
 
-    def _warn_stale(self, pids: tuple, now: float) -> None:
-        for pid in pids:
-            if isinstance(pid, tuple):  # a long worker: (LONG, id)
+    def _warn_stale(self, keys: tuple[ProcKey, ...], now: float) -> None:
+        for key in keys:
+            if key.kind == LONG:
+                pid = self._pool_link.pid_of(key)
                 self.log.warning("slow start: long worker pid %s not ready after %.1f s; no longer holding "
-                                 "back the ramp (ready_timeout)", self._pool_link.pids.get(pid[1], "?"),
+                                 "back the ramp (ready_timeout)", "?" if pid is None else pid,
                                  self.slowstart.ready_timeout)
                 continue
+            pid = key.id
             boot = self._boots.get(pid)
             if boot is not None:
                 self.log.warning("slow start: worker %s not ready %.1f s after fork; "
@@ -808,7 +788,7 @@ class SlowStartArbiter(Arbiter):
         if pid is None or pid not in self._retiring or pid in self._terminating or other_ramp:
             self._recycling = None
             return False
-        failed = self.policy.backoff[HTTP].failures > 0
+        failed = self.policy.failures(HTTP) > 0
         if not failed and not self._held_text:
             return False
         self._retiring.discard(pid)
@@ -943,12 +923,11 @@ class SlowStartArbiter(Arbiter):
         super().reload()
 
     def _reload_rolling(self) -> None:
-        workers, self.WORKERS = self.WORKERS, {}
         self._reloading = True
         try:
-            super().reload()
+            with _compat.workers_hidden(self) as workers:
+                super().reload()
         finally:
-            self.WORKERS = workers
             self._reloading = False
         self.reap_workers()
         self._retiring.update(pid for pid in workers if pid not in self._terminating)
@@ -1035,7 +1014,7 @@ class SlowStartArbiter(Arbiter):
             self.reap_workers()
         if link is not None:
             link.wait_stopped(deadline)
-            link.poll(time.monotonic(), self.policy, self.status)
+            self._on_pool_events(link.poll(), time.monotonic())
         self._record_exits(time.monotonic())
         self.status.close(time.monotonic())
 

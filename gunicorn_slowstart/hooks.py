@@ -124,13 +124,11 @@ def adopt_namespace(namespace: MutableMapping[str, Any]) -> None:
 def activate() -> None:
     """Make gunicorn's application runner construct a ``SlowStartArbiter``, and make
     ``--check-config`` / ``--print-config`` check and show the slow-start settings."""
-    import gunicorn.app.base
-
+    from ._compat import use_arbiter
     from .arbiter import SlowStartArbiter
     from .configcheck import checked
 
-    gunicorn.app.base.Arbiter = SlowStartArbiter
-    gunicorn.app.base.Application.run = checked(gunicorn.app.base.Application.run)
+    use_arbiter(SlowStartArbiter, checked)
 
 
 def install(namespace: MutableMapping[str, Any] | None = None, **keywords: Any) -> Installation:

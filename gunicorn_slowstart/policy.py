@@ -3,9 +3,10 @@
 Theory of operation
 -------------------
 This module is a sans-I/O state machine, in the spirit of h11's ``_state.py``.
-It never reads a clock, a file or a process table: the arbiter (or the
-long-worker pool, or the simulator in ``benchmarks/``) tells it what happened,
-each event stamped with the caller's clock, and asks it what to do next:
+It never reads a clock, a file or a process table: the arbiter (for HTTP and
+long workers alike; the pool's reports reach it as events) or the simulator
+in ``benchmarks/`` tells it what happened, each event stamped with the
+caller's clock, and asks it what to do next:
 
     policy.spawned(key, now)        a process was forked
     policy.ready(key, now)          the master saw it become ready
@@ -14,6 +15,10 @@ each event stamped with the caller's clock, and asks it what to do next:
     policy.set_hold(True)           hold all spawns (memory is short)
     policy.restart(now)             a new ramp begins (SIGHUP reload)
     policy.decide(now, wanted)  ->  Decision(spawn=k, wake_at=t, kill=..., ...)
+    policy.failures(kind), flaps(kind), retry_at(kind), is_stale(key), ...   queries
+
+A key is any hashable value the caller picks; the master uses
+``keys.ProcKey(kind, id)`` for HTTP and long workers alike.
 
 A process is *booting* from its fork until it is ready.  In ``ready`` mode at
 most ``window`` processes boot at once (``in_flight``).  The window starts at
@@ -72,6 +77,17 @@ of the same event (a broker outage), not a longer crash loop.
 
 What the policy keeps is bounded by the processes alive, never by history:
 the boot times of a ramp are the last ``BOOT_SAMPLES``.
+
+``decide()`` is not a pure query: it is also the policy's clock tick.  Time
+passing is an event too (a boot time-out, a back-off that settles), and the
+policy only learns the time from its caller, so ``decide(now)`` first applies
+what ``now`` implies, then answers.  It marks booting processes stale or
+killed (each is listed once, so a second call with the same ``now`` does not
+list it again), lets back-offs settle and flap runs end, applies the idle-CPU
+target sampled since the last call, and in ``timer`` mode starts the next
+batch's timer when it hands out spawns.  Call it once per pass of the
+caller's loop and act on every field of its answer: a ``Decision`` dropped
+on the floor is a spawn budget, a warning and a kill that do not come again.
 """
 
 from __future__ import annotations
@@ -166,7 +182,9 @@ class Decision:
     ``spawn`` HTTP workers and ``spawn_long`` long workers may be forked now;
     look again no later than ``wake_at`` (``None``: only when an event comes).
     ``kill`` lists booting processes past the boot time-out, ``stale`` the
-    ones that just passed the ready time-out, each listed once.
+    ones that just passed the ready time-out, each listed once, by the key
+    the caller gave ``spawned()`` (the master: a ``keys.ProcKey``, whose kind
+    says whether it is an HTTP or a long worker).
     ``exhausted`` names the kinds that reached their failure limit.
     """
 
@@ -402,8 +420,31 @@ class SlowStartPolicy:
     def ready_count(self, kind: str | None = None) -> int:
         return sum(1 for k, _ in self.ready_at.values() if kind in (None, k))
 
+    def failures(self, kind: str) -> int:
+        """Consecutive boot failures of ``kind`` (what ``max_boot_failures`` counts)."""
+        return self.backoff[kind].failures
+
+    def flaps(self, kind: str) -> int:
+        """Consecutive flaps of ``kind`` (deaths soon after becoming ready)."""
+        return self.backoff[kind].flaps
+
+    def retry_at(self, kind: str) -> float:
+        """When the back-off lets ``kind`` spawn again."""
+        return self.backoff[kind].next_at
+
     def decide(self, now: float, wanted: int, wanted_long: int = 0) -> Decision:
-        """How many to fork now (HTTP first), and when to look again."""
+        """How many to fork now (HTTP first), and when to look again.
+
+        Not a pure query (see the module docstring): it advances the policy to
+        ``now`` first.  State it changes: booting processes past
+        ``ready_timeout`` become stale and past ``boot_timeout`` are marked as
+        being killed (returned in ``stale`` / ``kill`` this one time);
+        back-offs settle and flap runs end (``Backoff.settle`` / ``stable``);
+        the window may jump to the idle-CPU target sampled by ``cpu_idle()``
+        (consumed here, once); in timer mode, handing out spawns doubles the
+        batch and starts the ``delay`` timer.  The caller must act on the whole
+        answer, since none of it is repeated.
+        """
         wanted, wanted_long = max(0, wanted), max(0, wanted_long)
         stale, kill = self._expire(now)
         self._settle(now)

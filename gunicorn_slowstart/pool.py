@@ -10,9 +10,12 @@ workers booting together, HTTP first.
 
 Three kinds of process take part:
 
-* the **master** holds the policy.  ``PoolLink`` is its side of the pool: it
-  asks the policy how many long workers may start (``grant``), and feeds the
-  policy what the pool reports (spawned, ready, exited).
+* the **master** holds the policy.  ``PoolLink`` is its side of the pool: the
+  arbiter asks the policy how many long workers may start and ``grant``s them
+  (getting their ``ProcKey``s back), and ``poll()`` / ``check_alive()``
+  return what the pool reported as typed ``PoolEvent``s (spawned, ready,
+  exited), which the arbiter feeds to the policy and the status reporter, as
+  it does for HTTP workers: the link itself never calls either.
 * the **pool manager**, forked from the master at the first ``pre_fork``
   (so the master keeps no thread and does no blocking work), forks long
   workers when granted, watches them, and reports over a datagram socket.  It
@@ -51,9 +54,13 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+from .escalation import Escalation
+from .keys import ProcKey
 from .policy import LONG
+from .rollout import to_retire
 
 READY_FD_ENV = "GUNICORN_SLOWSTART_READY_FD"
 PARENT_CHECK = 0.5
@@ -179,6 +186,27 @@ def load_target(target: str | Callable) -> Callable:
 # -- the master's side ------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class PoolEvent:
+    """What the pool reported about one long worker, for the arbiter to feed on.
+
+    ``what`` is ``SPAWNED`` (``pid`` known now), ``READY`` or ``EXITED``
+    (``expected``: the master or the manager stopped it; ``failed``: it
+    crashed before it was stable).  ``pid`` is None where the timeline has
+    nothing to record (an exit whose pid was never reported)."""
+
+    what: str
+    key: ProcKey
+    pid: int | None = None
+    expected: bool = False
+    failed: bool | None = None
+    code: int | None = None
+    sig: int | None = None
+
+
+SPAWNED, READY, EXITED = "spawned", "ready", "exited"
+
+
 class PoolLink:
     """The master's handle on the pool manager: grants, reports, stop."""
 
@@ -222,17 +250,43 @@ class PoolLink:
             return 0
         return max(0, self.size - len(self.current) - len(self.pending))
 
-    def grant(self, count: int, now: float, policy: Any) -> None:
+    def grant(self, count: int) -> list[ProcKey]:
+        """Ask the manager for ``count`` more long workers; their keys, booting from now."""
         ids = list(range(self.next_id, self.next_id + count))
         self.next_id += count
         for wid in ids:
             self.pending.add(wid)
             self.booting.add(wid)
-            policy.spawned((LONG, wid), now, LONG)
         self._send({"op": "spawn", "ids": ids})
+        return [ProcKey(LONG, wid) for wid in ids]
 
-    def kill(self, wid: int) -> None:
-        self._send({"op": "kill", "id": wid})
+    def kill(self, key: ProcKey) -> None:
+        self._send({"op": "kill", "id": key.id})
+
+    # -- queries for the arbiter --------------------------------------------------------
+
+    def booting_keys(self) -> list[ProcKey]:
+        """Long workers granted or spawned, not ready yet."""
+        return [ProcKey(LONG, wid) for wid in self.booting]
+
+    def booting_count(self) -> int:
+        return len(self.booting)
+
+    def ready_count(self) -> int:
+        """Ready long workers of the current generation."""
+        return len(self.current - self.booting)
+
+    def alive_count(self) -> int:
+        """Long workers of the current generation, booting or ready."""
+        return len(self.current | self.booting)
+
+    def pid_of(self, key: ProcKey) -> int | None:
+        return self.pids.get(key.id)
+
+    def give_up(self) -> bool:
+        """Stop asking for long workers (until the next reload); True the first time."""
+        first, self.gave_up = not self.gave_up, True
+        return first
 
     def reload(self, pool: LongWorkerPool, size: int) -> None:
         """Rolling restart: the current workers become old; new ones are ramped."""
@@ -241,38 +295,42 @@ class PoolLink:
         self.current = set()
         self._send({"op": "reload", "target": _target_text(pool.target), "size": size})
 
-    def poll(self, now: float, policy: Any, status: Any) -> None:
-        """Feed every report the manager sent since the last look to the policy."""
+    def poll(self) -> list[PoolEvent]:
+        """Every report the manager sent since the last look, as events, in order."""
+        events = []
         while self.sock is not None:
             try:
                 message = json.loads(self.sock.recv(65536))
             except BlockingIOError:
-                return
+                break
             except (OSError, ValueError):
-                return
-            self._handle(message, now, policy, status)
+                break
+            event = self._handle(message)
+            if event is not None:
+                events.append(event)
+        return events
 
-    def _handle(self, msg: dict, now: float, policy: Any, status: Any) -> None:
+    def _handle(self, msg: dict) -> PoolEvent | None:
         wid, op = msg.get("id"), msg.get("op")
-        key = (LONG, wid)
+        key = ProcKey(LONG, wid)
         if op == "spawned":
             self.pending.discard(wid)
             if wid not in self.retiring:
                 self.current.add(wid)
             self.pids[wid] = msg["pid"]
-            status.spawned(LONG, msg["pid"], now)
-        elif op == "ready":
+            return PoolEvent(SPAWNED, key, msg["pid"])
+        if op == "ready":
             self.booting.discard(wid)
-            policy.ready(key, now)
-            status.ready(self.pids.get(wid, 0), now)
-        elif op == "exited":
+            return PoolEvent(READY, key, self.pids.get(wid, 0))
+        if op == "exited":
             self.pending.discard(wid)
             self.booting.discard(wid)
             self.current.discard(wid)
             self.retiring.discard(wid)
             crashed = not msg["requested"] and msg["uptime"] < STABLE_AFTER
-            policy.exited(key, now, expected=msg["requested"], failed=crashed)
-            status.exited(self.pids.pop(wid, 0), now, msg.get("code"), msg.get("signal"))
+            return PoolEvent(EXITED, key, self.pids.pop(wid, 0), expected=msg["requested"], failed=crashed,
+                             code=msg.get("code"), sig=msg.get("signal"))
+        return None
 
     def request_stop(self, graceful: bool, timeout: float) -> float:
         """Ask the manager to stop its workers; returns the deadline to wait for it."""
@@ -296,24 +354,24 @@ class PoolLink:
                 _signal_group(pid, signal.SIGKILL)
         self.pid = 0
 
-    def check_alive(self, master: Any, now: float, policy: Any, status: Any) -> None:
-        """A manager that died (it should not) is replaced; its workers died with it."""
+    def check_alive(self, master: Any, now: float) -> list[PoolEvent]:
+        """A manager that died (it should not) is replaced; its workers died with it: their exits."""
         if not self.pid or _alive_child(self.pid):
-            return
+            return []
         self.restarts, replace = manager_restart(self.restarts, now - self.started_at)
         for pid in self.pids.values():  # its workers died with it (parent-death signal); their children:
             _signal_group(pid, signal.SIGKILL)
         self.log.error("slow start: the long-worker pool manager (pid %s) exited; %s", self.pid,
                        "starting a new one" if replace else "giving up on the pool")
-        for wid in self.pending | self.booting | self.current | self.retiring:
-            policy.exited((LONG, wid), now, expected=True)
-            if wid in self.pids:
-                status.exited(self.pids.pop(wid), now, None, signal.SIGKILL)
+        events = [PoolEvent(EXITED, ProcKey(LONG, wid), self.pids.pop(wid, None), expected=True,
+                            sig=signal.SIGKILL)
+                  for wid in self.pending | self.booting | self.current | self.retiring]
         self.pending, self.booting, self.current, self.retiring = set(), set(), set(), set()
         self.sock.close()
         self.pid, self.sock = 0, None
         if replace:
             self.start(master)
+        return events
 
     def _send(self, message: dict) -> None:
         if self.sock is None:
@@ -352,7 +410,7 @@ class _Child:
         self.started = time.monotonic()
         self.ready = False
         self.requested = False
-        self.kill_at = float("inf")
+        self.escalation: Escalation | None = None  # being stopped: SIGKILL at its deadline
 
 
 class _Manager:
@@ -380,9 +438,11 @@ class _Manager:
                 listener.close()
             except OSError:
                 pass
+        from ._compat import close_heartbeat
+
         for worker in list(getattr(master, "WORKERS", {}).values()):
             try:
-                worker.tmp.close()
+                close_heartbeat(worker)
             except OSError:
                 pass
 
@@ -489,7 +549,7 @@ class _Manager:
         old = sorted((c for c in self.children.values() if c.generation < self.generation and not c.requested),
                      key=lambda c: c.started)
         new_ready = sum(1 for c in self.children.values() if c.generation == self.generation and c.ready)
-        for child in old[: max(0, len(old) - max(0, self.size - new_ready))]:
+        for child in to_retire(old, self.size, new_ready):
             self._terminate(child, self.graceful_timeout)
 
     def _kill(self, wid: int) -> None:
@@ -500,7 +560,7 @@ class _Manager:
 
     def _terminate(self, child: _Child, grace: float) -> None:
         child.requested = True
-        child.kill_at = time.monotonic() + grace
+        child.escalation = Escalation.begin(time.monotonic(), grace)  # no re-send: see escalation.py
         _signal_group(child.pid, signal.SIGTERM)
 
     def _stop(self, graceful: bool, timeout: float) -> None:
@@ -515,9 +575,9 @@ class _Manager:
     def _enforce_deadlines(self) -> None:
         now = time.monotonic()
         for child in self.children.values():
-            if now >= child.kill_at:
-                _signal_group(child.pid, signal.SIGKILL)
-                child.kill_at = float("inf")
+            sig = child.escalation.due(now) if child.escalation is not None else None
+            if sig is not None:
+                _signal_group(child.pid, sig)
 
     def _reap(self) -> None:
         while True:
@@ -635,6 +695,6 @@ def _die_with_parent(sig: int) -> None:
 
 
 def _set_title(title: str) -> None:
-    from gunicorn import util
+    from ._compat import set_proctitle
 
-    util._setproctitle(title)
+    set_proctitle(title)

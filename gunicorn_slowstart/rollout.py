@@ -109,3 +109,11 @@ class Rollout:
     def halts(self, pid: int, never_give_up: bool) -> bool:
         """Does gunicorn's halt on a boot error (exit 3 / 4) apply to this worker?"""
         return not (never_give_up or self.ever_served or self.in_reload(pid))
+
+
+def to_retire(old: list, target: int, ready_new: int) -> list:
+    """The rolling-retire rule, for HTTP workers (the arbiter) and long workers (the pool
+    manager) alike: of the ``old`` processes still serving, oldest first, the ones to stop
+    now, so that old and ready new ones together never fall below ``target``."""
+    keep = max(0, target - ready_new)
+    return old[: max(0, len(old) - keep)]

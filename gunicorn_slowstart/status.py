@@ -13,8 +13,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from gunicorn import systemd
-
+from ._compat import notify_systemd, send_metric
 from .timeline import Timeline
 
 WRITE_EVERY = 1.0  # at most one timeline write a second while workers boot; at once otherwise
@@ -140,10 +139,7 @@ class StatusReporter:
                              "this is logged again only if the problem changes", self.path, problem)
 
     def _metric(self, kind: str, name: str, value: float) -> None:
-        send = getattr(self.log, kind, None)  # gunicorn's Statsd logger has gauge() and histogram()
-        if send is not None and callable(send) and hasattr(self.log, "prefix"):
-            send(name, value)
+        send_metric(self.log, kind, name, value)
 
     def _notify(self, text: str) -> None:
-        if os.environ.get("NOTIFY_SOCKET"):
-            systemd.sd_notify("STATUS=" + text, self.log)
+        notify_systemd(text, self.log)

@@ -62,11 +62,17 @@ import traceback
 from dataclasses import dataclass
 from typing import Any
 
-from gunicorn import sock as gunicorn_sock
-from gunicorn import util
-from gunicorn.errors import AppImportError, HaltServer
-from gunicorn.workers.workertmp import WorkerTmp
-
+from ._compat import (
+    AppImportError,
+    HaltServer,
+    adopt_worker,
+    close_heartbeat,
+    heartbeat_fd,
+    master_side_worker,
+    new_worker,
+    run_worker,
+    set_proctitle,
+)
 from .generations import HALT, RELOAD_FAILED, Generations
 from .pool import load_target
 from .settings import SettingError
@@ -254,20 +260,14 @@ class TemplateSpawner:
         if self.book.holds() or not self.book.active():
             return None  # the template went away during this step: the next one waits for its successor
         link = self.links[self.book.current]
-        arbiter.worker_age += 1
-        worker = arbiter.worker_class(arbiter.worker_age, arbiter.pid, arbiter.LISTENERS, arbiter.app,
-                                      arbiter.timeout / 2.0, arbiter.cfg, arbiter.log)
+        worker = master_side_worker(arbiter)
         arbiter.cfg.pre_fork(arbiter, worker)
         request = json.dumps({"op": "spawn", "age": worker.age, "max_requests": worker.max_requests})
-        reply = self._ask(link, request.encode(), worker.tmp.fileno())
+        reply = self._ask(link, request.encode(), heartbeat_fd(worker))
         if reply.get("op") == "spawned":
-            worker.pid = reply["pid"]
-            arbiter.WORKERS[worker.pid] = worker
-            stats = getattr(arbiter, "_stats", None)  # gunicorn >= 24
-            if stats is not None:
-                stats["workers_spawned"] += 1
+            adopt_worker(arbiter, worker, reply["pid"])
             return worker.pid
-        worker.tmp.close()
+        close_heartbeat(worker)
         if reply.get("op") == "refused":
             self._fall_back(reply.get("reason", "?"))
         elif reply.get("op") == "error":  # the template answered: its fork failed (a pids limit, say)
@@ -459,7 +459,7 @@ class Template:
         other templates' sockets, the long-worker pool's socket."""
         for worker in list(getattr(self.server, "WORKERS", {}).values()):
             try:
-                worker.tmp.close()
+                close_heartbeat(worker)
             except OSError:
                 pass
         link = getattr(self.server, "_pool_link", None)
@@ -474,7 +474,7 @@ class Template:
         if os.getppid() != self.master_pid:
             return 0  # the master died before the parent-death signal was armed
         self._set_signals()
-        util._setproctitle(f"template [{self.server.proc_name}] generation {self.generation}")
+        set_proctitle(f"template [{self.server.proc_name}] generation {self.generation}")
         started, cpu = time.monotonic(), time.process_time()
         error = self._load()
         if error is not None:
@@ -590,10 +590,7 @@ class Template:
             signal.signal(sig, handler)
         server = self.server
         server.log.reopen_files()  # the master may have reopened them (SIGUSR1) since the template forked
-        worker = server.worker_class(request["age"], self.master_pid, server.LISTENERS, server.app,
-                                     server.timeout / 2.0, server.cfg, server.log)
-        worker.tmp.close()
-        worker.tmp = _InheritedTmp(tmp_fd)
+        worker = new_worker(server, request["age"], self.master_pid, tmp_fd)
         worker.max_requests = request["max_requests"]  # the master drew the jitter
         run_worker(server, worker)
 
@@ -613,44 +610,3 @@ class Template:
             self.sock.send(json.dumps(message).encode())
         except OSError:
             pass  # the master is gone: the parent check ends us
-
-
-class _InheritedTmp(WorkerTmp):
-    """The master's heartbeat file for this worker, received as a descriptor."""
-
-    def __init__(self, fd: int) -> None:  # not super().__init__(): that would create a new file
-        self._tmp = os.fdopen(fd, "w+b", 0)
-
-
-def run_worker(server: Any, worker: Any) -> None:
-    """What gunicorn's ``Arbiter.spawn_worker`` runs in the child (gunicorn 23 to 27)."""
-    worker.pid = os.getpid()
-    try:
-        util._setproctitle(f"worker [{server.proc_name}]")
-        server.log.info("Booting worker with pid: %s", worker.pid)
-        if server.cfg.reuse_port and hasattr(socket, "SO_REUSEPORT"):
-            worker.sockets = gunicorn_sock.create_sockets(server.cfg, server.log)
-        server.cfg.post_fork(server, worker)
-        worker.init_process()
-        sys.exit(0)
-    except SystemExit:
-        raise
-    except AppImportError as e:
-        server.log.debug("Exception while loading the application", exc_info=True)
-        print(str(e), file=sys.stderr)
-        sys.stderr.flush()
-        sys.exit(server.APP_LOAD_ERROR)
-    except Exception as e:
-        server.log.exception("Exception in worker process")
-        print(str(e), file=sys.stderr)
-        sys.stderr.flush()
-        if not worker.booted:
-            sys.exit(server.WORKER_BOOT_ERROR)
-        sys.exit(-1)
-    finally:
-        server.log.info("Worker exiting (pid: %s)", worker.pid)
-        try:
-            worker.tmp.close()
-            server.cfg.worker_exit(server, worker)
-        except Exception:
-            server.log.warning("Exception during worker exit:\n%s", traceback.format_exc())

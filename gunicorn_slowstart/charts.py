@@ -1,0 +1,413 @@
+"""Drawing a startup timeline: one chart, or two stacked to compare.
+
+Theory of operation
+-------------------
+A chart has, per timeline, a header of labelled marks (each ramp's start,
+its first and its last worker ready), one bar per process (light: booting,
+dark: serving; HTTP and long workers in their own colours, failed boots in
+red) and a strip with the window, the cap and how many booted and served
+at each step.  Labels are placed in as few header rows as keep them apart;
+what does not fit is left out, its line stays.  matplotlib is imported only
+when a chart is drawn (``MissingMatplotlib`` otherwise), with the Agg
+canvas, and the image is written through ``files.write_atomic``.  The
+figures come from ``timeline.summaries``; the CLI is ``timeline_cli.py``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+from . import files
+from .timeline import summaries
+from .timeline_cli import PLOT_HINT, MissingMatplotlib, headline
+
+# --------------------------------------------------------------------------- charts
+#
+# One chart per timeline, in three bands sharing the time axis, laid out in
+# inches so nothing overlaps whatever the number of workers:
+#   * a header with the title, one figures line per ramp, and the labels of
+#     the marks (a later ramp's start, first ready, all ready), placed in rows
+#     so that no two labels overlap (text widths are measured, not guessed);
+#   * the bars: one row per process, light while booting, dark while serving;
+#   * a strip under the bars with the window (a line) and the number booting
+#     (filled), so that no line runs over the bars or the labels.
+
+HTTP_COLORS = ("#a6cbe3", "#1f5f99")    # booting, serving
+LONG_COLORS = ("#fdd0a2", "#d95f0e")
+WINDOW_COLOR = "#333333"
+FIRST_COLOR = "#2ca02c"
+ALL_COLOR = "#7b3294"
+RAMP_COLOR = "#666666"
+BOOTING_COLOR = "#d9d9d9"
+FAILED_COLOR = "#d62728"
+
+FIG_WIDTH = 10.0        # inches
+LEFT, RIGHT = 0.95, 0.3  # margins: worker pids on the left
+LABEL_SIZE = 8
+ROW = 0.21              # a header row of labels
+STRIP = 0.8             # the window strip
+MAX_ROWS = 5            # labels that would need more rows are left out (their lines stay)
+MAX_FIGURE_LINES = 4    # ramps listed under the title
+
+
+def _figure(width: float, height: float) -> Any:
+    try:
+        import matplotlib  # noqa: F401  (a None entry in sys.modules also lands here)
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as e:
+        raise MissingMatplotlib(PLOT_HINT) from e
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)  # a renderer to measure label widths with
+    return fig
+
+
+def end_time(data: dict) -> float:
+    """The last time anything was recorded (at least 1 s, so an empty chart has a scale)."""
+    times = [0.0]
+    for p in data["processes"]:
+        times += [t for t in (p["fork"], p["ready"], p["exit"]) if t is not None]
+    times += [s[0] for s in data["steps"]]
+    for r in data["ramps"]:
+        times += [t for t in (r["start"], r.get("end"), r.get("all_ready")) if t is not None]
+    return max(max(times), 1.0)
+
+
+def chart_edge(data: dict) -> float:
+    """Right edge of the x axis: a little after the last event."""
+    end = end_time(data)
+    return end + max(0.03 * end, 0.2)
+
+
+# -- what the header says -------------------------------------------------------------------
+
+
+def _marks(data: dict) -> list[tuple[float, str, str, str]]:
+    """(x, label, color, line style) of each ramp's start (after the first) and readiness."""
+    marks = []
+    for index, s in enumerate(summaries(data) if data["ramps"] else []):
+        start, sign = s["start"], "+" if index else ""     # later ramps: seconds after their start
+        if index:
+            marks.append((start, f"{s['reason']} (ramp {index + 1})", RAMP_COLOR, ":"))
+        if s["first_ready"] is not None:
+            marks.append((start + s["first_ready"], f"first ready {sign}{s['first_ready']:.2f} s", FIRST_COLOR, "--"))
+        if s["all_ready"] is not None and s["all_ready"] != s["first_ready"]:
+            marks.append((start + s["all_ready"], f"all {s['target']} ready {sign}{s['all_ready']:.2f} s",
+                          ALL_COLOR, "--"))
+    return sorted(marks, key=lambda m: m[0])
+
+
+def _figure_lines(data: dict) -> list[str]:
+    """One line of figures per ramp, under the title."""
+    lines = []
+    for index, s in enumerate(summaries(data)):
+        where = s["reason"] or "ramp" if index == 0 else f"{s['reason']} at {s['start']:.2f} s"
+        failed = f", {s['failures']} died before ready" if s["failures"] else ""
+        lines.append(f"{where}: {headline(s)}{failed}")
+    if len(lines) > MAX_FIGURE_LINES:
+        more = len(lines) - MAX_FIGURE_LINES + 1
+        lines = lines[:MAX_FIGURE_LINES - 1] + [f"... and {more} more ramps (see summary)"]
+    return lines
+
+
+def _label_width(fig: Any, text: str) -> float:
+    """Inches a mark's label takes, box included."""
+    probe = fig.text(0, 0, text, fontsize=LABEL_SIZE)
+    width = probe.get_window_extent(fig.canvas.get_renderer()).width / fig.dpi
+    probe.remove()
+    return width + 0.07
+
+
+LABEL_OFFSET = 0.03     # inches between a mark's line and its label's box
+
+
+def label_span(at: float, width: float, align: str) -> tuple[float, float]:
+    """Inches [left, right] a label's box takes, for a line at ``at``."""
+    if align == "left":
+        return at + LABEL_OFFSET, at + LABEL_OFFSET + width
+    return at - LABEL_OFFSET - width, at - LABEL_OFFSET
+
+
+def _place(fig: Any, marks: list, edge: float, width: float) -> list[tuple[int, str] | None]:
+    """A header row (0: next to the bars) and alignment for each mark's label; None: left out.
+
+    No two labels overlap, and no mark's line (which runs from the bars up to
+    its label) crosses another label.
+    """
+    placed: list[tuple[int, float, float, float]] = []     # row, left, right, line x (inches)
+    result: list[tuple[int, str] | None] = []
+    lines = [x / edge * width for x, _, _, _ in marks]
+    gap = 0.08
+    for index, (_, text, _, _) in enumerate(marks):
+        w, at = _label_width(fig, text), lines[index]
+        spans = [(*label_span(at, w, "left"), "left"), (*label_span(at, w, "right"), "right")]
+        if spans[0][1] > width:
+            spans.reverse()
+        spans = [span for span in spans if span[0] >= -LEFT + 0.1 and span[1] <= width + 0.1] or spans
+        others = lines[index + 1:]      # lines still to place: better not covered by this label
+        # first a place that covers none of them; else high enough to leave the rows below to them
+        choice = next(((row, left, right, align) for row in range(MAX_ROWS) for left, right, align in spans
+                       if not _covered(others, left, right, gap) and _free(placed, row, left, right, at, gap)),
+                      None)
+        for left, right, align in spans if choice is None else ():
+            low = _covered(others, left, right, gap)
+            choice = next(((row, left, right, align) for row in [*range(low, MAX_ROWS), *range(low)]
+                           if _free(placed, row, left, right, at, gap)), None)
+            if choice is not None:
+                break
+        if choice is None:
+            result.append(None)
+            continue
+        row, left, right, align = choice
+        placed.append((row, left, right, at))
+        result.append((row, align))
+    return result
+
+
+def _covered(lines: list[float], left: float, right: float, gap: float) -> int:
+    return sum(1 for at in lines if left - gap <= at <= right + gap)
+
+
+def _free(placed: list, row: int, left: float, right: float, at: float, gap: float) -> bool:
+    """Room at ``row`` for a label spanning [left, right] whose line rises at ``at``."""
+    for other_row, other_left, other_right, other_at in placed:
+        if other_row == row and left - gap < other_right and other_left < right + gap:
+            return False        # two labels side by side
+        if other_row < row and other_left <= at <= other_right:
+            return False        # this line would cross a lower label
+        if other_row > row and left <= other_at <= right:
+            return False        # a higher label's line would cross this one
+    return True
+
+
+# -- the three bands ------------------------------------------------------------------------
+
+
+def _draw_header(ax: Any, marks: list, places: list, rows: int, edge: float, title: str,
+                 lines: list[str]) -> None:
+    ax.set_xlim(0, edge)
+    ax.set_ylim(0, rows)
+    ax.set_axis_off()
+    ax.set_title(title, fontsize=11, pad=4 + 12.5 * len(lines))
+    ax.annotate("\n".join(lines), (0.5, 1.0), xycoords="axes fraction", xytext=(0, 3), textcoords="offset points",
+                ha="center", va="bottom", fontsize=9, color="#333333")
+    for (x, text, color, style), place in zip(marks, places, strict=True):
+        if place is None:
+            continue
+        row, align = place
+        y = row + 0.5               # row 0 just above the bars
+        ax.plot([x, x], [0, y], color=color, linestyle=style, linewidth=1.2, clip_on=False, zorder=1)
+        offset = (LABEL_OFFSET + 0.03) * 72 * (1 if align == "left" else -1)     # to the text, in points
+        ax.annotate(text, (x, y), xytext=(offset, 0), textcoords="offset points",
+                    ha=align, va="center", fontsize=LABEL_SIZE, color=color, zorder=3,
+                    bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": color, "lw": 0.6})
+
+
+def _bars(processes: list[dict], kind: str, end: float) -> tuple[list, list]:
+    """(y, left, width) rows of the booting and the serving bars of one kind."""
+    booting, serving = [], []
+    for y, p in enumerate(processes):
+        if p["kind"] != kind:
+            continue
+        boot_end = p["ready"] if p["ready"] is not None else (p["exit"] if p["exit"] is not None else end)
+        booting.append((y, p["fork"], max(boot_end - p["fork"], 0.0)))
+        if p["ready"] is not None:
+            stop = p["exit"] if p["exit"] is not None else end
+            serving.append((y, p["ready"], max(stop - p["ready"], 0.0)))
+    return booting, serving
+
+
+def _draw_bars(ax: Any, processes: list[dict], marks: list, edge: float) -> None:
+    ax.set_xlim(0, edge)
+    for kind, (light, dark) in (("http", HTTP_COLORS), ("long", LONG_COLORS)):
+        booting, serving = _bars(processes, kind, edge)
+        for rows, color, phase in ((booting, light, "booting"), (serving, dark, "serving")):
+            if rows:
+                ys, lefts, widths = zip(*rows, strict=True)
+                ax.barh(ys, widths, left=lefts, height=0.72, color=color, linewidth=0,
+                        label=f"{kind} worker {phase}")
+    failed = [(p["exit"], y) for y, p in enumerate(processes) if p["exit"] is not None and p["ready"] is None]
+    if failed:
+        xs, ys = zip(*failed, strict=True)
+        ax.plot(xs, ys, "x", color=FAILED_COLOR, markersize=7, markeredgewidth=2, label="died before ready",
+                zorder=4)
+    for x, _, color, style in marks:
+        ax.axvline(x, color=color, linestyle=style, linewidth=1.2, zorder=3)
+    n = len(processes)
+    ax.set_ylim(max(n, 1) - 0.5, -0.5)      # first fork on top
+    if 0 < n <= 30:
+        ax.set_yticks(range(n), [str(p["pid"]) for p in processes], fontsize=7 if n <= 20 else 6)
+        ax.set_ylabel("worker pid, in fork order", fontsize=9)
+    else:
+        ax.set_yticks([])
+        ax.set_ylabel("workers, in fork order" if n else "no worker recorded", fontsize=9)
+    ax.tick_params(axis="y", length=0)
+    ax.tick_params(axis="x", labelbottom=False)
+    ax.grid(axis="x", color="#e0e0e0", linewidth=0.8)
+    ax.set_axisbelow(True)
+
+
+def _draw_strip(ax: Any, data: dict, marks: list, edge: float, xlabel: bool) -> None:
+    """The window (line) and the number booting (filled) over time, under the bars."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_xlim(0, edge)
+    steps = data["steps"]
+    if steps:
+        xs = [s[0] for s in steps] + [edge]
+        windows = [s[1] for s in steps] + [steps[-1][1]]
+        booting = [s[3] for s in steps] + [steps[-1][3]]
+        ax.fill_between(xs, booting, step="post", color=BOOTING_COLOR, linewidth=0, label="booting now (http)")
+        ax.step(xs, windows, where="post", color=WINDOW_COLOR, linewidth=1.6, label=WINDOW_LABELS.get(
+            _mode(data), WINDOW_LABELS["ready"]))
+        ax.set_ylim(0, max(windows + booting + [1]) * 1.25)
+    else:
+        ax.text(0.5, 0.5, "no window recorded", transform=ax.transAxes, ha="center", va="center",
+                fontsize=8, color="#888888")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True, nbins=3))
+    ax.tick_params(axis="y", labelsize=7)
+    ax.set_ylabel("booting", fontsize=8)
+    for x, _, color, style in marks:
+        ax.axvline(x, color=color, linestyle=style, linewidth=1.0, zorder=3)
+    ax.grid(axis="x", color="#e0e0e0", linewidth=0.8)
+    ax.set_axisbelow(True)
+    if xlabel:
+        ax.set_xlabel("seconds since master start", fontsize=9)
+
+
+# -- figures --------------------------------------------------------------------------------
+
+
+def _bars_height(data: dict) -> float:
+    return min(max(0.2 * len(data["processes"]), 1.4), 5.5)
+
+
+def _panels(fig: Any, panels: list[tuple[dict, str]], edge: float, top: float) -> dict[str, Any]:
+    """Draw each (timeline, title) as header, bars and strip, stacked from ``top`` inches down."""
+    width = FIG_WIDTH - LEFT - RIGHT
+    plans = []
+    for data, title in panels:
+        marks = _marks(data)
+        places = _place(fig, marks, edge, width)
+        rows = max([p[0] + 1 for p in places if p is not None], default=1)
+        plans.append((data, title, marks, places, rows, _figure_lines(data)))
+    height = top + LEGEND_ROW * _legend_rows(plans) + sum(
+        0.3 + 0.19 * len(lines) + rows * ROW + _bars_height(data) + 0.06 + STRIP + 0.55
+        for data, _, _, _, rows, lines in plans)
+    fig.set_size_inches(FIG_WIDTH, height)
+    handles: dict[str, Any] = {}
+    y = height - top
+    for number, (data, title, marks, places, rows, lines) in enumerate(plans):
+        y -= 0.3 + 0.19 * len(lines)
+        header_h, bars_h = rows * ROW, _bars_height(data)
+        header = fig.add_axes([LEFT / FIG_WIDTH, (y - header_h) / height, width / FIG_WIDTH, header_h / height])
+        y -= header_h + bars_h
+        bars = fig.add_axes([LEFT / FIG_WIDTH, y / height, width / FIG_WIDTH, bars_h / height])
+        y -= 0.06 + STRIP
+        strip = fig.add_axes([LEFT / FIG_WIDTH, y / height, width / FIG_WIDTH, STRIP / height])
+        y -= 0.55
+        processes = sorted(data["processes"], key=lambda p: (p["fork"], p["pid"]))
+        _draw_header(header, marks, places, rows, edge, title, lines)
+        _draw_bars(bars, processes, marks, edge)
+        _draw_strip(strip, data, marks, edge, xlabel=number == len(plans) - 1)
+        for ax in (bars, strip):
+            for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+                handles.setdefault(label, handle)
+    return handles
+
+
+WINDOW_LABELS = {"ready": "window (max booting)", "timer": "batch (forks per delay)",
+                 "off": "window (off: all at once)"}
+LEGEND_ORDER = ("http worker booting", "http worker serving", "long worker booting", "long worker serving",
+                "died before ready", "booting now (http)", *dict.fromkeys(WINDOW_LABELS.values()))
+LEGEND_COLUMNS = 5      # more entries than this: two rows
+
+
+LEGEND_ROW = 0.3        # inches
+
+
+def _legend_rows(plans: list) -> int:
+    """Rows the legend will take, known before drawing: which kinds, failures, a window."""
+    entries = set()
+    for data, *_ in plans:
+        for p in data["processes"]:
+            entries.add(p["kind"] + " booting")
+            if p["ready"] is not None:
+                entries.add(p["kind"] + " serving")
+            elif p["exit"] is not None:
+                entries.add("died before ready")
+        if data["steps"]:
+            entries.update(("booting now (http)", WINDOW_LABELS.get(_mode(data), WINDOW_LABELS["ready"])))
+    return 1 if len(entries) <= LEGEND_COLUMNS else 2
+
+
+def _figure_legend(fig: Any, handles: dict[str, Any]) -> None:
+    """The legend at the bottom, where it hides nothing: one row, or two when long."""
+    labels = sorted(handles, key=lambda label: LEGEND_ORDER.index(label) if label in LEGEND_ORDER else 99)
+    if labels:
+        columns = len(labels) if len(labels) <= LEGEND_COLUMNS else math.ceil(len(labels) / 2)
+        fig.legend([handles[label] for label in labels], labels, loc="lower center", bbox_to_anchor=(0.5, 0.0),
+                   ncols=columns, fontsize=8, frameon=False)
+
+
+def _mode(data: dict) -> str:
+    return str(data.get("meta", {}).get("mode", "?"))
+
+
+def _setup_text(data: dict, mode: bool = True) -> str:
+    """``mode ready, 8 workers, cap 2, 2 CPUs`` from the timeline's meta."""
+    meta = data.get("meta", {})
+    parts = [f"mode {_mode(data)}"] if mode else []
+    parts += [f"{meta['target']} workers"] if "target" in meta else []
+    parts += [f"cap {meta['cap']}"] if meta.get("cap") is not None else []
+    parts += [f"{meta['cpus']} CPUs"] if "cpus" in meta else []
+    return ", ".join(parts)
+
+
+def default_title(data: dict) -> str:
+    return f"Startup timeline: {_setup_text(data)}"
+
+
+def _panel_title(data: dict, label: str) -> str:
+    setup = _setup_text(data, mode=label != _mode(data))
+    return f"{label} ({setup})" if setup else label
+
+
+def render(data: dict, path: str, title: str | None = None) -> None:
+    """Draw one timeline to an image file (PNG by its suffix); needs matplotlib.
+
+    ``title`` replaces the first line only: the figures of every ramp stay under it.
+    """
+    fig = _figure(FIG_WIDTH, 6.0)
+    _figure_legend(fig, _panels(fig, [(data, title or default_title(data))], chart_edge(data), top=0.1))
+    _save(fig, path)
+
+
+def render_compare(first: dict, second: dict, path: str, title: str | None = None,
+                   labels: tuple[str, str] | None = None) -> None:
+    """Draw two timelines stacked on one time scale, each titled with its label (default: meta mode)."""
+    labels = labels or (_mode(first), _mode(second))
+    fig = _figure(FIG_WIDTH, 9.0)
+    edge = max(chart_edge(first), chart_edge(second))
+    handles = _panels(fig, [(first, _panel_title(first, labels[0])),
+                            (second, _panel_title(second, labels[1]))], edge, top=0.45)
+    _figure_legend(fig, handles)
+    fig.suptitle(title or f"Startup compared: {labels[0]} vs {labels[1]}", fontsize=12, y=1 - 0.1 / fig.get_figheight(),
+                 va="top")
+    _save(fig, path)
+
+
+def _save(fig: Any, path: str) -> None:
+    """Render in memory, then ``files.write_atomic``: a chart never replaces a device or a FIFO."""
+    import io
+
+    files.check_writable(path)
+    buffer = io.BytesIO()
+    suffix = os.path.splitext(path)[1][1:].lower() or None
+    try:
+        fig.savefig(buffer, dpi=100, format=suffix)
+    except ValueError as e:     # e.g. an image format matplotlib does not know
+        raise OSError(str(e)) from e
+    files.write_atomic(path, buffer.getvalue())
