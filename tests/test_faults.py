@@ -66,11 +66,14 @@ def fault_env(tmp_path, **extra: str) -> dict:
 
 
 def window_before_and_after(timeline: dict, t: float) -> tuple[int, int]:
-    """The window in the last step before ``t`` and in the first step at or after it."""
+    """The window in the last step before ``t``, and the smallest in the half second after it.
+
+    The master may record a step in the same millisecond as the exit, before it has handled
+    the exit (gunicorn 23 reaps in its SIGCHLD handler): the reaction is the next step."""
     steps = timeline["steps"]
     before = [s[1] for s in steps if s[0] < t]
-    after = [s[1] for s in steps if s[0] >= t]
-    return before[-1], after[0]
+    after = [s[1] for s in steps if t <= s[0] < t + 0.5]
+    return before[-1], min(after)
 
 
 # -- boot time-out --------------------------------------------------------------------
