@@ -8,13 +8,9 @@ import threading
 import time
 
 import pytest
-from support import GUNICORN_MAJOR, get, peak_booting, ready_at, try_get, wait_for
+from support import GUNICORN_MAJOR, get, http_workers, peak_booting, ready_at, try_get, wait_for
 
 pytestmark = pytest.mark.slow
-
-
-def http_workers(timeline: dict) -> list[dict]:
-    return [p for p in timeline["processes"] if p["kind"] == "http"]
 
 
 def test_first_start_is_paced_by_readiness(server):
@@ -245,22 +241,3 @@ def test_console_script_reads_gunicorn_cmd_args(server):
                  env={"GUNICORN_CMD_ARGS": "--slowstart-max-batch 1 --slowstart-growth double"})
     timeline = srv.wait_ready()
     assert timeline["meta"]["cap"] == 1
-
-
-def test_cap_follows_the_cgroup_cpu_quota(server):
-    """The container case: the host shows every CPU, a cgroup quota of 0.5 CPU allows one."""
-    from benchmarks.cpulimit import CpuLimit, CpuLimitUnavailable
-
-    try:
-        limit = CpuLimit(0.5).__enter__()
-    except CpuLimitUnavailable as exc:
-        pytest.skip(f"no CPU cgroup here: {exc}")
-    try:
-        srv = server(workers=3, boot_cpu=0.2, preexec_fn=limit.preexec_fn())
-        timeline = srv.wait_ready(60)
-        assert timeline["meta"]["cpus"] == 1 and timeline["meta"]["cap"] == 1
-        assert peak_booting(http_workers(timeline)) == 1
-        assert get(srv.port)[0] == 200
-        srv.stop()
-    finally:
-        limit.__exit__(None, None, None)

@@ -25,7 +25,7 @@ import time
 
 import psutil
 import pytest
-from support import try_get, wait_for
+from support import running, try_get, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -87,17 +87,6 @@ def stable(predicate, hold: float):
         return now - since[0] >= hold
 
     return check
-
-
-def running(pids) -> list[int]:
-    left = []
-    for pid in pids:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                left.append(pid)
-        except psutil.NoSuchProcess:
-            pass
-    return left
 
 
 @pytest.mark.parametrize("trial", range(TRIALS), ids=lambda t: f"trial{t}")

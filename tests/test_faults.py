@@ -10,17 +10,12 @@ import re
 import signal
 import time
 
-import psutil
 import pytest
-from support import GUNICORN_MAJOR, get, try_get, wait_for
+from support import GUNICORN_MAJOR, alive, get, hold, http_workers, try_get, wait_for
 
 pytestmark = pytest.mark.slow
 
 KILLED = re.compile(r"slow start: worker (\d+) not ready ([\d.]+) s after fork: killing it \(boot_timeout\)")
-
-
-def http_workers(timeline: dict) -> list[dict]:
-    return [p for p in timeline.get("processes", []) if p["kind"] == "http"]
 
 
 def live_ready(srv) -> list[dict]:
@@ -31,21 +26,6 @@ def settled(srv, count: int) -> bool:
     """``count`` ready workers in the timeline, and exactly those pids alive under the master."""
     ready = live_ready(srv)
     return len(ready) == count and sorted(p["pid"] for p in ready) == srv.workers()
-
-
-def alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def never(predicate, duration: float, what: str, interval: float = 0.05) -> None:
-    """Poll for ``duration`` s and fail as soon as ``predicate`` becomes true."""
-    deadline = time.monotonic() + duration
-    while time.monotonic() < deadline:
-        assert not predicate(), what
-        time.sleep(interval)
 
 
 def claimed(directory) -> dict[int, int]:
@@ -114,7 +94,7 @@ def test_boot_timeout_escalates_to_sigkill_while_the_others_serve(server, tmp_pa
     match = wait_for(lambda: KILLED.search(srv.log()), 10, "the boot_timeout kill in the log")
     assert int(match.group(1)) == hung
     # it ignores SIGTERM: still there (and the server still answers) until SIGKILL, 5 s later
-    never(lambda: not alive(hung), 3.5, f"hung worker {hung} gone before the SIGKILL grace ran out")
+    hold(lambda: alive(hung), 3.5, f"hung worker {hung} gone before the SIGKILL grace ran out")
     assert get(srv.port)[0] == 200
     wait_for(lambda: not alive(hung), 5, f"hung worker {hung} SIGKILLed")
 
@@ -201,7 +181,7 @@ def test_flaky_app_gets_every_worker_ready(server, tmp_path):
 def test_memory_hold_before_any_fork_then_clean_exit(server):
     srv = server(workers=3, env={"GUNICORN_SLOWSTART_MIN_FREE_MB": str(10**9)})
     wait_for(lambda: "holding the ramp" in srv.log(), 15, "the hold warning")
-    never(lambda: "Booting worker" in srv.log() or srv.workers(), 3.5, "a worker forked while held")
+    hold(lambda: not ("Booting worker" in srv.log() or srv.workers()), 3.5, "a worker forked while held")
     log = srv.log()
     assert log.count("holding the ramp") == 1, log
     assert re.search(r"holding the ramp: \d+ MiB available, below min_free_mb 1000000000", log), log

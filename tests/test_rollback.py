@@ -15,7 +15,7 @@ import time
 
 import psutil
 import pytest
-from support import peak_booting, ready_at, try_get, wait_for
+from support import hold, http_workers, peak_booting, ready_at, try_get, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -77,7 +77,7 @@ class Deploy:
 
 
 def http(srv) -> list[dict]:
-    return [p for p in srv.timeline().get("processes", []) if p["kind"] == "http"]
+    return http_workers(srv.timeline())
 
 
 def live_ready(srv) -> list[int]:
@@ -92,21 +92,6 @@ def settled(srv, count: int) -> list[int] | None:
     if len(ready) == count and sorted(alive_http) == ready and set(ready) <= children:
         return ready
     return None
-
-
-def alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def hold(predicate, duration: float, what: str) -> None:
-    """``predicate`` must stay true for ``duration`` s (polled)."""
-    deadline = time.monotonic() + duration
-    while time.monotonic() < deadline:
-        assert predicate(), what
-        time.sleep(0.05)
 
 
 def rollback_server(server, tmp_path, deploy: Deploy, env: dict | None = None, conf_text: str = "", **kwargs):
