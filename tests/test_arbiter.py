@@ -202,7 +202,7 @@ def test_invalid_flag_refused_by_console_script(server):
     srv = server(workers=2, config="", command=("-m", "gunicorn_slowstart.cli"),
                  args=("--slowstart-initial", "-1"))
     assert srv.wait_exit(20) != 0
-    assert "argument --slowstart-initial: must be a whole number >= 1, got '-1'" in srv.log()  # the flag typed
+    assert "argument --slowstart-initial: must be a whole number >= 1 or 'auto', got '-1'" in srv.log()  # the flag
     assert "Booting worker" not in srv.log()
 
 

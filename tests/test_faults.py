@@ -56,7 +56,8 @@ def window_before_and_after(timeline: dict, t: float) -> tuple[int, int]:
 
 
 def test_boot_timeout_kills_the_hung_probe_and_replaces_it(server, tmp_path):
-    env = fault_env(tmp_path, GUNICORN_SLOWSTART_BOOT_TIMEOUT="2")
+    env = fault_env(tmp_path, GUNICORN_SLOWSTART_BOOT_TIMEOUT="2",
+                    GUNICORN_SLOWSTART_INITIAL="1")  # one probe first (auto: tests/test_first_step.py)
     srv = server(app="fault_hang:app", workers=3, boot_cpu=0.2, env=env)
     hung = int(wait_for(lambda: (tmp_path / "fault" / "hung").exists()
                         and (tmp_path / "fault" / "hung").read_text(), 15, "the hung boot"))
@@ -121,7 +122,7 @@ def test_hung_worker_without_boot_timeout_does_not_block_the_control_socket(serv
 
 def test_boot_timeouts_count_toward_max_boot_failures(server, tmp_path):
     env = fault_env(tmp_path, FAULT_HANG_BOOT="*", GUNICORN_SLOWSTART_BOOT_TIMEOUT="0.5",
-                    GUNICORN_SLOWSTART_MAX_BOOT_FAILURES="2")
+                    GUNICORN_SLOWSTART_MAX_BOOT_FAILURES="2", GUNICORN_SLOWSTART_INITIAL="1")  # one fork a step
     srv = server(app="fault_hang:app", workers=3, env=env)
     assert srv.wait_exit(20) == 3, srv.tail()
     log = srv.log()

@@ -271,7 +271,8 @@ def test_every_kind_of_failed_boot_rolls_a_reload_back(server, tmp_path):
     each SIGHUP is abandoned, the same old workers serve throughout, 0 failed requests."""
     deploy = Deploy(tmp_path)
     srv = rollback_server(server, tmp_path, deploy, workers=3, boot_cpu=0.1,
-                          env={"GUNICORN_SLOWSTART_BOOT_TIMEOUT": "2"})
+                          env={"GUNICORN_SLOWSTART_BOOT_TIMEOUT": "2",
+                               "GUNICORN_SLOWSTART_INITIAL": "1"})  # auto: as many as CPUs stand idle
     old = wait_for(lambda: settled(srv, 3), 30, "3 ready workers")
     forks = srv.log().count("[INFO] Booting worker with pid")
     cases = [("lifespan", "(exit code 3)"), ("crash", "(exit code 1)"), ("noapp", "(exit code 4)"),
