@@ -199,7 +199,7 @@ def test_timeline_records_every_exit_at_shutdown(server, tmp_path, sig, ignore_t
     assert all(p["exit"] is not None for p in procs), procs
     for proc in procs:
         if proc["exit_signal"] in (None, sig):  # it left on the signal itself: at once
-            assert proc["exit"] - t_sig < 1.5, (t_sig, proc)
+            assert proc["exit"] - t_sig < 3.0, (t_sig, proc)  # well before the 5 s graceful timeout
 
 
 # -- a stop signal that lands right after a fork -----------------------------------------

@@ -63,7 +63,7 @@ def test_boot_timeout_kills_the_hung_probe_and_replaces_it(server, tmp_path):
                         and (tmp_path / "fault" / "hung").read_text(), 15, "the hung boot"))
     match = wait_for(lambda: KILLED.search(srv.log()), 10, "the boot_timeout kill in the log")
     assert int(match.group(1)) == hung, srv.tail()
-    assert 2.0 <= float(match.group(2)) < 2.5, match.group(0)
+    assert 2.0 <= float(match.group(2)) < 3.5, match.group(0)  # at boot_timeout, give or take a busy machine
 
     wait_for(lambda: settled(srv, 3), 30, "3 ready workers after the hung one was replaced")
     assert get(srv.port)[0] == 200
@@ -71,11 +71,11 @@ def test_boot_timeout_kills_the_hung_probe_and_replaces_it(server, tmp_path):
     procs = http_workers(srv.timeline())
     dead = next(p for p in procs if p["pid"] == hung)
     assert dead["ready"] is None and dead["exit_signal"] == signal.SIGTERM, dead
-    assert 2.0 <= dead["exit"] - dead["fork"] < 2.6, dead
+    assert 2.0 <= dead["exit"] - dead["fork"] < 4.0, dead  # SIGTERM ended it, long before the 5 s SIGKILL
     assert f"worker {hung} died" in srv.log() and "(signal 15) before it was ready" in srv.log()
     # a boot failure backs off: the replacement comes about 1 s after the hung one is gone
     replacement = min(p["fork"] for p in procs if p["fork"] > dead["fork"])
-    assert 0.95 <= replacement - dead["exit"] < 1.6, (dead, procs)
+    assert 0.95 <= replacement - dead["exit"] < 1.9, (dead, procs)  # 1 s: below the next step's 2 s
     assert len(procs) == 4, procs
 
 
