@@ -137,7 +137,8 @@ def test_boot_timeouts_count_toward_max_boot_failures(server, tmp_path):
 
 
 def test_crash_loop_backs_off_then_stops_with_boot_error(server):
-    srv = server(app="fault_crash:app", workers=3, env={"GUNICORN_SLOWSTART_MAX_BOOT_FAILURES": "4"})
+    srv = server(app="fault_crash:app", workers=3, env={"GUNICORN_SLOWSTART_MAX_BOOT_FAILURES": "4",
+                                                        "GUNICORN_SLOWSTART_INITIAL": "1"})  # one fork a step
     start = time.monotonic()
     code = srv.wait_exit(30)
     assert code == 3, srv.tail()  # gunicorn's WORKER_BOOT_ERROR
