@@ -3,7 +3,9 @@
 The spawn decisions in the ``timer`` and ``ready`` modes are made by the real
 ``SlowStartPolicy`` (imported unchanged from ``gunicorn_slowstart.policy``),
 fed the same events the arbiter gives it.  ``off`` replays gunicorn's own
-``spawn_workers()`` loop.  Run ``python -m benchmarks.simulate --help``.
+``spawn_workers()`` loop.  Run ``python -m benchmarks.simulate --help``; in
+code, ``run(SimConfig(mode, n, cores, ...))`` (or ``simulate(...)`` with the
+same fields as arguments) returns a ``Result``.
 
 Model and assumptions
 ---------------------
@@ -84,7 +86,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 if __package__ in (None, ""):  # run as a file (python benchmarks/simulate.py): import the project from here
@@ -165,6 +167,66 @@ def draw_boots(n: int, boot_cpu: float, dist: str, rng: random.Random) -> list[f
             out[rng.randrange(n)] = STRAGGLER_FACTOR * boot_cpu
         return out
     raise ValueError(f"dist must be one of {', '.join(DISTS)}, not {dist!r}")
+
+
+# -- the configuration of one run ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """Everything one simulated start depends on (the model: the module docstring).
+
+    The machine (``cores``, ``quota``, ``neighbours``), the app (``boot_cpu``,
+    ``dist``, ``fail_prob``, ``seed``), the master (``detect_lag``,
+    ``fork_cost``, ``overhead``) and the policy's settings (``growth``, ``cap``
+    -- None: the product's rule --, ``initial``, ``tail_merge``, ``extra``).
+    ``policy_factory(config, now)`` may replace ``SlowStartPolicy`` (to try a
+    variant of the policy); ``decide_on_sample=False`` calls ``decide`` only on
+    ready/exit events and at ``wake_at``.  Refuses nonsense with a ValueError.
+    """
+
+    mode: str
+    n: int
+    cores: int
+    quota: float | None = None
+    neighbours: int = 0
+    boot_cpu: float = 1.0
+    dist: str = "fixed"
+    seed: int = 0
+    growth: str = DEFAULT_GROWTH
+    detect_lag: float = 0.025
+    fork_cost: float = 0.002
+    fail_prob: float = 0.0
+    cap: int | None = None
+    initial: int | str = DEFAULT_INITIAL
+    tail_merge: bool = True
+    extra: int = 0
+    overhead: float = 0.0
+    policy_factory: PolicyFactory | None = None
+    decide_on_sample: bool = True
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
+        if self.growth not in GROWTHS:
+            raise ValueError(f"growth must be one of {', '.join(GROWTHS)}, not {self.growth!r}")
+        if self.dist not in DISTS:
+            raise ValueError(f"dist must be one of {', '.join(DISTS)}, not {self.dist!r}")
+        if self.n < 1 or self.cores < 1 or self.neighbours < 0 or self.boot_cpu <= 0:
+            raise ValueError("n and cores must be >= 1, neighbours >= 0, boot_cpu > 0")
+        if self.quota is not None and self.quota <= 0:
+            raise ValueError("quota must be > 0")
+        if not 0.0 <= self.fail_prob < 1.0:
+            raise ValueError("fail_prob must be in [0, 1)")
+        if self.overhead < 0:
+            raise ValueError("overhead must be >= 0")
+
+    @property
+    def policy_cap(self) -> int | None:
+        """The policy's max_batch: ``cap``, else the product's rule; None for ``off`` (no policy)."""
+        if self.mode == "off":
+            return None
+        return self.cap if self.cap is not None else default_cap(self.mode, self.cores, self.quota)
 
 
 # -- results ------------------------------------------------------------------
@@ -256,39 +318,19 @@ class _Sim:
     so each completes when the shared virtual clock reaches its demand), plus a heap of
     timed events.  Time jumps from event to event; nothing is stepped."""
 
-    def __init__(
-        self,
-        mode: str,
-        n: int,
-        cores: int,
-        quota: float | None,
-        neighbours: int,
-        boots: list[float],
-        seed: int,
-        growth: str,
-        detect_lag: float,
-        fork_cost: float,
-        fail_prob: float,
-        cap: int | None,
-        policy_factory: PolicyFactory | None,
-        decide_on_sample: bool,
-        initial: int | str = DEFAULT_INITIAL,
-        tail_merge: bool = True,
-        extra: int = 0,
-        overhead: float = 0.0,
-    ) -> None:
-        self.mode = mode
-        self.cores = cores
-        self.overhead = overhead
-        self.n = n
-        self.capacity = capacity_of(cores, quota)
-        self.neighbours = neighbours
-        self.detect_lag = detect_lag
-        self.fork_cost = fork_cost
-        self.fail_prob = fail_prob
-        self.decide_on_sample = decide_on_sample
-        self.fail_rng = random.Random(f"{seed}:fail")
-        self.jitter_rng = random.Random(f"{seed}:jitter")
+    def __init__(self, config: SimConfig, boots: list[float]) -> None:
+        self.mode = config.mode
+        self.cores = config.cores
+        self.overhead = config.overhead
+        self.n = config.n
+        self.capacity = capacity_of(config.cores, config.quota)
+        self.neighbours = config.neighbours
+        self.detect_lag = config.detect_lag
+        self.fork_cost = config.fork_cost
+        self.fail_prob = config.fail_prob
+        self.decide_on_sample = config.decide_on_sample
+        self.fail_rng = random.Random(f"{config.seed}:fail")
+        self.jitter_rng = random.Random(f"{config.seed}:jitter")
         self.demands: deque[float] = deque(boots)
 
         self.now = 0.0
@@ -324,13 +366,13 @@ class _Sim:
         self.next_sample = INF
         self.sample_no = 0
         self.busy_at_sample = 0.0
-        if mode != "off":
-            assert cap is not None
-            config = PolicyConfig(mode=mode, max_batch=cap, delay=TIMER_DELAY, growth=growth, initial=initial,
-                                  tail_merge=tail_merge, extra=extra)
-            self.policy = (policy_factory or SlowStartPolicy)(config, 0.0)
+        if config.mode != "off":
+            policy_config = PolicyConfig(mode=config.mode, max_batch=config.policy_cap, delay=TIMER_DELAY,
+                                         growth=config.growth, initial=config.initial,
+                                         tail_merge=config.tail_merge, extra=config.extra)
+            self.policy = (config.policy_factory or SlowStartPolicy)(policy_config, 0.0)
             self.next_sample = SAMPLE_EVERY
-            self.policy.cpu_idle(self.capacity - min(self.capacity, neighbours), 0.0)  # the start sample
+            self.policy.cpu_idle(self.capacity - min(self.capacity, self.neighbours), 0.0)  # the start sample
             self.policy.restart(0.0)  # the arbiter's first ramp begins after its start sample
 
     # -- CPU ----------------------------------------------------------------
@@ -525,68 +567,35 @@ def simulate(
     policy_factory: PolicyFactory | None = None,
     decide_on_sample: bool = True,
 ) -> Result:
-    """Simulate one start of ``n`` workers; see the module docstring for the model.
+    """Simulate one start of ``n`` workers: ``run(SimConfig(...))`` with these fields
+    (their meaning: ``SimConfig``)."""
+    return run(SimConfig(mode=mode, n=n, cores=cores, quota=quota, neighbours=neighbours, boot_cpu=boot_cpu,
+                         dist=dist, seed=seed, growth=growth, detect_lag=detect_lag, fork_cost=fork_cost,
+                         fail_prob=fail_prob, cap=cap, initial=initial, tail_merge=tail_merge, extra=extra,
+                         overhead=overhead, policy_factory=policy_factory, decide_on_sample=decide_on_sample))
 
-    ``initial``, ``tail_merge`` and ``extra`` are the policy's settings;
-    ``overhead`` the contention cost (module docstring).
-    ``policy_factory(config, now)`` may replace ``SlowStartPolicy`` (to try a
-    variant of the policy); ``decide_on_sample=False`` calls ``decide`` only on
-    ready/exit events and at ``wake_at``.
-    """
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
-    if growth not in GROWTHS:
-        raise ValueError(f"growth must be one of {', '.join(GROWTHS)}, not {growth!r}")
-    if n < 1 or cores < 1 or neighbours < 0 or boot_cpu <= 0:
-        raise ValueError("n and cores must be >= 1, neighbours >= 0, boot_cpu > 0")
-    if quota is not None and quota <= 0:
-        raise ValueError("quota must be > 0")
-    if not 0.0 <= fail_prob < 1.0:
-        raise ValueError("fail_prob must be in [0, 1)")
-    if overhead < 0:
-        raise ValueError("overhead must be >= 0")
-    if mode != "off" and cap is None:
-        cap = default_cap(mode, cores, quota)
-    if mode == "off":
-        cap = None
-    boots = draw_boots(n, boot_cpu, dist, random.Random(seed))
-    sim = _Sim(
-        mode,
-        n,
-        cores,
-        quota,
-        neighbours,
-        boots,
-        seed,
-        growth,
-        detect_lag,
-        fork_cost,
-        fail_prob,
-        cap,
-        policy_factory,
-        decide_on_sample,
-        initial,
-        tail_merge,
-        extra,
-        overhead,
-    )
+
+def run(config: SimConfig) -> Result:
+    """Simulate one start; see the module docstring for the model."""
+    boots = draw_boots(config.n, config.boot_cpu, config.dist, random.Random(config.seed))
+    sim = _Sim(config, boots)
     sim.run()
     return Result(
-        mode=mode,
-        n=n,
-        cores=cores,
-        quota=quota,
-        neighbours=neighbours,
-        growth=growth,
-        initial=initial,
-        dist=dist,
-        seed=seed,
-        cap=cap,
+        mode=config.mode,
+        n=config.n,
+        cores=config.cores,
+        quota=config.quota,
+        neighbours=config.neighbours,
+        growth=config.growth,
+        initial=config.initial,
+        dist=config.dist,
+        seed=config.seed,
+        cap=config.policy_cap,
         first_ready=sim.first_ready,
         all_ready=sim.all_ready,
         peak_booting=sim.peak,
-        lone_boot=lone_boot_bound(boot_cpu, cores, quota, neighbours),
-        cpu_bound=cpu_bound_of(boots, cores, quota, neighbours),
+        lone_boot=lone_boot_bound(config.boot_cpu, config.cores, config.quota, config.neighbours),
+        cpu_bound=cpu_bound_of(boots, config.cores, config.quota, config.neighbours),
         spawns=len(sim.procs),
         failures=sim.failures,
         stale=sim.stale,
@@ -647,31 +656,15 @@ def run_grid(
     overhead: float = 0.0,
 ) -> list[dict[str, Any]]:
     """One row per cell and mode, each with its goal verdict (``ok`` / ``MISS``) and its
-    all-ready against stock's (``vs_stock``)."""
+    all-ready against stock's (``vs_stock``).  Every run is the same ``SimConfig`` but for
+    its cell (cores, quota, N, neighbours) and mode; the other arguments are its fields."""
+    base = SimConfig(mode="off", n=1, cores=1, boot_cpu=boot_cpu, dist=dist, seed=seed, growth=growth,
+                     detect_lag=detect_lag, fork_cost=fork_cost, fail_prob=fail_prob, initial=initial,
+                     tail_merge=tail_merge, extra=extra, overhead=overhead, policy_factory=policy_factory)
     rows = []
     for cores, quota, n, neighbours in grid_cells(cores_list, ns):
-        results = {
-            mode: simulate(
-                mode,
-                n,
-                cores,
-                quota,
-                neighbours,
-                boot_cpu,
-                dist,
-                seed,
-                growth,
-                detect_lag,
-                fork_cost,
-                fail_prob,
-                initial=initial,
-                tail_merge=tail_merge,
-                extra=extra,
-                overhead=overhead,
-                policy_factory=policy_factory,
-            )
-            for mode in MODES
-        }
+        cell = replace(base, n=n, cores=cores, quota=quota, neighbours=neighbours)
+        results = {mode: run(replace(cell, mode=mode)) for mode in MODES}
         stock = results["off"].all_ready
         for mode in MODES:
             r = results[mode]
@@ -780,13 +773,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     for growth in growths:
         rows = run_grid(
             args.cores,
-            growth,
-            args.boot_cpu,
-            args.dist,
-            args.seed,
-            args.fail_prob,
-            args.detect_lag,
-            args.fork_cost,
+            growth=growth,
+            boot_cpu=args.boot_cpu,
+            dist=args.dist,
+            seed=args.seed,
+            fail_prob=args.fail_prob,
+            detect_lag=args.detect_lag,
+            fork_cost=args.fork_cost,
             ns=args.ns,
             initial=args.initial,
             tail_merge=not args.no_tail_merge,

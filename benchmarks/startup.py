@@ -18,11 +18,10 @@ What is measured, per run (all times in seconds from ``t0``, taken just before `
   own timeline (``GUNICORN_SLOWSTART_TIMELINE``; the master stamps readiness
   within 25 ms of a worker's first heartbeat).  Timeline times are relative to
   the master's start; they are moved onto our clock with the timeline's
-  ``wall_t0`` and our wall-clock time at ``t0``.  The time is taken from the
-  HTTP processes' ready events, not from the ramp's ``all_ready``, which
-  counts long workers towards the HTTP target; with ``--long-workers K`` the
-  K-th long worker's ready time is reported apart (``long s``) and a run
-  waits for both.  The ramp's ``end`` is kept in the JSON as a cross-check.
+  ``wall_t0`` and our wall-clock time at ``t0``.  The time is the first ramp's
+  ``first_ready`` / ``all_ready``, which count HTTP workers against the HTTP
+  target; with ``--long-workers K`` the K-th long worker's ready time is
+  reported apart (``long s``) and a run waits for both.  The ramp's ``end`` is kept in the JSON as a cross-check.
 * **failed / p50 / p99**: the requests *sent* before all workers were ready.
   ``failed`` counts time-outs, resets and non-200 answers.  Refused
   connections are counted apart (``refused`` in the JSON): they happen only
@@ -91,7 +90,7 @@ benchmark started are ever signalled, and traffic only goes to 127.0.0.1.
 
 Exit status: 0 when every run succeeded and nothing was left behind, 1
 otherwise, 2 when the benchmark cannot run here (``--cpu-quota`` without
-cgroup rights, ``--long-workers`` without ``examples/jobs.py``, bad options).
+cgroup rights, bad options).
 """
 
 from __future__ import annotations
@@ -113,7 +112,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -379,7 +378,16 @@ class TreeSampler:
         return total
 
 
-def memory_use(master_pid: int, worker_pids: Iterable[int]) -> dict[str, float | None]:
+@dataclass(frozen=True)
+class Memory:
+    """The memory a fully started server uses, in MiB (None: not measurable)."""
+
+    workers_uss_mib: float | None = None
+    workers_pss_mib: float | None = None
+    tree_pss_mib: float | None = None
+
+
+def memory_use(master_pid: int, worker_pids: Iterable[int]) -> Memory:
     """Once all are ready: the workers' summed USS and PSS, and the PSS of the whole tree
     (master, template, workers), in MiB.  PSS charges each shared page to its sharers in
     equal parts, so the tree's PSS is what the server really costs the machine."""
@@ -388,7 +396,7 @@ def memory_use(master_pid: int, worker_pids: Iterable[int]) -> dict[str, float |
         master = psutil.Process(master_pid)
         tree = [master] + master.children(recursive=True)
     except psutil.NoSuchProcess:
-        return {"workers_uss_mib": None, "workers_pss_mib": None, "tree_pss_mib": None}
+        return Memory()
     uss = pss = tree_pss = 0
     for proc in tree:
         try:
@@ -399,8 +407,8 @@ def memory_use(master_pid: int, worker_pids: Iterable[int]) -> dict[str, float |
         if proc.pid in workers:
             uss += info.uss
             pss += info.pss
-    return {"workers_uss_mib": round(uss / 2**20, 1), "workers_pss_mib": round(pss / 2**20, 1),
-            "tree_pss_mib": round(tree_pss / 2**20, 1)}
+    return Memory(workers_uss_mib=round(uss / 2**20, 1), workers_pss_mib=round(pss / 2**20, 1),
+                  tree_pss_mib=round(tree_pss / 2**20, 1))
 
 
 def still_running(procs: Iterable[psutil.Process]) -> list[psutil.Process]:
@@ -576,39 +584,64 @@ def _stop_server(server: Server, limit: CpuLimit | None) -> list[dict]:
     return report
 
 
-def readiness(data: dict, n: int, long: int) -> dict[str, float | None]:
-    """Timeline times of the first ramp: first HTTP worker ready, N-th HTTP worker ready,
-    K-th long worker ready (None: not yet; 0 long workers: None), and the ramp's end.
+@dataclass(frozen=True)
+class Readiness:
+    """Timeline times (seconds from the master's start) of the first ramp; None: not yet."""
 
-    Computed per kind from the processes, not taken from the ramp's ``all_ready``:
-    that counts both kinds towards the HTTP target (see the module docstring)."""
+    first: float | None     # the first HTTP worker ready
+    all: float | None       # the N-th HTTP worker ready
+    long: float | None      # the K-th long worker ready (None with no long workers)
+    ramp_end: float | None  # the ramp's end, kept as a cross-check
+
+    def started(self, long: int) -> bool:
+        """All N HTTP workers ready, and the K long workers if there are any."""
+        return self.all is not None and (long == 0 or self.long is not None)
+
+
+NOT_READY = Readiness(None, None, None, None)
+
+
+def readiness(data: dict, n: int, long: int) -> Readiness:
+    """Timeline times of the first ramp: first HTTP worker ready, N-th HTTP worker ready
+    (the ramp's own ``first_ready`` / ``all_ready``, HTTP workers against the HTTP target),
+    K-th long worker ready (None: not yet; 0 long workers: None), and the ramp's end."""
     ramps = data["ramps"]
-    members = tl.ramp_members(data["processes"], ramps, 0) if ramps else data["processes"]
-    http = sorted(p["ready"] for p in members if p["kind"] == "http" and p["ready"] is not None)
+    if not ramps:
+        return NOT_READY
+    ramp = ramps[0]
+    members = tl.ramp_members(data["processes"], ramps, 0)
     longs = sorted(p["ready"] for p in members if p["kind"] == "long" and p["ready"] is not None)
-    return {"first": http[0] if http else None,
-            "all": http[n - 1] if len(http) >= n else None,
-            "long": longs[long - 1] if 0 < long <= len(longs) else None,
-            "ramp_end": ramps[0]["end"] if ramps else None}
+    return Readiness(first=ramp["first_ready"], all=ramp["all_ready"],
+                     long=longs[long - 1] if 0 < long <= len(longs) else None, ramp_end=ramp["end"])
 
 
-def started(times: dict[str, float | None], long: int) -> bool:
-    return times["all"] is not None and (long == 0 or times["long"] is not None)
+@dataclass(frozen=True)
+class StartupStats:
+    """The client's requests sent before all workers were ready (see the module docstring)."""
+
+    requests: int
+    ok_requests: int
+    failed: int              # time-outs, resets and non-200 answers
+    refused: int             # before the master bound its socket: not failures
+    timeouts: int
+    p50_ms: float | None     # latency of the successful ones
+    p99_ms: float | None
+    listening: float | None  # the first request not refused, from t0
 
 
-def startup_stats(requests: list[Request], until: float | None) -> dict[str, Any]:
+def startup_stats(requests: list[Request], until: float | None) -> StartupStats:
     """Figures of the requests sent before ``until`` (all ready)."""
     sent = [r for r in requests if until is None or r.start < until]
     refused = [r for r in sent if r.error == "refused"]
     failed = [r for r in sent if not r.ok and r.error != "refused"]
     latencies = [r.latency for r in sent if r.ok]
     p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
-    return {"requests": len(sent), "ok_requests": len(latencies), "failed": len(failed),
-            "refused": len(refused),
-            "timeouts": sum(1 for r in failed if r.error == "timeout"),
-            "p50_ms": rounded(p50 * 1000 if p50 is not None else None, 1),
-            "p99_ms": rounded(p99 * 1000 if p99 is not None else None, 1),
-            "listening": rounded(min((r.start for r in sent if r.error != "refused"), default=None))}
+    return StartupStats(requests=len(sent), ok_requests=len(latencies), failed=len(failed),
+                        refused=len(refused),
+                        timeouts=sum(1 for r in failed if r.error == "timeout"),
+                        p50_ms=rounded(p50 * 1000 if p50 is not None else None, 1),
+                        p99_ms=rounded(p99 * 1000 if p99 is not None else None, 1),
+                        listening=rounded(min((r.start for r in sent if r.error != "refused"), default=None)))
 
 
 def wait_started(server: Server, poller: Poller, deadline: float, n: int,
@@ -633,9 +666,9 @@ def wait_started(server: Server, poller: Poller, deadline: float, n: int,
             next_read = now + TIMELINE_POLL
             data = read_timeline(server.timeline_path) or data
             times = readiness(data, n, long) if data is not None else None
-            if times is not None and started(times, long):
+            if times is not None and times.started(long):
                 ready_seen = now
-            elif times is not None and times["all"] is not None:
+            elif times is not None and times.all is not None:
                 http_seen = http_seen or now
                 if now - http_seen > LONG_SPAWN_GRACE and not any(
                         p["kind"] == "long" for p in data["processes"]):
@@ -663,11 +696,33 @@ def reload_done_at(data: dict, hup: float, n: int) -> float | None:
     return max([ready[n - 1]] + [p["exit"] for p in old])
 
 
-def measure_reload(server: Server, n: int, deadline_s: float) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ReloadResult:
+    """One SIGHUP of a fully started server (times in seconds from t0; see the module docstring)."""
+
+    ok: bool
+    error: str | None
+    hup: float
+    duration: float | None      # until every old worker had exited and N new ones were ready
+    requests: int               # sent meanwhile
+    failed: int
+    p50_ms: float | None
+    p99_ms: float | None
+    max_ms: float | None
+    peak_rss_mib: float | None  # of the tree, from the signal on
+    peak_processes: int | None
+    ramp: dict | None           # the timeline's reload ramp
+    raw: list[list]             # every request: [start, end, status, error]
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def measure_reload(server: Server, n: int, deadline_s: float) -> ReloadResult:
     """SIGHUP a fully started server and poll every 20 ms until the new generation is in."""
     deadline = time.monotonic() + deadline_s
     poller = Poller(server.port, server.t0, RELOAD_INTERVAL, deadline).start()
-    result: dict[str, Any] = {"ok": False, "error": None}
+    error: str | None = None
     try:
         time.sleep(0.2)  # some requests before the signal: the baseline latency
         hup_wall = time.time()
@@ -676,10 +731,10 @@ def measure_reload(server: Server, n: int, deadline_s: float) -> dict[str, Any]:
         data, done = None, None
         while done is None:
             if server.proc.poll() is not None:
-                result["error"] = f"master exited with status {server.proc.returncode} during the reload"
+                error = f"master exited with status {server.proc.returncode} during the reload"
                 break
             if time.monotonic() >= deadline:
-                result["error"] = f"deadline: reload not over after {deadline_s:.0f} s"
+                error = f"deadline: reload not over after {deadline_s:.0f} s"
                 break
             time.sleep(TIMELINE_POLL)
             data = read_timeline(server.timeline_path) or data
@@ -694,26 +749,90 @@ def measure_reload(server: Server, n: int, deadline_s: float) -> dict[str, Any]:
     p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
     ramp = data["ramps"][1] if data is not None and len(data["ramps"]) > 1 else None
     rss, processes = server.sampler.peak(start=hup)
-    result.update(ok=result["error"] is None, hup=round(hup, 3),
-                  duration=rounded(end - hup if end is not None else None),
-                  requests=len(during), failed=sum(1 for r in during if not r.ok),
-                  p50_ms=rounded(p50 * 1000 if p50 is not None else None, 1),
-                  p99_ms=rounded(p99 * 1000 if p99 is not None else None, 1),
-                  max_ms=rounded(max(latencies) * 1000 if latencies else None, 1),
-                  peak_rss_mib=rounded(rss / 2**20 if rss is not None else None, 1), peak_processes=processes,
-                  ramp=ramp, raw=[r.to_row() for r in poller.requests])
-    return result
+    return ReloadResult(ok=error is None, error=error, hup=round(hup, 3),
+                        duration=rounded(end - hup if end is not None else None),
+                        requests=len(during), failed=sum(1 for r in during if not r.ok),
+                        p50_ms=rounded(p50 * 1000 if p50 is not None else None, 1),
+                        p99_ms=rounded(p99 * 1000 if p99 is not None else None, 1),
+                        max_ms=rounded(max(latencies) * 1000 if latencies else None, 1),
+                        peak_rss_mib=rounded(rss / 2**20 if rss is not None else None, 1),
+                        peak_processes=processes, ramp=ramp, raw=[r.to_row() for r in poller.requests])
 
 
-def run_once(spec: RunSpec, opts: Options, limit: CpuLimit | None, workdir: Path) -> dict[str, Any]:
-    """Start one server, measure its start (and reload), stop it; a JSON-ready record."""
+@dataclass(frozen=True)
+class RunResult:
+    """One server's start (and reload), measured; times in seconds from t0 (module docstring)."""
+
+    n: int
+    mode: str
+    repeat: int
+    role: str
+    pid: int
+    port: int
+    memory: Memory | None               # with --memory, once all were ready
+    log_tail: str | None                # the server's last log lines, when the run failed
+    ok: bool                            # no error and nothing left behind
+    error: str | None
+    first_response: float | None        # the client's first 200
+    first_ready: float | None           # from the master's timeline, like the next three
+    all_ready: float | None
+    long_ready: float | None
+    ramp_end: float | None
+    startup: StartupStats               # the requests sent before all were ready
+    peak_booting: int | None
+    boot: dict | None                   # the timeline summary's boot-time figures
+    master_cpu: float | None            # CPU seconds at stop
+    master_cpu_at_ready: float | None
+    workers_cpu: float | None
+    peak_rss_mib: float | None          # of the tree, while starting
+    peak_processes: int | None
+    server_meta: dict | None            # the timeline's meta: the server's cpus, cap, ...
+    leftovers: list[dict]               # {"pid", "cmdline"} of processes that outlived the master
+    reload: ReloadResult | None
+    wall: float                         # this run's own wall time
+    requests_raw: list[list]            # every request: [start, end, status, error]
+    timeline: dict | None
+
+    def metrics(self) -> dict[str, float | int | None]:
+        """The figures the report takes medians of (``METRICS``), by name."""
+        memory = self.memory or Memory()
+        return {"first_response": self.first_response, "first_ready": self.first_ready,
+                "all_ready": self.all_ready, "long_ready": self.long_ready, "ramp_end": self.ramp_end,
+                "failed": self.startup.failed, "refused": self.startup.refused,
+                "p50_ms": self.startup.p50_ms, "p99_ms": self.startup.p99_ms,
+                "peak_booting": self.peak_booting, "master_cpu": self.master_cpu,
+                "master_cpu_at_ready": self.master_cpu_at_ready, "workers_cpu": self.workers_cpu,
+                "peak_rss_mib": self.peak_rss_mib, "peak_processes": self.peak_processes,
+                "workers_uss_mib": memory.workers_uss_mib, "workers_pss_mib": memory.workers_pss_mib,
+                "tree_pss_mib": memory.tree_pss_mib}
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON record: flat, the memory and log tail only where there are some."""
+        out: dict[str, Any] = {"n": self.n, "mode": self.mode, "repeat": self.repeat, "role": self.role,
+                               "pid": self.pid, "port": self.port}
+        if self.memory is not None:
+            out.update(asdict(self.memory))
+        if self.log_tail is not None:
+            out["log_tail"] = self.log_tail
+        out.update(ok=self.ok, error=self.error, first_response=self.first_response,
+                   first_ready=self.first_ready, all_ready=self.all_ready, long_ready=self.long_ready,
+                   ramp_end=self.ramp_end, **asdict(self.startup), peak_booting=self.peak_booting,
+                   boot=self.boot, master_cpu=self.master_cpu, master_cpu_at_ready=self.master_cpu_at_ready,
+                   workers_cpu=self.workers_cpu, peak_rss_mib=self.peak_rss_mib,
+                   peak_processes=self.peak_processes, server_meta=self.server_meta, leftovers=self.leftovers,
+                   reload=self.reload.to_json() if self.reload is not None else None, wall=self.wall,
+                   requests_raw=self.requests_raw, timeline=self.timeline)
+        return out
+
+
+def run_once(spec: RunSpec, opts: Options, limit: CpuLimit | None, workdir: Path) -> RunResult:
+    """Start one server, measure its start (and reload), stop it."""
     began = time.monotonic()
     server = start_server(spec, opts, limit, workdir)
     deadline = server.t0 + opts.deadline
     poller = Poller(server.port, server.t0, STARTUP_INTERVAL, deadline).start()
-    result: dict[str, Any] = {"n": spec.n, "mode": spec.mode, "repeat": spec.repeat, "role": spec.role,
-                              "pid": server.proc.pid, "port": server.port}
-    reload: dict[str, Any] | None = None
+    memory: Memory | None = None
+    reload: ReloadResult | None = None
     long = (opts.long_workers or 0) if spec.role == "bench" else 0
     master_cpu_ready = master_cpu = workers_cpu = None
     try:
@@ -722,7 +841,7 @@ def run_once(spec: RunSpec, opts: Options, limit: CpuLimit | None, workdir: Path
         poller.stop()
         if error is None and opts.memory:
             alive = [p["pid"] for p in data["processes"] if p["kind"] == "http" and p["exit"] is None]
-            result.update(memory_use(server.proc.pid, alive))
+            memory = memory_use(server.proc.pid, alive)
         master_cpu_ready = server.sampler.master_cpu()
         if error is None and opts.reload and spec.role == "bench":
             reload = measure_reload(server, spec.n, opts.deadline)
@@ -732,20 +851,24 @@ def run_once(spec: RunSpec, opts: Options, limit: CpuLimit | None, workdir: Path
         poller.stop()
         leftovers = stop_server(server, limit)
     final = read_timeline(server.timeline_path) or data
-    if error is not None:
-        result["log_tail"] = log_tail(server.log_path)
-    times = readiness(final, spec.n, long) if final else {}
-    all_ready = server.to_t0(final, times.get("all")) if final else None
+    times = readiness(final, spec.n, long) if final else NOT_READY
+    all_ready = server.to_t0(final, times.all) if final else None
     summary = tl.summarize(final) if final else None
     rss, processes = server.sampler.peak(stop=startup_end)
-    result.update(
-        ok=error is None and not leftovers, error=error,
+    ok = error is None and not leftovers
+    tail = log_tail(server.log_path) if error is not None else None
+    if error is None and leftovers:
+        error = f"{len(leftovers)} leftover process(es)"
+    result = RunResult(
+        n=spec.n, mode=spec.mode, repeat=spec.repeat, role=spec.role, pid=server.proc.pid, port=server.port,
+        memory=memory, log_tail=tail,
+        ok=ok, error=error,
         first_response=rounded(poller.first_ok),
-        first_ready=rounded(server.to_t0(final, times.get("first"))) if final else None,
+        first_ready=rounded(server.to_t0(final, times.first)) if final else None,
         all_ready=rounded(all_ready),
-        long_ready=rounded(server.to_t0(final, times.get("long"))) if final else None,
-        ramp_end=rounded(server.to_t0(final, times.get("ramp_end"))) if final else None,
-        **startup_stats(poller.requests, all_ready),
+        long_ready=rounded(server.to_t0(final, times.long)) if final else None,
+        ramp_end=rounded(server.to_t0(final, times.ramp_end)) if final else None,
+        startup=startup_stats(poller.requests, all_ready),
         peak_booting=summary["peak_booting"] if summary else None,
         boot=summary["boot"] if summary else None,
         master_cpu=rounded(master_cpu), master_cpu_at_ready=rounded(master_cpu_ready),
@@ -755,8 +878,6 @@ def run_once(spec: RunSpec, opts: Options, limit: CpuLimit | None, workdir: Path
         leftovers=leftovers, reload=reload, wall=round(time.monotonic() - began, 2),
         requests_raw=[r.to_row() for r in poller.requests], timeline=final,
     )
-    if error is None and leftovers:
-        result["error"] = f"{len(leftovers)} leftover process(es)"
     shutil.rmtree(server.rundir, ignore_errors=True)
     return result
 
@@ -774,16 +895,16 @@ def plan(opts: Options) -> list[RunSpec]:
     return runs
 
 
-def describe(run: dict) -> str:
-    if run["error"]:
-        return f"FAILED: {run['error']} ({run['wall']:.1f} s)"
-    text = (f"first response {run['first_response']:.2f} s, all ready {run['all_ready']:.2f} s, "
-            f"failed {run['failed']}, peak booting {run['peak_booting']}")
-    if run.get("reload"):
-        rl = run["reload"]
-        text += (f"; reload {rl['duration']} s, failed {rl['failed']}" if rl["ok"]
-                 else f"; reload FAILED: {rl['error']}")
-    return text + f" ({run['wall']:.1f} s)"
+def describe(run: RunResult) -> str:
+    if run.error:
+        return f"FAILED: {run.error} ({run.wall:.1f} s)"
+    text = (f"first response {run.first_response:.2f} s, all ready {run.all_ready:.2f} s, "
+            f"failed {run.startup.failed}, peak booting {run.peak_booting}")
+    if run.reload is not None:
+        rl = run.reload
+        text += (f"; reload {rl.duration} s, failed {rl.failed}" if rl.ok
+                 else f"; reload FAILED: {rl.error}")
+    return text + f" ({run.wall:.1f} s)"
 
 
 def cpu_capacity(quota: float | None) -> float:
@@ -795,70 +916,155 @@ METRICS = ("first_response", "first_ready", "all_ready", "long_ready", "ramp_end
            "p50_ms", "p99_ms", "peak_booting", "master_cpu", "master_cpu_at_ready", "workers_cpu",
            "peak_rss_mib", "peak_processes", "workers_uss_mib", "workers_pss_mib", "tree_pss_mib")
 RELOAD_METRICS = ("duration", "failed", "p50_ms", "p99_ms", "max_ms", "peak_rss_mib", "peak_processes")
+READY_ROWS = ("ready", "ready-template")  # the rows that carry ratios against off and timer
 
 
-def summarize_runs(runs: list[dict], opts: Options) -> tuple[list[dict], dict]:
+@dataclass(frozen=True)
+class ReloadRow:
+    """Medians of the successful reloads of one (N, mode)."""
+
+    duration: float | None
+    failed: float | None
+    p50_ms: float | None
+    p99_ms: float | None
+    max_ms: float | None
+    peak_rss_mib: float | None
+    peak_processes: float | None
+    runs: int
+    ok_runs: int
+
+
+@dataclass(frozen=True)
+class Row:
+    """One (N, mode) of the report: medians of its successful runs (``METRICS``), the
+    server's CPUs and cap, the lower bounds and, on the ready rows, the ratios."""
+
+    n: int
+    mode: str
+    runs: int
+    ok_runs: int
+    first_response: float | None
+    first_ready: float | None
+    all_ready: float | None
+    long_ready: float | None
+    ramp_end: float | None
+    failed: float | None
+    refused: float | None
+    p50_ms: float | None
+    p99_ms: float | None
+    peak_booting: float | None
+    master_cpu: float | None
+    master_cpu_at_ready: float | None
+    workers_cpu: float | None
+    peak_rss_mib: float | None
+    peak_processes: float | None
+    workers_uss_mib: float | None
+    workers_pss_mib: float | None
+    tree_pss_mib: float | None
+    server_cpus: int | None
+    server_cap: int | None
+    lone: float | None
+    cpu_bound: float
+    all_vs_bound: float | None
+    reload: ReloadRow | None
+    first_vs_off: float | None = None    # the ready rows only, like the next three
+    all_vs_off: float | None = None
+    first_vs_timer: float | None = None
+    all_vs_timer: float | None = None
+    pss_vs_ready: float | None = None    # the ready-template row only
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON record: the ratios only on the rows they belong to."""
+        out = asdict(self)
+        if self.mode not in READY_ROWS:
+            for key in ("first_vs_off", "all_vs_off", "first_vs_timer", "all_vs_timer"):
+                del out[key]
+        if self.mode == "ready" or self.mode not in READY_ROWS:
+            del out["pss_vs_ready"]
+        return out
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The lower bounds of "all ready": one lone worker's, and N boots' CPU over the capacity."""
+
+    lone: float | None
+    capacity_cpus: float
+    cpu: dict[int, float]  # per N
+
+    def to_json(self) -> dict[str, Any]:
+        return {"lone": self.lone, "capacity_cpus": self.capacity_cpus,
+                "per_n": {str(n): {"lone": self.lone, "cpu": cpu} for n, cpu in self.cpu.items()}}
+
+
+def reload_row(good: list[RunResult]) -> ReloadRow:
+    reloads = [r.reload for r in good if r.reload is not None and r.reload.ok]
+    medians = {key: rounded(median(getattr(rl, key) for rl in reloads)) for key in RELOAD_METRICS}
+    return ReloadRow(**medians, runs=len([r for r in good if r.reload is not None]), ok_runs=len(reloads))
+
+
+def median_row(n: int, mode: str, runs: list[RunResult], opts: Options, lone: float | None,
+               cpu_bound: float) -> Row:
+    """The medians of one (N, mode), without the ratios to the other modes."""
+    mine = [r for r in runs if r.role == "bench" and r.n == n and r.mode == mode]
+    good = [r for r in mine if r.error is None]
+    medians = {key: rounded(median(r.metrics()[key] for r in good)) for key in METRICS}
+    meta = next((r.server_meta for r in good if r.server_meta), None) or {}
+    bound = max(b for b in (lone, cpu_bound) if b is not None)
+    return Row(n=n, mode=mode, runs=len(mine), ok_runs=len(good), **medians,
+               server_cpus=meta.get("cpus"), server_cap=meta.get("cap"),
+               lone=rounded(lone), cpu_bound=round(cpu_bound, 3),
+               all_vs_bound=rounded(ratio(medians["all_ready"], bound)),
+               reload=reload_row(good) if opts.reload else None)
+
+
+def with_ratios(row: Row, group: dict[str, Row]) -> Row:
+    """A ready row with its first response and all-ready over off's and timer's (and, for
+    the template row, its tree PSS over ready's)."""
+    ratios = {}
+    for other in ("off", "timer"):
+        base = group.get(other)
+        ratios[f"first_vs_{other}"] = rounded(ratio(row.first_response, base.first_response if base else None))
+        ratios[f"all_vs_{other}"] = rounded(ratio(row.all_ready, base.all_ready if base else None))
+    master = group.get("ready")
+    if row.mode != "ready" and master is not None:
+        ratios["pss_vs_ready"] = rounded(ratio(row.tree_pss_mib, master.tree_pss_mib))
+    return replace(row, **ratios)
+
+
+def summarize_runs(runs: list[RunResult], opts: Options) -> tuple[list[Row], Bounds]:
     """Median rows per (N, mode), with the bounds and the ready/off, ready/timer ratios."""
-    ok = [r for r in runs if r["error"] is None]
-    lone = median(r["all_ready"] for r in ok if r["role"] == "lone")
+    lone = median(r.all_ready for r in runs if r.error is None and r.role == "lone")
     capacity = cpu_capacity(opts.cpu_quota)
-    bounds = {"lone": rounded(lone), "capacity_cpus": capacity, "per_n": {}}
+    cpu_bounds = {n: round(n * opts.boot_cpu / capacity, 3) for n in opts.workers}
     rows = []
     for n in opts.workers:
-        cpu_bound = n * opts.boot_cpu / capacity
-        bounds["per_n"][str(n)] = {"lone": rounded(lone), "cpu": round(cpu_bound, 3)}
-        group = {}
-        for mode in opts.modes:
-            mine = [r for r in runs if r["role"] == "bench" and r["n"] == n and r["mode"] == mode]
-            good = [r for r in mine if r["error"] is None]
-            row: dict[str, Any] = {"n": n, "mode": mode, "runs": len(mine), "ok_runs": len(good)}
-            for key in METRICS:
-                row[key] = rounded(median(r.get(key) for r in good))
-            meta = next((r["server_meta"] for r in good if r["server_meta"]), None) or {}
-            # off mode applies no cap (its timeline still records the timer-mode value)
-            row["server_cpus"], row["server_cap"] = meta.get("cpus"), None if mode == "off" else meta.get("cap")
-            row["lone"], row["cpu_bound"] = rounded(lone), round(cpu_bound, 3)
-            bound = max(b for b in (lone, cpu_bound) if b is not None)
-            row["all_vs_bound"] = rounded(ratio(row["all_ready"], bound))
-            reloads = [r["reload"] for r in good if r.get("reload") and r["reload"]["ok"]]
-            row["reload"] = ({key: rounded(median(rl[key] for rl in reloads)) for key in RELOAD_METRICS}
-                             | {"runs": len([r for r in good if r.get("reload")]), "ok_runs": len(reloads)}
-                             if opts.reload else None)
-            group[mode] = row
-            rows.append(row)
-        for paced in ("ready", "ready-template"):
-            ready = group.get(paced)
-            if ready is None:
-                continue
-            for other in ("off", "timer"):
-                base = group.get(other)
-                for key, label in (("first_response", "first"), ("all_ready", "all")):
-                    ready[f"{label}_vs_{other}"] = rounded(ratio(ready[key], base[key] if base else None))
-            master = group.get("ready")
-            if paced != "ready" and master is not None:
-                ready["pss_vs_ready"] = rounded(ratio(ready.get("tree_pss_mib"), master.get("tree_pss_mib")))
-    return rows, bounds
+        group = {mode: median_row(n, mode, runs, opts, lone, n * opts.boot_cpu / capacity) for mode in opts.modes}
+        rows += [with_ratios(row, group) if row.mode in READY_ROWS else row for row in group.values()]
+    return rows, Bounds(lone=rounded(lone), capacity_cpus=capacity, cpu=cpu_bounds)
 
 
-Column = tuple[str, int, Callable[[dict], str]]
+Column = tuple[str, int, Callable[[Row], str]]
 
 
-def _num(key: str, fmt: str = "{:.2f}") -> Callable[[dict], str]:
-    return lambda row: "-" if row.get(key) is None else fmt.format(row[key])
+def _num(key: str, fmt: str = "{:.2f}") -> Callable[[Row], str]:
+    return lambda row: "-" if getattr(row, key) is None else fmt.format(getattr(row, key))
 
 
-def _x(key: str) -> Callable[[dict], str]:
-    return lambda row: "-" if row.get(key) is None else f"{row[key]:.2f}x"
+def _x(key: str) -> Callable[[Row], str]:
+    return lambda row: "-" if getattr(row, key) is None else f"{getattr(row, key):.2f}x"
 
 
-def _sub(part: str, key: str, fmt: str = "{:.2f}") -> Callable[[dict], str]:
-    return lambda row: "-" if not row.get(part) or row[part].get(key) is None else fmt.format(row[part][key])
+def _sub(key: str, fmt: str = "{:.2f}") -> Callable[[Row], str]:
+    """A figure of the row's reload medians."""
+    return lambda row: ("-" if row.reload is None or getattr(row.reload, key) is None
+                        else fmt.format(getattr(row.reload, key)))
 
 
 STARTUP_COLUMNS: list[Column] = [
-    ("N", 3, lambda r: str(r["n"])),
-    ("mode", 14, lambda r: r["mode"]),
-    ("ok", 3, lambda r: f"{r['ok_runs']}/{r['runs']}"),
+    ("N", 3, lambda r: str(r.n)),
+    ("mode", 14, lambda r: r.mode),
+    ("ok", 3, lambda r: f"{r.ok_runs}/{r.runs}"),
     ("first s", 7, _num("first_response")),
     ("ready s", 7, _num("all_ready")),
     ("fail", 4, _num("failed", "{:.0f}")),
@@ -885,28 +1091,28 @@ MEMORY_COLUMNS: list[Column] = [
 ]
 
 RELOAD_COLUMNS: list[Column] = [
-    ("N", 3, lambda r: str(r["n"])),
-    ("mode", 14, lambda r: r["mode"]),
-    ("ok", 3, lambda r: f"{r['reload']['ok_runs']}/{r['reload']['runs']}"),
-    ("reload s", 8, _sub("reload", "duration")),
-    ("fail", 4, _sub("reload", "failed", "{:.0f}")),
-    ("p50 ms", 7, _sub("reload", "p50_ms", "{:.0f}")),
-    ("p99 ms", 7, _sub("reload", "p99_ms", "{:.0f}")),
-    ("max ms", 7, _sub("reload", "max_ms", "{:.0f}")),
-    ("procs", 5, _sub("reload", "peak_processes", "{:.0f}")),
-    ("RSS MiB", 7, _sub("reload", "peak_rss_mib", "{:.0f}")),
+    ("N", 3, lambda r: str(r.n)),
+    ("mode", 14, lambda r: r.mode),
+    ("ok", 3, lambda r: f"{r.reload.ok_runs}/{r.reload.runs}"),
+    ("reload s", 8, _sub("duration")),
+    ("fail", 4, _sub("failed", "{:.0f}")),
+    ("p50 ms", 7, _sub("p50_ms", "{:.0f}")),
+    ("p99 ms", 7, _sub("p99_ms", "{:.0f}")),
+    ("max ms", 7, _sub("max_ms", "{:.0f}")),
+    ("procs", 5, _sub("peak_processes", "{:.0f}")),
+    ("RSS MiB", 7, _sub("peak_rss_mib", "{:.0f}")),
 ]
 
 
-def table(rows: list[dict], columns: list[Column]) -> str:
+def table(rows: list[Row], columns: list[Column]) -> str:
     widths = [max(width, len(head)) for head, width, _ in columns]
     lines = ["  ".join(head.rjust(w) for (head, _, _), w in zip(columns, widths, strict=True))]
     lines.append("  ".join("-" * w for w in widths))
     previous_n = None
     for row in rows:
-        if previous_n is not None and row["n"] != previous_n:
+        if previous_n is not None and row.n != previous_n:
             lines.append("")
-        previous_n = row["n"]
+        previous_n = row.n
         lines.append("  ".join(fmt(row).rjust(w) for (_, _, fmt), w in zip(columns, widths, strict=True)))
     return "\n".join(lines)
 
@@ -926,15 +1132,15 @@ wUSS/wPSS sum of the HTTP workers' USS / PSS once all were ready (psutil, /proc/
 tree PSS  PSS of master + template + workers (what the server costs); PSS/rdy: over ready's (from the master)"""
 
 
-def report(rows: list[dict], bounds: dict, runs: list[dict], opts: Options, header: str) -> str:
-    seen = sorted({str(r["server_cpus"]) for r in rows if r["server_cpus"] is not None})
+def report(rows: list[Row], bounds: Bounds, runs: list[RunResult], opts: Options, header: str) -> str:
+    seen = sorted({str(r.server_cpus) for r in rows if r.server_cpus is not None})
     columns = list(STARTUP_COLUMNS)
     if opts.long_workers is not None:  # after "ready s"
         columns.insert(5, ("long s", 6, _num("long_ready")))
     if opts.memory:
         columns += MEMORY_COLUMNS
     parts = [header, f"usable CPUs detected by the servers: {', '.join(seen) or '?'}; "
-                     f"CPU capacity for the lower bound: {bounds['capacity_cpus']:g}",
+                     f"CPU capacity for the lower bound: {bounds.capacity_cpus:g}",
              "", table(rows, columns), "", LEGEND]
     if opts.long_workers is not None:
         parts.append(f"long s    all {opts.long_workers} long workers ready (peak counts both kinds)")
@@ -944,24 +1150,24 @@ def report(rows: list[dict], bounds: dict, runs: list[dict], opts: Options, head
         parts += ["", "SIGHUP reload, once the server was fully up (requests every 20 ms):", "",
                   table(rows, RELOAD_COLUMNS),
                   "reload s: from SIGHUP until every old worker had exited and N new ones were ready"]
-    failed = [(r, r["error"]) for r in runs if r["error"]]
-    failed += [(r, f"reload: {r['reload']['error']}") for r in runs if r.get("reload") and r["reload"]["error"]]
+    failed = [(r, r.error) for r in runs if r.error]
+    failed += [(r, f"reload: {r.reload.error}") for r in runs if r.reload is not None and r.reload.error]
     if failed:
         parts += ["", f"FAILED RUNS: {len(failed)}"]
-        parts += [f"  N={r['n']} {r['mode']} repeat {r['repeat'] + 1} ({r['role']}): {error}"
+        parts += [f"  N={r.n} {r.mode} repeat {r.repeat + 1} ({r.role}): {error}"
                   for r, error in failed]
-    leftovers = [(r, p) for r in runs for p in r["leftovers"]]
+    leftovers = [(r, p) for r in runs for p in r.leftovers]
     if leftovers:
         parts += ["", f"!!! LEFTOVER PROCESSES: {len(leftovers)} still running after their server was "
                       "stopped (killed now) !!!"]
-        parts += [f"  N={r['n']} {r['mode']} repeat {r['repeat'] + 1}: pid {p['pid']} {p['cmdline']}"
+        parts += [f"  N={r.n} {r.mode} repeat {r.repeat + 1}: pid {p['pid']} {p['cmdline']}"
                   for r, p in leftovers]
     else:
         parts += ["", "no leftover processes"]
     return "\n".join(parts)
 
 
-def keep_timelines(runs: list[dict], opts: Options) -> list[str]:
+def keep_timelines(runs: list[RunResult], opts: Options) -> list[str]:
     """``DIR/<N>-<mode>.json`` of the last successful repeat, and ``DIR/<N>-off-vs-ready.png``."""
     assert opts.timelines is not None
     opts.timelines.mkdir(parents=True, exist_ok=True)
@@ -969,10 +1175,10 @@ def keep_timelines(runs: list[dict], opts: Options) -> list[str]:
     for n in opts.workers:
         kept: dict[str, dict] = {}
         for mode in opts.modes:
-            good = [r for r in runs if r["role"] == "bench" and r["n"] == n and r["mode"] == mode
-                    and r["error"] is None and r["timeline"]]
+            good = [r for r in runs if r.role == "bench" and r.n == n and r.mode == mode
+                    and r.error is None and r.timeline]
             if good:
-                kept[mode] = good[-1]["timeline"]
+                kept[mode] = good[-1].timeline
                 path = opts.timelines / f"{n}-{mode}.json"
                 tl.write_atomic(str(path), tl.dumps(kept[mode]))
                 notes.append(str(path))
@@ -1015,7 +1221,7 @@ def parse_args(argv: list[str] | None) -> Options:
     parser.add_argument("--cpu-quota", type=float, metavar="Q",
                         help="run the servers in a cgroup limited to Q CPUs (needs root)")
     parser.add_argument("--long-workers", type=int, metavar="K",
-                        help=f"also start K long workers ({LONG_WORKER_TARGET}; needs examples/jobs.py)")
+                        help=f"also start K long workers ({LONG_WORKER_TARGET})")
     parser.add_argument("--reload", action="store_true", help="also measure a SIGHUP reload per run")
     parser.add_argument("--timelines", type=Path, metavar="DIR",
                         help="keep the last repeat's timelines as DIR/<N>-<mode>.json, chart off vs ready")
@@ -1084,9 +1290,9 @@ def header_text(opts: Options, limit: CpuLimit | None, elapsed: float | None = N
     return "\n".join(lines)
 
 
-def run_all(opts: Options, limit: CpuLimit | None) -> tuple[list[dict], bool]:
+def run_all(opts: Options, limit: CpuLimit | None) -> tuple[list[RunResult], bool]:
     """Every planned run, in order; (runs, interrupted)."""
-    runs: list[dict] = []
+    runs: list[RunResult] = []
     todo = plan(opts)
     workdir = Path(tempfile.mkdtemp(prefix="slowstart-bench-"))
     try:
@@ -1096,8 +1302,8 @@ def run_all(opts: Options, limit: CpuLimit | None) -> tuple[list[dict], bool]:
             run = run_once(spec, opts, limit, workdir)
             runs.append(run)
             say(f"    {describe(run)}")
-            if run["error"] and run.get("log_tail"):
-                say(run["log_tail"])
+            if run.error and run.log_tail:
+                say(run.log_tail)
     except Interrupted as exc:
         say(f"interrupted ({exc}); the current server was stopped")
         return runs, True
@@ -1121,10 +1327,6 @@ def compile_bytecode() -> None:
 def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
     compile_bytecode()
-    if opts.long_workers is not None and not (ROOT / "examples" / "jobs.py").exists():
-        say(f"--long-workers needs examples/jobs.py (the long-worker target {LONG_WORKER_TARGET}), "
-            "which does not exist yet")
-        return EXIT_UNAVAILABLE
     began = time.monotonic()
     with contextlib.ExitStack() as stack:
         limit = None
@@ -1148,13 +1350,14 @@ def main(argv: list[str] | None = None) -> int:
                "host": {"cpus": os.cpu_count(), "usable_cpus": usable_cpus(),
                         "gunicorn": gunicorn.__version__, "python": platform.python_version()},
                "interrupted": interrupted, "wall": round(time.monotonic() - began, 1),
-               "bounds": bounds, "medians": rows, "runs": runs}
+               "bounds": bounds.to_json(), "medians": [row.to_json() for row in rows],
+               "runs": [run.to_json() for run in runs]}
         opts.json_path.parent.mkdir(parents=True, exist_ok=True)
         opts.json_path.write_text(json.dumps(out, indent=1, default=str) + "\n")
         print(f"json: {opts.json_path}")
     if interrupted:
         return 130
-    bad = any(r["error"] or (r.get("reload") and r["reload"]["error"]) for r in runs)
+    bad = any(r.error or (r.reload is not None and r.reload.error) for r in runs)
     return EXIT_FAILED if bad else EXIT_OK
 
 

@@ -7,6 +7,7 @@ are ever signalled.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -15,11 +16,12 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import gunicorn
 import psutil
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 APPS = Path(__file__).resolve().parent / "apps"
@@ -37,6 +39,67 @@ def wait_for(predicate: Callable[[], object], timeout: float, what: str, interva
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(interval)
+
+
+def hold(predicate: Callable[[], object], duration: float, what: str, interval: float = 0.05) -> None:
+    """``predicate`` must stay true for ``duration`` s (polled); fail as soon as it is not."""
+    deadline = time.monotonic() + duration
+    while time.monotonic() < deadline:
+        assert predicate(), what
+        time.sleep(interval)
+
+
+def alive(pid: int) -> bool:
+    """The process exists and is not a zombie (exited, not yet reaped by its parent)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def running(pids: Iterable[int]) -> list[int]:
+    """The ``pids`` that are still alive, in order."""
+    return [pid for pid in pids if alive(pid)]
+
+
+def http_workers(timeline: dict) -> list[dict]:
+    """The HTTP workers' records of a timeline (none while it is not written yet)."""
+    return [p for p in timeline.get("processes", []) if p["kind"] == "http"]
+
+
+def recv_all(sock: socket.socket) -> list[str]:
+    """Every line waiting on a non-blocking datagram socket (statsd, systemd notify)."""
+    lines = []
+    for _ in range(1000):  # bounded: a datagram at a time until none is waiting
+        try:
+            lines.extend(sock.recv(65536).decode().splitlines())
+        except BlockingIOError:
+            break
+    return lines
+
+
+def run_python(code: str, **popen: object) -> str:
+    """Run ``code`` in a fresh interpreter that imports this project; return its stdout."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=30, check=True, **popen)
+    return done.stdout
+
+
+@contextlib.contextmanager
+def cgroup(limit, what: str) -> Iterator:
+    """Enter a ``benchmarks.cpulimit`` limit (CpuLimit, MemoryLimit) for the body, removing
+    its cgroup afterwards; skip the test where such a cgroup cannot be made here."""
+    from benchmarks.cpulimit import CpuLimitUnavailable
+
+    try:
+        entered = limit.__enter__()
+    except CpuLimitUnavailable as exc:
+        pytest.skip(f"no {what} cgroup here: {exc}")
+    try:
+        yield entered
+    finally:
+        limit.__exit__(None, None, None)
 
 
 def free_port() -> int:
@@ -159,13 +222,7 @@ class Server:
 
     def leftovers(self) -> list[int]:
         """Processes this test started that are still running."""
-        left = []
-        for pid in sorted(self.known):
-            try:
-                if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                    left.append(pid)
-            except psutil.NoSuchProcess:
-                pass
+        left = running(sorted(self.known))
         if self.proc.poll() is None:
             left.append(self.pid)
         return left

@@ -25,7 +25,7 @@ import time
 
 import psutil
 import pytest
-from support import try_get, wait_for
+from support import running, try_get, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -87,17 +87,6 @@ def stable(predicate, hold: float):
         return now - since[0] >= hold
 
     return check
-
-
-def running(pids) -> list[int]:
-    left = []
-    for pid in pids:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                left.append(pid)
-        except psutil.NoSuchProcess:
-            pass
-    return left
 
 
 @pytest.mark.parametrize("trial", range(TRIALS), ids=lambda t: f"trial{t}")
@@ -199,8 +188,10 @@ def test_timeline_records_every_exit_at_shutdown(server, tmp_path, sig, ignore_t
     srv = server(app="fault_hang:app" if ignore_term else "examples.app:app", workers=2, boot_cpu=0.1,
                  env=env)
     wall_t0 = wait_for(lambda: srv.timeline().get("wall_t0"), 20, "the timeline")
+    # the two forks may come together (initial = auto) and claim their boots in either order
     wait_for(lambda: len(srv.timeline().get("processes", [])) == 2
-             and srv.timeline()["processes"][0]["ready"] is not None, 20, "a ready worker and a second fork")
+             and any(p["ready"] is not None for p in srv.timeline()["processes"]), 20,
+             "a ready worker and a second fork")
     t_sig = time.time() - wall_t0
     srv.signal(sig)
     assert srv.wait_exit(GRACEFUL + 1) == 0, srv.tail()
@@ -208,7 +199,7 @@ def test_timeline_records_every_exit_at_shutdown(server, tmp_path, sig, ignore_t
     assert all(p["exit"] is not None for p in procs), procs
     for proc in procs:
         if proc["exit_signal"] in (None, sig):  # it left on the signal itself: at once
-            assert proc["exit"] - t_sig < 1.5, (t_sig, proc)
+            assert proc["exit"] - t_sig < 3.0, (t_sig, proc)  # well before the 5 s graceful timeout
 
 
 # -- a stop signal that lands right after a fork -----------------------------------------

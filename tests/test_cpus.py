@@ -2,8 +2,8 @@
 
 Most tests build fake cgroup v1/v2 trees (with a fake /proc/self/cgroup and
 /proc/self/mountinfo) under tmp_path and pass it as ``root``; a few check the
-real thing: a real affinity mask, a real CPU-limited cgroup (skipped where one
-cannot be made), a real /proc/stat.
+real thing: a real affinity mask, a real /proc/stat.  The tests inside a real
+CPU-limited cgroup are in test_cgroup_limits.py.
 """
 
 from __future__ import annotations
@@ -11,22 +11,15 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import run_python
 
 from gunicorn_slowstart.cpus import IdleCpuSampler, cpu_report, usable_cpus
-
-PROJECT = Path(__file__).resolve().parents[1]
-if str(PROJECT) not in sys.path:  # benchmarks/ is not part of the installed package
-    sys.path.insert(0, str(PROJECT))
-
-from benchmarks.cpulimit import CpuLimit, CpuLimitUnavailable, main  # noqa: E402
 
 HOST = {"host_count": 8, "affinity": 8}  # a big fake host, so that the cgroup decides
 
@@ -317,115 +310,12 @@ def test_arbitrary_text_never_raises(tmp_path: Path, text: str, period: str) -> 
 # -- the real process ------------------------------------------------------------
 
 
-def run_python(code: str, **popen: object) -> str:
-    """Run ``code`` in a fresh interpreter that imports this project; return its stdout."""
-    env = dict(os.environ, PYTHONPATH=str(PROJECT))
-    done = subprocess.run([sys.executable, "-c", code], cwd=PROJECT, env=env, capture_output=True,
-                          text=True, timeout=30, check=True, **popen)
-    return done.stdout
-
-
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no affinity masks on this platform")
 def test_real_affinity_of_one_cpu() -> None:
     code = ("import os; os.sched_setaffinity(0, {0})\n"
             "from gunicorn_slowstart.cpus import usable_cpus, cpu_report\n"
             "print(usable_cpus()); print(cpu_report().affinity)")
     assert run_python(code).split() == ["1", "1"]
-
-
-_PROBE: list[str | None] = []
-
-
-@pytest.fixture
-def cgroups() -> None:
-    """Skip unless a CPU-limited cgroup can really be made here (probed once)."""
-    if not _PROBE:
-        try:
-            with CpuLimit(0.5):
-                _PROBE.append(None)
-        except CpuLimitUnavailable as exc:
-            _PROBE.append(str(exc))
-    if _PROBE[0] is not None:
-        pytest.skip(f"cannot create a CPU-limited cgroup: {_PROBE[0]}")
-
-
-REPORT = ("from gunicorn_slowstart.cpus import usable_cpus, cpu_report\n"
-          "print(usable_cpus()); print(cpu_report().source)")
-
-
-@pytest.mark.parametrize("cpus,quota", [(0.5, "0.50"), (1.5, "1.50")])
-def test_real_cgroup_quota(cgroups: None, cpus: float, quota: str) -> None:
-    with CpuLimit(cpus) as limit:
-        assert limit.path and os.path.isdir(limit.path)
-        usable, source = run_python(REPORT, preexec_fn=limit.preexec_fn()).splitlines()
-    assert usable == "1"
-    assert source == f"cgroup v{limit.version} quota {quota} CPU at {limit.path}"
-    assert not os.path.exists(limit.path)
-
-
-def test_real_cgroup_add_and_pids(cgroups: None) -> None:
-    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
-    try:
-        with CpuLimit(0.5) as limit:
-            assert limit.pids() == []
-            limit.add(child.pid)
-            assert limit.pids() == [child.pid]
-        assert child.poll() is None  # moved back out, not killed
-        assert not os.path.exists(limit.path)
-    finally:
-        child.communicate(b"", timeout=10)
-
-
-def test_real_cgroup_removed_when_the_body_raises(cgroups: None) -> None:
-    code = "import sys; sys.stdin.read()"  # lives until we close its stdin
-    limit = CpuLimit(0.5)
-    child = None
-    try:
-        with pytest.raises(ZeroDivisionError), limit:
-            child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
-                                     preexec_fn=limit.preexec_fn())
-            assert child.pid in limit.pids()
-            1 / 0  # noqa: B018
-        assert limit.path and not os.path.exists(limit.path)
-        assert child.poll() is None  # never killed: it went back to the parent cgroup
-        assert not any(limit.path.rsplit("/", 1)[1] in line
-                       for line in Path(f"/proc/{child.pid}/cgroup").read_text().splitlines())
-    finally:
-        if child is not None:
-            child.communicate(b"", timeout=10)
-
-
-def test_real_cgroup_cli(cgroups: None, capfd: pytest.CaptureFixture[str],
-                         monkeypatch: pytest.MonkeyPatch) -> None:
-    code = "from gunicorn_slowstart.cpus import usable_cpus; print(usable_cpus()); raise SystemExit(3)"
-    monkeypatch.setenv("PYTHONPATH", str(PROJECT))
-    assert main(["0.5", "--", sys.executable, "-c", code]) == 3
-    out, err = capfd.readouterr()
-    assert out.strip() == "1"
-    assert "cpulimit: 0.5 CPU in cgroup" in err
-
-
-def test_not_root_is_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(os, "geteuid", lambda: 1000)
-    with pytest.raises(CpuLimitUnavailable, match="not root"), CpuLimit(0.5):
-        pass
-
-
-def test_cli_reports_unavailable(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setattr(os, "geteuid", lambda: 1000)
-    assert main(["0.5", "--", "true"]) == 2
-    assert "unavailable: not root" in capsys.readouterr().err
-
-
-def test_cli_needs_a_command() -> None:
-    with pytest.raises(SystemExit) as exited:
-        main(["0.5", "--"])
-    assert exited.value.code == 2
-
-
-def test_too_small_a_limit_is_refused() -> None:
-    with pytest.raises(ValueError):
-        CpuLimit(0.001)
 
 
 # -- IdleCpuSampler ----------------------------------------------------------------
@@ -546,27 +436,3 @@ def test_sampler_real_proc_stat() -> None:
     idle = sampler.sample(time.monotonic())
     assert idle is not None
     assert 0.0 <= idle <= usable_cpus() + 0.5
-
-
-SAMPLE_BUSY_THEN_IDLE = """
-import time
-from gunicorn_slowstart.cpus import IdleCpuSampler
-sampler = IdleCpuSampler()
-print(sampler.mode)
-sampler.sample(time.monotonic())
-start = time.monotonic()
-while time.monotonic() - start < 0.4:  # spin: the quota caps this at half a CPU
-    pass
-print(sampler.sample(time.monotonic()))
-time.sleep(0.3)
-print(sampler.sample(time.monotonic()))
-"""
-
-
-def test_real_sampler_inside_a_quota(cgroups: None) -> None:
-    with CpuLimit(0.5) as limit:
-        mode, busy, idle = run_python(SAMPLE_BUSY_THEN_IDLE, preexec_fn=limit.preexec_fn()).split()
-    if mode != "cgroup":
-        pytest.skip("the cgroup's CPU usage is not measurable here (cpuacct not mirrored)")
-    assert 0.4 < float(idle) <= 0.5
-    assert 0.0 <= float(busy) < float(idle) - 0.1

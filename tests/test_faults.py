@@ -10,17 +10,12 @@ import re
 import signal
 import time
 
-import psutil
 import pytest
-from support import GUNICORN_MAJOR, get, try_get, wait_for
+from support import GUNICORN_MAJOR, alive, get, hold, http_workers, try_get, wait_for
 
 pytestmark = pytest.mark.slow
 
 KILLED = re.compile(r"slow start: worker (\d+) not ready ([\d.]+) s after fork: killing it \(boot_timeout\)")
-
-
-def http_workers(timeline: dict) -> list[dict]:
-    return [p for p in timeline.get("processes", []) if p["kind"] == "http"]
 
 
 def live_ready(srv) -> list[dict]:
@@ -31,21 +26,6 @@ def settled(srv, count: int) -> bool:
     """``count`` ready workers in the timeline, and exactly those pids alive under the master."""
     ready = live_ready(srv)
     return len(ready) == count and sorted(p["pid"] for p in ready) == srv.workers()
-
-
-def alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def never(predicate, duration: float, what: str, interval: float = 0.05) -> None:
-    """Poll for ``duration`` s and fail as soon as ``predicate`` becomes true."""
-    deadline = time.monotonic() + duration
-    while time.monotonic() < deadline:
-        assert not predicate(), what
-        time.sleep(interval)
 
 
 def claimed(directory) -> dict[int, int]:
@@ -80,13 +60,14 @@ def window_before_and_after(timeline: dict, t: float) -> tuple[int, int]:
 
 
 def test_boot_timeout_kills_the_hung_probe_and_replaces_it(server, tmp_path):
-    env = fault_env(tmp_path, GUNICORN_SLOWSTART_BOOT_TIMEOUT="2")
+    env = fault_env(tmp_path, GUNICORN_SLOWSTART_BOOT_TIMEOUT="2",
+                    GUNICORN_SLOWSTART_INITIAL="1")  # one probe first (auto: tests/test_first_step.py)
     srv = server(app="fault_hang:app", workers=3, boot_cpu=0.2, env=env)
     hung = int(wait_for(lambda: (tmp_path / "fault" / "hung").exists()
                         and (tmp_path / "fault" / "hung").read_text(), 15, "the hung boot"))
     match = wait_for(lambda: KILLED.search(srv.log()), 10, "the boot_timeout kill in the log")
     assert int(match.group(1)) == hung, srv.tail()
-    assert 2.0 <= float(match.group(2)) < 2.5, match.group(0)
+    assert 2.0 <= float(match.group(2)) < 3.5, match.group(0)  # at boot_timeout, give or take a busy machine
 
     wait_for(lambda: settled(srv, 3), 30, "3 ready workers after the hung one was replaced")
     assert get(srv.port)[0] == 200
@@ -94,11 +75,11 @@ def test_boot_timeout_kills_the_hung_probe_and_replaces_it(server, tmp_path):
     procs = http_workers(srv.timeline())
     dead = next(p for p in procs if p["pid"] == hung)
     assert dead["ready"] is None and dead["exit_signal"] == signal.SIGTERM, dead
-    assert 2.0 <= dead["exit"] - dead["fork"] < 2.6, dead
+    assert 2.0 <= dead["exit"] - dead["fork"] < 4.0, dead  # SIGTERM ended it, long before the 5 s SIGKILL
     assert f"worker {hung} died" in srv.log() and "(signal 15) before it was ready" in srv.log()
     # a boot failure backs off: the replacement comes about 1 s after the hung one is gone
     replacement = min(p["fork"] for p in procs if p["fork"] > dead["fork"])
-    assert 0.95 <= replacement - dead["exit"] < 1.6, (dead, procs)
+    assert 0.95 <= replacement - dead["exit"] < 1.9, (dead, procs)  # 1 s: below the next step's 2 s
     assert len(procs) == 4, procs
 
 
@@ -118,7 +99,7 @@ def test_boot_timeout_escalates_to_sigkill_while_the_others_serve(server, tmp_pa
     match = wait_for(lambda: KILLED.search(srv.log()), 10, "the boot_timeout kill in the log")
     assert int(match.group(1)) == hung
     # it ignores SIGTERM: still there (and the server still answers) until SIGKILL, 5 s later
-    never(lambda: not alive(hung), 3.5, f"hung worker {hung} gone before the SIGKILL grace ran out")
+    hold(lambda: alive(hung), 3.5, f"hung worker {hung} gone before the SIGKILL grace ran out")
     assert get(srv.port)[0] == 200
     wait_for(lambda: not alive(hung), 5, f"hung worker {hung} SIGKILLed")
 
@@ -127,7 +108,7 @@ def test_boot_timeout_escalates_to_sigkill_while_the_others_serve(server, tmp_pa
     timeline = srv.timeline()
     dead = next(p for p in http_workers(timeline) if p["pid"] == hung)
     assert dead["exit_signal"] == signal.SIGKILL, dead
-    assert 6.9 <= dead["exit"] - dead["fork"] < 8.0, dead  # 2 s boot_timeout + 5 s grace
+    assert 6.9 <= dead["exit"] - dead["fork"] < 12.0, dead  # 2 s boot_timeout + 5 s grace (+ a shared machine)
     before, after = window_before_and_after(timeline, dead["exit"])
     assert (before, after) == (2, 1), timeline["steps"]  # a boot failure halves the window
     assert "Perhaps out of memory" in srv.log()  # gunicorn's own words for a SIGKILLed worker
@@ -145,7 +126,7 @@ def test_hung_worker_without_boot_timeout_does_not_block_the_control_socket(serv
 
 def test_boot_timeouts_count_toward_max_boot_failures(server, tmp_path):
     env = fault_env(tmp_path, FAULT_HANG_BOOT="*", GUNICORN_SLOWSTART_BOOT_TIMEOUT="0.5",
-                    GUNICORN_SLOWSTART_MAX_BOOT_FAILURES="2")
+                    GUNICORN_SLOWSTART_MAX_BOOT_FAILURES="2", GUNICORN_SLOWSTART_INITIAL="1")  # one fork a step
     srv = server(app="fault_hang:app", workers=3, env=env)
     assert srv.wait_exit(20) == 3, srv.tail()
     log = srv.log()
@@ -206,7 +187,7 @@ def test_flaky_app_gets_every_worker_ready(server, tmp_path):
 def test_memory_hold_before_any_fork_then_clean_exit(server):
     srv = server(workers=3, env={"GUNICORN_SLOWSTART_MIN_FREE_MB": str(10**9)})
     wait_for(lambda: "holding the ramp" in srv.log(), 15, "the hold warning")
-    never(lambda: "Booting worker" in srv.log() or srv.workers(), 3.5, "a worker forked while held")
+    hold(lambda: not ("Booting worker" in srv.log() or srv.workers()), 3.5, "a worker forked while held")
     log = srv.log()
     assert log.count("holding the ramp") == 1, log
     assert re.search(r"holding the ramp: \d+ MiB available, below min_free_mb 1000000000", log), log

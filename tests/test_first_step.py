@@ -13,7 +13,7 @@ import contextlib
 from collections.abc import Iterator
 
 import pytest
-from support import get, peak_booting
+from support import cgroup, get, http_workers, peak_booting
 
 pytestmark = pytest.mark.slow
 
@@ -22,24 +22,13 @@ QUOTA = 2.0
 
 @contextlib.contextmanager
 def quota(cpus: float) -> Iterator[object]:
-    from benchmarks.cpulimit import CpuLimit, CpuLimitUnavailable
+    from benchmarks.cpulimit import CpuLimit
     from gunicorn_slowstart.cpus import usable_cpus
 
     if usable_cpus() < cpus:
         pytest.skip(f"needs {cpus:g} usable CPUs, this machine has {usable_cpus()}")
-
-    try:
-        limit = CpuLimit(cpus).__enter__()
-    except CpuLimitUnavailable as exc:
-        pytest.skip(f"no CPU cgroup here: {exc}")
-    try:
+    with cgroup(CpuLimit(cpus), "CPU") as limit:
         yield limit
-    finally:
-        limit.__exit__(None, None, None)
-
-
-def http_workers(timeline: dict) -> list[dict]:
-    return [p for p in timeline["processes"] if p["kind"] == "http"]
 
 
 def test_first_step_fills_the_idle_cpus_and_the_tail_merges(server):

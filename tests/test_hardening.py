@@ -14,22 +14,10 @@ import os
 import signal
 import stat
 
-import psutil
 import pytest
-from support import get, try_get, wait_for
+from support import alive, get, http_workers, try_get, wait_for
 
 pytestmark = pytest.mark.slow
-
-
-def http_workers(timeline: dict) -> list[dict]:
-    return [p for p in timeline.get("processes", []) if p["kind"] == "http"]
-
-
-def alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def fault_dir(tmp_path):

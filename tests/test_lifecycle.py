@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -36,90 +35,6 @@ def status_env(extra: dict | None = None) -> dict:
     env = {"GUNICORN_SLOWSTART_STATUS_FILE": "status.json"}  # relative: the master's cwd is srv.tmp
     env.update(extra or {})
     return env
-
-
-def test_workers_that_do_not_fit_in_the_memory_limit_are_not_forked(server):
-    """-w 8 x 60 MiB in a 320 MiB cgroup: stock (and paced) forking OOM-crash-loops here."""
-    from benchmarks.cpulimit import CpuLimitUnavailable, MemoryLimit
-
-    try:
-        limit = MemoryLimit(LIMIT_MB).__enter__()
-    except CpuLimitUnavailable as exc:
-        pytest.skip(f"no memory cgroup here: {exc}")
-    statsd = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        statsd.bind(("127.0.0.1", 0))
-        statsd.setblocking(False)
-        srv = server(app="memory_app:app", workers=8, preexec_fn=limit.preexec_fn(),
-                     env=status_env({"MEMAPP_MB": str(WORKER_MB)}),
-                     args=("--statsd-host", f"127.0.0.1:{statsd.getsockname()[1]}"))
-        wait_for(lambda: status(srv).get("state") == "memory held", 60, "the ramp held for memory")
-        wait_for(lambda: status(srv).get("booting") == 0, 30, "the admitted workers to be ready")
-        record = status(srv)
-        assert 2 <= record["ready"] <= 4, record
-        assert record["target"] == 8 and record["pid"] == srv.pid
-        assert f"workers fit in {LIMIT_MB} MiB" in record["detail"], record
-        log = srv.log()
-        assert log.count(f"slow start: holding the ramp: {record['ready']} of 8 workers fit in {LIMIT_MB} MiB") == 1
-        assert get(srv.port)[0] == 200
-        # the probe: enough for 2, not for all 8, and it says why
-        assert probe(srv, "--min-ready", "2", "--max-age", "30").returncode == 0
-        full = probe(srv, "--min-ready-fraction", "1")
-        assert full.returncode == 1 and "memory held" in full.stderr and "need 8" in full.stderr, full
-        events = wait_for(lambda: srv.timeline().get("events"), 10, "the hold in the timeline")
-        assert events[0][1] == "memory held" and "fit in" in events[0][2]
-        assert limit.oom_kills() == 0, "the kernel OOM-killed a worker"
-        assert srv.proc.poll() is None and "Perhaps out of memory" not in srv.log()
-        seen: list[str] = []
-        wait_for(lambda: seen.extend(recv_all(statsd)) or "gunicorn.slowstart.memory_held:1|g" in seen, 10,
-                 "the memory_held gauge")
-        # memory frees (here: the pod's limit is raised): the ramp resumes to all 8
-        limit.set_memory(1024)
-        wait_for(lambda: status(srv).get("ready") == 8 and status(srv).get("state") == "serving", 60,
-                 "all 8 ready after the limit was raised")
-        assert "memory recovered, ramp resumes" in srv.log()
-        wait_for(lambda: seen.extend(recv_all(statsd)) or "gunicorn.slowstart.memory_held:0|g" in seen, 10,
-                 "the memory_held gauge back at 0")
-        srv.stop()
-        assert status(srv)["state"] == "stopping"
-        assert probe(srv).returncode == 1
-        assert limit.oom_kills() == 0
-    finally:
-        statsd.close()
-        limit.__exit__(None, None, None)
-
-
-def recv_all(sock: socket.socket) -> list[str]:
-    lines = []
-    for _ in range(1000):  # bounded: a datagram at a time until none is waiting
-        try:
-            lines.extend(sock.recv(65536).decode().splitlines())
-        except BlockingIOError:
-            break
-    return lines
-
-
-def test_workers_that_do_not_fit_under_the_pids_limit_are_not_forked(server):
-    """8 tasks for the whole server: stock gunicorn's fork fails with EAGAIN and the master dies."""
-    from benchmarks.cpulimit import CpuLimitUnavailable, MemoryLimit
-
-    try:
-        limit = MemoryLimit(pids=8).__enter__()
-    except CpuLimitUnavailable as exc:
-        pytest.skip(f"no pids cgroup here: {exc}")
-    try:
-        srv = server(app="memory_app:app", workers=8, preexec_fn=limit.preexec_fn(),
-                     env=status_env({"MEMAPP_MB": "1"}))
-        wait_for(lambda: status(srv).get("state") == "memory held", 60, "the ramp held for the pids limit")
-        wait_for(lambda: status(srv).get("booting") == 0, 30, "the admitted workers to be ready")
-        record = status(srv)
-        assert 3 <= record["ready"] <= 7 and "under the pids limit of 8 tasks" in record["detail"], record
-        assert get(srv.port)[0] == 200
-        assert srv.proc.poll() is None
-        assert "cannot fork" not in srv.log() and "Traceback" not in srv.log()
-        srv.stop()
-    finally:
-        limit.__exit__(None, None, None)
 
 
 def client(port: int, until: float, results: list) -> None:
@@ -182,25 +97,3 @@ def test_a_replacement_that_fails_to_boot_cancels_the_recycle(server, tmp_path):
     wait_for(lambda: status(srv).get("ready") == 2 and status(srv).get("booting") == 0, 20, "2 serving")
     assert get(srv.port)[0] == 200
     assert "consecutive boot failures; last" not in srv.log()  # the halt reason
-
-
-def test_a_recycle_without_room_for_the_replacement_is_cancelled(server):
-    """3 workers fill the memory cgroup: make before break has no room, so the old one serves on."""
-    from benchmarks.cpulimit import CpuLimitUnavailable, MemoryLimit
-
-    try:
-        limit = MemoryLimit(LIMIT_MB).__enter__()
-    except CpuLimitUnavailable as exc:
-        pytest.skip(f"no memory cgroup here: {exc}")
-    try:
-        srv = server(app="memory_app:app", workers=3, preexec_fn=limit.preexec_fn(),
-                     env=status_env({"MEMAPP_MB": str(WORKER_MB), "GUNICORN_SLOWSTART_MAX_WORKER_AGE": "2"}))
-        srv.wait_ready(60)
-        wait_for(lambda: "does not fit" in srv.log(), 30, "the cancelled recycle")
-        assert "recycling paused for 60 s" in srv.log()
-        wait_for(lambda: status(srv).get("state") == "serving" and status(srv).get("ready") == 3, 20, "3 serving")
-        assert get(srv.port)[0] == 200
-        assert limit.oom_kills() == 0 and srv.proc.poll() is None
-        srv.stop()
-    finally:
-        limit.__exit__(None, None, None)

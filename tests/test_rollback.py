@@ -15,7 +15,7 @@ import time
 
 import psutil
 import pytest
-from support import peak_booting, ready_at, try_get, wait_for
+from support import hold, http_workers, peak_booting, ready_at, try_get, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -77,7 +77,7 @@ class Deploy:
 
 
 def http(srv) -> list[dict]:
-    return [p for p in srv.timeline().get("processes", []) if p["kind"] == "http"]
+    return http_workers(srv.timeline())
 
 
 def live_ready(srv) -> list[int]:
@@ -92,21 +92,6 @@ def settled(srv, count: int) -> list[int] | None:
     if len(ready) == count and sorted(alive_http) == ready and set(ready) <= children:
         return ready
     return None
-
-
-def alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def hold(predicate, duration: float, what: str) -> None:
-    """``predicate`` must stay true for ``duration`` s (polled)."""
-    deadline = time.monotonic() + duration
-    while time.monotonic() < deadline:
-        assert predicate(), what
-        time.sleep(0.05)
 
 
 def rollback_server(server, tmp_path, deploy: Deploy, env: dict | None = None, conf_text: str = "", **kwargs):
@@ -287,7 +272,8 @@ def test_every_kind_of_failed_boot_rolls_a_reload_back(server, tmp_path):
     each SIGHUP is abandoned, the same old workers serve throughout, 0 failed requests."""
     deploy = Deploy(tmp_path)
     srv = rollback_server(server, tmp_path, deploy, workers=3, boot_cpu=0.1,
-                          env={"GUNICORN_SLOWSTART_BOOT_TIMEOUT": "2"})
+                          env={"GUNICORN_SLOWSTART_BOOT_TIMEOUT": "2",
+                               "GUNICORN_SLOWSTART_INITIAL": "1"})  # auto: as many as CPUs stand idle
     old = wait_for(lambda: settled(srv, 3), 30, "3 ready workers")
     forks = srv.log().count("[INFO] Booting worker with pid")
     cases = [("lifespan", "(exit code 3)"), ("crash", "(exit code 1)"), ("noapp", "(exit code 4)"),

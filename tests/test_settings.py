@@ -1,25 +1,21 @@
-"""settings.py (parsers, sources, precedence, registration with gunicorn) and hooks.install()."""
+"""settings.py: parsers, sources, precedence, registration with gunicorn.
+
+hooks.install() is tested in test_hooks.py, and random values for every setting in
+test_settings_fuzz.py (against what each setting documents)."""
 
 from __future__ import annotations
 
-import math
 import pathlib
 from decimal import Decimal
 from fractions import Fraction
 from types import SimpleNamespace
-from unittest import mock
 
 import gunicorn.app.base
 import gunicorn.config
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from gunicorn_slowstart import hooks
 from gunicorn_slowstart import settings as sm
-from gunicorn_slowstart.arbiter import SlowStartArbiter
 from gunicorn_slowstart.settings import (
-    ENV_PREFIX,
     SPECS,
     SettingError,
     Settings,
@@ -407,205 +403,3 @@ def test_flags_parse_like_gunicorn_and_reach_resolve():
     text = parser.format_help()
     for name in SPECS:
         assert "--slowstart-" + name.replace("_", "-") in text
-
-
-# -- install() and hooks ---------------------------------------------------------------------------
-
-
-@pytest.fixture
-def clean_install(monkeypatch):
-    """install() replaces gunicorn.app.base.Arbiter and the current installation: put both back."""
-    monkeypatch.setattr(gunicorn.app.base, "Arbiter", gunicorn.app.base.Arbiter)
-    monkeypatch.setattr(gunicorn.app.base.Application, "run", gunicorn.app.base.Application.run)
-    monkeypatch.setattr(hooks, "_current", hooks._current)
-    return hooks
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.calls: list[tuple] = []
-
-    def hook1(self):
-        def on_starting(server):
-            self.calls.append(("on_starting", server))
-        return on_starting
-
-    def hook2(self, name="pre_fork"):
-        def hook(server, worker):
-            self.calls.append((name, server, worker))
-        return hook
-
-
-def fake_server(**attrs):
-    server = SimpleNamespace(log=mock.Mock(), start_long_workers=mock.Mock())
-    server.__dict__.update(attrs)
-    return server
-
-
-def test_install_chains_hooks_defined_before_it(clean_install):
-    rec = Recorder()
-    ns = {"pre_fork": rec.hook2(), "on_starting": rec.hook1(), "workers": 4}
-    user_pre_fork = ns["pre_fork"]
-    hooks.install(ns)
-    assert ns["pre_fork"] is not user_pre_fork
-    server, worker = fake_server(), object()
-    ns["pre_fork"](server, worker)
-    assert rec.calls == [("pre_fork", server, worker)]
-    server.start_long_workers.assert_called_once_with()  # ours ran too
-    ns["on_starting"](server)
-    assert rec.calls[-1] == ("on_starting", server)
-    server.log.warning.assert_called_once()  # ours: this fake master is not a SlowStartArbiter
-    assert "not active" in server.log.warning.call_args[0][0]
-    assert ns["workers"] == 4
-
-
-def test_our_on_starting_is_quiet_on_a_slowstart_master(clean_install):
-    ns: dict = {}
-    hooks.install(ns)
-    server = SlowStartArbiter.__new__(SlowStartArbiter)
-    server.log = mock.Mock()
-    ns["on_starting"](server)
-    server.log.warning.assert_not_called()
-
-
-def test_installed_hooks_are_accepted_by_gunicorn_and_not_chained_twice(clean_install):
-    rec = Recorder()
-    ns = {"pre_fork": rec.hook2(), "on_starting": rec.hook1()}
-    installation = hooks.install(ns)
-    cfg = gunicorn.config.Config()
-    for name in ("pre_fork", "on_starting"):  # what gunicorn does with a config file's names
-        cfg.set(name, ns[name])
-    installation.ensure_hooks(cfg)
-    installation.ensure_hooks(cfg)
-    server, worker = fake_server(), object()
-    cfg.pre_fork(server, worker)
-    assert rec.calls == [("pre_fork", server, worker)]
-    assert server.start_long_workers.call_count == 1
-
-
-def test_ensure_hooks_rechains_a_hook_replaced_after_install(clean_install):
-    rec = Recorder()
-    ns: dict = {}
-    installation = hooks.install(ns)
-    ns["pre_fork"] = rec.hook2("later")  # defined after install() in the config file
-    ns["on_starting"] = rec.hook1()
-    cfg = gunicorn.config.Config()
-    cfg.set("pre_fork", ns["pre_fork"])
-    cfg.set("on_starting", ns["on_starting"])
-    installation.ensure_hooks(cfg)  # goes through gunicorn's validators (arity 2 and 1)
-    installation.ensure_hooks(cfg)
-    server, worker = fake_server(), object()
-    cfg.pre_fork(server, worker)
-    cfg.on_starting(server)
-    assert rec.calls == [("later", server, worker), ("on_starting", server)]
-    assert server.start_long_workers.call_count == 1
-    assert server.log.warning.call_count == 1
-
-
-def test_ensure_hooks_on_gunicorn_defaults(clean_install):
-    cfg = gunicorn.config.Config()
-    installation = hooks.install()
-    installation.ensure_hooks(cfg)
-    server = fake_server()
-    cfg.pre_fork(server, object())  # ours, then gunicorn's default (a no-op)
-    server.start_long_workers.assert_called_once_with()
-    cfg.on_starting(server)
-    cfg.when_ready(server)  # hooks slow start does not touch are left alone
-
-
-def test_install_without_namespace_records_keywords(clean_install):
-    installation = hooks.install(max_batch="4", mode="TIMER")
-    assert hooks.current_installation() is installation
-    assert installation.keywords == {"max_batch": 4, "mode": "timer"}
-    assert installation.namespace == {}
-
-
-def test_install_keywords_and_namespace_reach_resolve(clean_install):
-    ns = {"slowstart_mode": "timer"}
-    installation = hooks.install(ns, max_batch=3, mode="ready")
-    resolved = resolve(None, installation.namespace, installation.keywords, environ={})
-    assert (resolved.mode, resolved.max_batch) == ("timer", 3)  # the config-file name beats the keyword
-
-
-def test_install_takes_a_pool_object_for_long_workers(clean_install):
-    pool = SimpleNamespace(pre_fork=lambda server, worker: None, size=2, target="pkg.jobs:run")
-    installation = hooks.install({}, long_workers=pool, max_batch=2)
-    assert installation.pool is pool
-    assert installation.keywords == {"max_batch": 2}
-
-
-@pytest.mark.parametrize("keywords, named", [
-    (dict(max_batch=0), "max_batch"),
-    (dict(mode="fast"), "mode"),
-    (dict(delay="soon"), "delay"),
-    (dict(max_bach=4), "max_bach"),
-])
-def test_a_bad_keyword_stops_with_one_line(clean_install, keywords, named):
-    before = gunicorn.app.base.Arbiter
-    ns: dict = {}
-    with pytest.raises(SystemExit) as info:
-        hooks.install(ns, **keywords)
-    message = info.value.code
-    assert isinstance(message, str) and one_line(message)
-    assert f"install({named}=...)" in message
-    assert message.startswith("Error: gunicorn-slowstart: ")
-    assert gunicorn.app.base.Arbiter is before  # nothing was changed
-    assert ns == {}
-
-
-def test_install_makes_gunicorn_construct_the_slowstart_arbiter(clean_install):
-    assert gunicorn.app.base.Arbiter is not SlowStartArbiter
-    hooks.install({})
-    assert gunicorn.app.base.Arbiter is SlowStartArbiter
-
-
-def test_installing_twice_keeps_the_user_hook(clean_install):
-    rec = Recorder()
-    ns = {"pre_fork": rec.hook2()}
-    hooks.install(ns)
-    hooks.install(ns, max_batch=4)  # e.g. a config file that extends another one that installed
-    server, worker = fake_server(), object()
-    ns["pre_fork"](server, worker)
-    assert rec.calls == [("pre_fork", server, worker)]
-
-
-# -- fuzz: anything in the environment parses or is one clean error ------------------------------------
-
-numbers_as_text = st.one_of(
-    st.integers(-10, 10**6).map(str),
-    st.floats(allow_nan=True, allow_infinity=True).map(repr),
-    st.integers(-5, 50).map(lambda i: f" {i} "),
-    st.sampled_from(["auto", "AUTO", " auto ", "ready", "Timer", "OFF", "idle", "double", "pkg.mod:fn",
-                     "1e400", "nan", "-0", "0x10", "1_000", "١٢", "\x00", "\ud800", "a:b:c"]),
-)
-env_values = st.one_of(st.text(), numbers_as_text, st.integers(), st.floats(), st.booleans())
-
-
-@settings(max_examples=300, deadline=None)
-@given(name=st.sampled_from(sorted(SPECS)), value=env_values)
-def test_fuzz_any_environment_value_parses_or_is_one_named_line(name, value):
-    variable = ENV_PREFIX + name.upper()
-    try:
-        resolved = resolve(environ={variable: value})
-    except SettingError as exc:
-        message = str(exc)
-        assert one_line(message), message
-        assert message.startswith(variable + " ")
-        assert "got " in message
-    else:
-        result = getattr(resolved, name)
-        if value == "":
-            assert result == SPECS[name].default
-        elif isinstance(result, float):
-            assert math.isfinite(result)
-
-
-@settings(max_examples=150, deadline=None)
-@given(values=st.dictionaries(st.sampled_from(sorted(SPECS)), env_values, max_size=len(SPECS)))
-def test_fuzz_several_variables_at_once(values):
-    environ = {ENV_PREFIX + name.upper(): value for name, value in values.items()}
-    try:
-        resolve(environ=environ)
-    except SettingError as exc:
-        assert one_line(str(exc))
-        assert any(str(exc).startswith(variable + " ") for variable in environ)

@@ -64,6 +64,7 @@ SPECIAL = [
     "Infinity", "9" * 40, "-" + "9" * 40, "9" * 4300, "9" * 5000, "1_000", "0x10", "0b1", "1,5", "١٢",
     "abc", "ready", "READY", " timer ", "off", "double", "idle", "IDLE ", "fast", "pkg.mod:fn",
     "a:b:c", ":fn", "pkg:", ":", "/tmp/x.json", "None", "true", "false", "\x00", "１２", "1\n2",
+    "\udcff", "7\udc80",  # os.environ decodes undecodable bytes to lone surrogates
 ]
 
 VALUES = st.one_of(
@@ -157,6 +158,7 @@ def check_one(name: str, raw: str) -> None:
         result = resolve(environ={var: raw})
     except Exception as exc:  # noqa: BLE001 - anything but a SettingError is the bug we look for
         assert_refusal(exc, [var])
+        assert str(exc).startswith(var + " ") and "got " in str(exc), str(exc)  # names it first, quotes it
         if name in DOCUMENTED:
             verdict, _ = oracle(name, raw)
             assert verdict != ACCEPT, f"{var}={short(raw)} is documented as valid but was refused: {short(str(exc))}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -129,6 +130,20 @@ def test_bad_arguments() -> None:
         sim.simulate("ready", 0, 2)
     with pytest.raises(ValueError):
         sim.simulate("ready", 2, 2, fail_prob=1.0)
+    with pytest.raises(ValueError, match="dist must be one of"):
+        sim.SimConfig(mode="ready", n=2, cores=2, dist="uniform")  # refused before any run
+
+
+def test_one_config_object_is_one_start() -> None:
+    """``run(SimConfig(...))`` is ``simulate(...)`` with the same fields; the cap is the
+    product's rule unless given, and off has none."""
+    config = sim.SimConfig(mode="ready", n=9, cores=4, quota=3.0, neighbours=1, dist="normal", seed=4,
+                           fail_prob=0.1, growth="double")
+    assert sim.run(config) == sim.simulate("ready", 9, 4, 3.0, 1, dist="normal", seed=4, fail_prob=0.1,
+                                           growth="double")
+    assert sim.run(config).cap == sim.default_cap("ready", 4, 3.0)
+    assert sim.run(dataclasses.replace(config, cap=1)).peak_booting == 1
+    assert sim.run(dataclasses.replace(config, mode="off", cap=1)).cap is None
 
 
 # -- determinism ------------------------------------------------------------------------------

@@ -8,18 +8,9 @@ import subprocess
 import sys
 
 import pytest
-from support import ROOT, peak_booting, wait_for
+from support import ROOT, peak_booting, recv_all, wait_for
 
 pytestmark = pytest.mark.slow
-
-
-def recv_all(sock: socket.socket) -> list[str]:
-    lines = []
-    while True:
-        try:
-            lines.extend(sock.recv(65536).decode().splitlines())
-        except BlockingIOError:
-            return lines
 
 
 def test_statsd_gauges_and_boot_histogram(server):
