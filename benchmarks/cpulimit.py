@@ -46,24 +46,15 @@ class CpuLimitUnavailable(RuntimeError):
     """A CPU-limited cgroup cannot be made here; the message says why."""
 
 
-class CpuLimit:
-    """A temporary cgroup whose processes get at most ``cpus`` CPUs of time."""
+class _CgroupLimit:
+    """Enter: a new cgroup with the limits (v2 where it can, else v1); exit: remove it.
 
-    def __init__(self, cpus: float, prefix: str = "slowstart-") -> None:
-        if not cpus * PERIOD_US >= 1000:  # the kernel's minimum quota is 1 ms
-            raise ValueError(f"cpus must be at least 0.01, not {cpus!r}")
-        self.cpus = cpus
-        self.prefix = prefix
-        self.path: str | None = None  # the cgroup carrying the quota
-        self.version: int | None = None
-        self._dirs: list[tuple[str, str]] = []  # (created dir, parent to move processes back to)
-        self._enabled_cpu_in: str | None = None  # a v2 subtree_control we switched "+cpu" on in
+    Subclasses provide ``prefix``, ``_try_v2(name)`` (None on success, else why not),
+    ``_setup_v1(name, reason)`` and ``_cleanup()`` (the cgroups it could not remove)."""
 
-    @property
-    def quota_us(self) -> int:
-        return int(self.cpus * PERIOD_US)
+    prefix: str
 
-    def __enter__(self) -> CpuLimit:
+    def __enter__(self):
         if os.geteuid() != 0:
             raise CpuLimitUnavailable("not root: creating cgroups needs root (or a delegated subtree)")
         name = f"{self.prefix}{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -80,6 +71,24 @@ class CpuLimit:
         left = self._cleanup()
         if left and exc_type is None:
             raise RuntimeError(f"could not remove cgroup(s) {left}; processes kept moving in?")
+
+
+class CpuLimit(_CgroupLimit):
+    """A temporary cgroup whose processes get at most ``cpus`` CPUs of time."""
+
+    def __init__(self, cpus: float, prefix: str = "slowstart-") -> None:
+        if not cpus * PERIOD_US >= 1000:  # the kernel's minimum quota is 1 ms
+            raise ValueError(f"cpus must be at least 0.01, not {cpus!r}")
+        self.cpus = cpus
+        self.prefix = prefix
+        self.path: str | None = None  # the cgroup carrying the quota
+        self.version: int | None = None
+        self._dirs: list[tuple[str, str]] = []  # (created dir, parent to move processes back to)
+        self._enabled_cpu_in: str | None = None  # a v2 subtree_control we switched "+cpu" on in
+
+    @property
+    def quota_us(self) -> int:
+        return int(self.cpus * PERIOD_US)
 
     # -- set-up -------------------------------------------------------------
 
@@ -181,7 +190,7 @@ class CpuLimit:
         return left
 
 
-class MemoryLimit:
+class MemoryLimit(_CgroupLimit):
     """A temporary cgroup with a memory limit (MiB) and/or a pids limit (tasks).
 
     The small-pod case: the server sees the host's memory but may use
@@ -213,24 +222,6 @@ class MemoryLimit:
     @property
     def controllers(self) -> list[str]:
         return [c for c, v in (("memory", self.memory_mb), ("pids", self.pids_max)) if v is not None]
-
-    def __enter__(self) -> MemoryLimit:
-        if os.geteuid() != 0:
-            raise CpuLimitUnavailable("not root: creating cgroups needs root (or a delegated subtree)")
-        name = f"{self.prefix}{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        try:
-            reason = self._try_v2(name)
-            if reason is not None:
-                self._setup_v1(name, reason)
-        except BaseException:
-            self._cleanup()
-            raise
-        return self
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        left = self._cleanup()
-        if left and exc_type is None:
-            raise RuntimeError(f"could not remove cgroup(s) {left}; processes kept moving in?")
 
     def _try_v2(self, name: str) -> str | None:
         where = find_cgroup("/", None)
