@@ -313,6 +313,7 @@ class SlowStartArbiter(Arbiter):
         except (BlockingIOError, MemoryError) as exc:  # EAGAIN (pids limit), ENOMEM: fork refused
             return self._fork_refused(exc)
         self._fork_failing = False
+        self._drop_if_reaped(pid)
         now = time.monotonic()
         worker = self.WORKERS.get(pid)
         baseline = _compat.heartbeat(worker) if worker is not None else 0.0
@@ -465,6 +466,20 @@ class SlowStartArbiter(Arbiter):
                 self.policy.exited(event.key, now, expected=event.expected, failed=event.failed)
                 if event.pid is not None:
                     self.status.exited(event.pid, now, event.code, event.sig)
+
+    def _drop_if_reaped(self, pid: int) -> None:
+        """gunicorn 23 reaps in its SIGCHLD handler: a worker that dies in the instant between
+        the fork and gunicorn adding it to ``WORKERS`` is reaped unseen and would stay there
+        forever (its heartbeat never moves, so nothing times it out).  It is gone: drop it, and
+        ``_record_exits`` counts it as the boot failure it was."""
+        worker = self.WORKERS.get(pid)
+        if worker is None:
+            return
+        try:
+            os.kill(pid, 0)  # a zombie still answers; only a reaped pid does not
+        except ProcessLookupError:
+            self.WORKERS.pop(pid, None)
+            _compat.close_heartbeat(worker)
 
     def _record_exits(self, now: float) -> None:
         alive = set(self.WORKERS)
