@@ -49,8 +49,9 @@ class CpuLimitUnavailable(RuntimeError):
 class _CgroupLimit:
     """Enter: a new cgroup with the limits (v2 where it can, else v1); exit: remove it.
 
-    Subclasses provide ``prefix``, ``_try_v2(name)`` (None on success, else why not),
-    ``_setup_v1(name, reason)`` and ``_cleanup()`` (the cgroups it could not remove)."""
+    Subclasses provide ``prefix``, ``_dirs`` ((path, controller) of each cgroup made),
+    ``_try_v2(name)`` (None on success, else why not), ``_setup_v1(name, reason)`` and
+    ``_cleanup()`` (the cgroups it could not remove)."""
 
     prefix: str
 
@@ -71,6 +72,19 @@ class _CgroupLimit:
         left = self._cleanup()
         if left and exc_type is None:
             raise RuntimeError(f"could not remove cgroup(s) {left}; processes kept moving in?")
+
+    def preexec_fn(self) -> Callable[[], None]:
+        """For ``subprocess.Popen(preexec_fn=...)``: the child moves itself in before exec,
+        so not even its first instruction runs unlimited."""
+        files = [posixpath.join(path, "cgroup.procs") for path, _ in self._dirs]
+
+        def move_self() -> None:
+            pid = str(os.getpid())
+            for name in files:
+                with open(name, "w") as fh:
+                    fh.write(pid)
+
+        return move_self
 
 
 class CpuLimit(_CgroupLimit):
@@ -155,19 +169,6 @@ class CpuLimit(_CgroupLimit):
         """Move process ``pid`` (all its threads) into the cgroup."""
         for path, _ in self._dirs:
             _write(posixpath.join(path, "cgroup.procs"), str(pid))
-
-    def preexec_fn(self) -> Callable[[], None]:
-        """For ``subprocess.Popen(preexec_fn=...)``: the child moves itself in before exec,
-        so not even its first instruction runs unlimited."""
-        files = [posixpath.join(path, "cgroup.procs") for path, _ in self._dirs]
-
-        def move_self() -> None:
-            pid = str(os.getpid())
-            for name in files:
-                with open(name, "w") as fh:
-                    fh.write(pid)
-
-        return move_self
 
     def pids(self) -> list[int]:
         """The processes now inside the (quota) cgroup."""
@@ -292,18 +293,6 @@ class MemoryLimit(_CgroupLimit):
                 (_write if name == "memory.limit_in_bytes" else _write_if_exists)(
                     posixpath.join(self.memory_path, name), value)
         self.memory_mb = memory_mb
-
-    def preexec_fn(self) -> Callable[[], None]:
-        """For ``subprocess.Popen(preexec_fn=...)``: the child moves itself in before exec."""
-        files = [posixpath.join(path, "cgroup.procs") for path, _ in self._dirs]
-
-        def move_self() -> None:
-            pid = str(os.getpid())
-            for name in files:
-                with open(name, "w") as fh:
-                    fh.write(pid)
-
-        return move_self
 
     def pids(self) -> list[int]:
         path = self.memory_path or self.pids_path
