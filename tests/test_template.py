@@ -287,11 +287,13 @@ def test_template_serves_reloads_survives_and_refuses_broken_code(server, tmp_pa
     srv.signal(signal.SIGHUP)
     wait_for(lambda: "reload failed: the new code did not load" in srv.log(), 30, "the failed reload")
     assert "RuntimeError: deploy typo" in srv.log()  # the template's traceback
-    assert all(r.startswith("version 2 ") for r in answers(srv))
-    # no worker forked; the config's 4 workers (TTIN's fifth is dropped, as on any SIGHUP) keep serving
+    # no worker forked; the config's 4 workers (TTIN's fifth is dropped, as on any SIGHUP) keep
+    # serving.  Ask only once the fifth is gone: uvicorn closes a connection it accepted but had
+    # not read yet when told to stop (a retire race stock gunicorn has on every TTOU, too)
     wait_for(lambda: len(workers(srv)) == 4, 30, "4 workers after the failed reload")
     assert set(workers(srv)) <= serving and srv.proc.poll() is None
-    assert all(r.startswith("version 2 ") for r in answers(srv, 4))
+    replies = answers(srv)
+    assert all(r.startswith("version 2 ") for r in replies), (replies, srv.log()[-3000:])
 
 
 @pytest.mark.slow
