@@ -29,6 +29,7 @@ import time
 
 import psutil
 
+from gunicorn_slowstart.keys import ProcKey
 from gunicorn_slowstart.policy import HTTP, PolicyConfig, SlowStartPolicy
 from gunicorn_slowstart.status import StatusReporter
 
@@ -55,11 +56,11 @@ class Master:
             self.status.ramp_started(self.now, 1, "respawn")
         self.policy.decide(self.now, 1)
         self.policy.spawned(pid, self.now, HTTP)
-        self.status.spawned(HTTP, pid, self.now)
+        self.status.spawned(ProcKey(HTTP, pid), self.now, pid)
         self.status.step(self.now, self.policy.window, 2, 1, len(self.alive))
         self.now += self.interval / 2
         self.policy.ready(pid, self.now)
-        self.status.ready(pid, self.now)
+        self.status.ready(ProcKey(HTTP, pid), self.now)
         self.alive.append(pid)
         self.status.step(self.now, self.policy.window, 2, 0, len(self.alive))
         if ramp:
@@ -71,7 +72,7 @@ class Master:
         self.now += self.interval / 2
         pid = self.alive.pop(0)
         self.policy.exited(pid, self.now, expected=False)
-        self.status.exited(pid, self.now, 0, None)
+        self.status.exited(ProcKey(HTTP, pid), self.now, 0, None)
         self._start()
 
 

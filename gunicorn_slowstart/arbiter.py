@@ -320,7 +320,7 @@ class SlowStartArbiter(Arbiter):
         self._boots[pid] = _Boot(now, baseline, time.time())
         self._tracked.add(pid)
         self.policy.spawned(ProcKey(HTTP, pid), now, HTTP)
-        self.status.spawned(HTTP, pid, now)
+        self.status.spawned(ProcKey(HTTP, pid), now, pid)
         self.rollout.spawned(pid)
         return pid
 
@@ -458,14 +458,13 @@ class SlowStartArbiter(Arbiter):
         """What the long-worker pool reported, fed to the policy and the status reporter."""
         for event in events:
             if event.what == SPAWNED:
-                self.status.spawned(LONG, event.pid, now)
+                self.status.spawned(event.key, now, event.pid)
             elif event.what == READY:
                 self.policy.ready(event.key, now)
-                self.status.ready(event.pid, now)
+                self.status.ready(event.key, now)
             else:
                 self.policy.exited(event.key, now, expected=event.expected, failed=event.failed)
-                if event.pid is not None:
-                    self.status.exited(event.pid, now, event.code, event.sig)
+                self.status.exited(event.key, now, event.code, event.sig)
 
     def _drop_if_reaped(self, pid: int) -> None:
         """gunicorn 23 reaps in its SIGCHLD handler: a worker that dies in the instant between
@@ -496,7 +495,7 @@ class SlowStartArbiter(Arbiter):
     def _on_ready(self, pid: int, now: float) -> None:
         boot = self._boots.pop(pid)
         self.policy.ready(ProcKey(HTTP, pid), now)
-        self.status.ready(pid, now)
+        self.status.ready(ProcKey(HTTP, pid), now)
         self.rollout.ready(pid)
         self.log.debug("slow start: worker %s ready after %.2f s", pid, now - boot.forked_at)
         if self._ramp is not None and self._ramp.first_ready is None:
@@ -513,7 +512,7 @@ class SlowStartArbiter(Arbiter):
         self.policy.exited(ProcKey(HTTP, pid), now, expected=expected or clean)
         if self.policy.flaps(HTTP) > flaps:
             self._log_flap(pid, now, code, sig)
-        self.status.exited(pid, now, code, sig)
+        self.status.exited(ProcKey(HTTP, pid), now, code, sig)
         if boot is not None and not expected:
             how = f"signal {sig}" if sig else f"exit code {code}"
             self._last_failure = f"worker {pid} died {now - boot.forked_at:.1f} s after fork ({how})"
@@ -765,7 +764,7 @@ class SlowStartArbiter(Arbiter):
             return
         ready = [pid for pid in self._current() if pid not in self._boots]
         born = self.status.forked_at
-        ages = {pid: now - born[pid] for pid in ready if pid in born}
+        ages = {pid: now - born[key] for pid in ready if (key := ProcKey(HTTP, pid)) in born}
         for pid in set(self._age_limits) - set(ages):
             del self._age_limits[pid]
         if settings.max_worker_age:

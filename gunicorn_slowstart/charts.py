@@ -308,7 +308,7 @@ def _panels(fig: Any, panels: list[tuple[dict, str]], edge: float, top: float) -
         y -= 0.06 + STRIP
         strip = fig.add_axes([LEFT / FIG_WIDTH, y / height, width / FIG_WIDTH, STRIP / height])
         y -= 0.55
-        processes = sorted(data["processes"], key=lambda p: (p["fork"], p["pid"]))
+        processes = sorted(data["processes"], key=lambda p: (p["fork"], p["pid"] or 0))  # a pid not known yet is null
         _draw_header(header, marks, places, rows, edge, title, lines)
         _draw_bars(bars, processes, marks, edge)
         _draw_strip(strip, data, marks, edge, xlabel=number == len(plans) - 1)

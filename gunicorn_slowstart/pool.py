@@ -192,8 +192,9 @@ class PoolEvent:
 
     ``what`` is ``SPAWNED`` (``pid`` known now), ``READY`` or ``EXITED``
     (``expected``: the master or the manager stopped it; ``failed``: it
-    crashed before it was stable).  ``pid`` is None where the timeline has
-    nothing to record (an exit whose pid was never reported)."""
+    crashed before it was stable).  ``pid`` is the OS pid where the pool knows
+    it (None or 0 for an exit whose pid was never reported); the timeline and
+    the status reporter key the process by ``key``, as the policy does."""
 
     what: str
     key: ProcKey

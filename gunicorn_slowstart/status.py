@@ -14,6 +14,7 @@ import os
 from typing import Any
 
 from ._compat import notify_systemd, send_metric
+from .keys import ProcKey
 from .timeline import Timeline
 
 WRITE_EVERY = 1.0  # at most one timeline write a second while workers boot; at once otherwise
@@ -26,7 +27,7 @@ class StatusReporter:
         self.meta: dict[str, Any] = {}
         self.timeline = Timeline(t0, wall_t0, self.meta)
         self.path: str | None = None
-        self.forked_at: dict[int, float] = {}
+        self.forked_at: dict[ProcKey, float] = {}
         self.last: tuple = ()  # (booting, ready) of the last step
         self.written_at = t0
         self.dirty = False
@@ -44,22 +45,22 @@ class StatusReporter:
         self.dirty = True
         self.timeline.ramp_started(now, target, reason)
 
-    def spawned(self, kind: str, pid: int, now: float) -> None:
-        self.forked_at[pid] = now
+    def spawned(self, key: ProcKey, now: float, pid: int | None = None) -> None:
+        self.forked_at[key] = now
         self.dirty = True
-        self.timeline.spawned(kind, pid, now)
+        self.timeline.spawned(key, now, pid)
 
-    def ready(self, pid: int, now: float) -> None:
-        self.timeline.ready(pid, now)
+    def ready(self, key: ProcKey, now: float) -> None:
+        self.timeline.ready(key, now)
         self.dirty = True
-        forked = self.forked_at.get(pid)
+        forked = self.forked_at.get(key)
         if forked is not None:
             self._metric("histogram", "gunicorn.slowstart.boot_duration", round((now - forked) * 1000, 3))
 
-    def exited(self, pid: int, now: float, code: int | None, sig: int | None) -> None:
-        self.forked_at.pop(pid, None)
+    def exited(self, key: ProcKey, now: float, code: int | None, sig: int | None) -> None:
+        self.forked_at.pop(key, None)
         self.dirty = True
-        self.timeline.exited(pid, now, code, sig)
+        self.timeline.exited(key, now, code, sig)
 
     def step(self, now: float, window: int, cap: int, booting: int, ready: int) -> None:
         self.timeline.step(now, window, cap, booting, ready)

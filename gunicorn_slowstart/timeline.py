@@ -23,12 +23,15 @@ small, stable JSON, so it can be diffed, summarised in CI, or drawn::
 Recorder
 --------
 The recorder is a passive log: it never reads a clock, never raises on odd
-event sequences (an unknown pid is ignored) and is not thread-safe (call it
+event sequences (an unknown key is ignored) and is not thread-safe (call it
 from the master's loop).  ``step`` is cheap to call on every loop iteration:
 a row is recorded only when one of its values changes.  ``meta`` is kept by
 reference (the master may learn the cap or the mode after it built the
 recorder) and copied when the file is written.  A process is keyed by
-its pid while it lives; a pid reused after ``exited`` starts a new record.
+its ``ProcKey`` (``keys.py``) while it lives, as in the policy; its OS pid is
+a value recorded beside it (a long worker's may be learned after its key,
+``pid_known``; until then the file says ``null``).  An HTTP worker's key holds
+its pid, so a pid reused after ``exited`` starts a new record.
 
 Schema (version 1)
 ------------------
@@ -90,6 +93,7 @@ import sys
 from typing import Any
 
 from . import files
+from .keys import ProcKey
 
 VERSION = 1
 KEEP_RAMPS = 32       # ramps kept in full: the first two and the newest
@@ -114,7 +118,7 @@ class Timeline:
         self.wall_t0 = wall_t0
         self.meta: dict = meta if meta is not None else {}     # by reference: the caller may fill it later
         self._processes: list[dict] = []
-        self._live: dict[int, dict] = {}
+        self._live: dict[ProcKey, dict] = {}
         self._steps: list[list] = []
         self._ramps: list[dict] = []
         self._events: list[list] = []  # [t, what, text]: e.g. "memory held" / "memory released"
@@ -130,21 +134,28 @@ class Timeline:
         if len(self._ramps) > KEEP_RAMPS * (1 + TRIM_SLACK):
             self._trim_ramps()
 
-    def spawned(self, kind: str, pid: int, t: float) -> None:
-        proc = {"kind": kind, "pid": pid, "fork": self._rel(t), "ready": None,
+    def spawned(self, key: ProcKey, t: float, pid: int | None = None) -> None:
+        """``key`` was forked at ``t``; ``pid`` is its OS pid if known yet (see ``pid_known``)."""
+        proc = {"kind": key.kind, "pid": pid, "fork": self._rel(t), "ready": None,
                 "exit": None, "exit_code": None, "exit_signal": None}
         self._processes.append(proc)
-        self._live[pid] = proc
+        self._live[key] = proc
         if len(self._processes) - len(self._live) > KEEP_EXITED * (1 + TRIM_SLACK):
             self._trim_exited()
 
-    def ready(self, pid: int, t: float) -> None:
-        proc = self._live.get(pid)
+    def pid_known(self, key: ProcKey, pid: int) -> None:
+        """The OS pid of a live process recorded without one (a long worker reports it later)."""
+        proc = self._live.get(key)
+        if proc is not None:
+            proc["pid"] = pid
+
+    def ready(self, key: ProcKey, t: float) -> None:
+        proc = self._live.get(key)
         if proc is not None and proc["ready"] is None:
             proc["ready"] = self._rel(t)
 
-    def exited(self, pid: int, t: float, code: int | None = None, signal: int | None = None) -> None:
-        proc = self._live.pop(pid, None)
+    def exited(self, key: ProcKey, t: float, code: int | None = None, signal: int | None = None) -> None:
+        proc = self._live.pop(key, None)
         if proc is not None:
             proc.update(exit=self._rel(t), exit_code=code, exit_signal=signal)
 

@@ -10,6 +10,8 @@ import stat
 import pytest
 
 from gunicorn_slowstart import files
+from gunicorn_slowstart.keys import ProcKey
+from gunicorn_slowstart.policy import HTTP
 from gunicorn_slowstart.pool import MANAGER_RESTARTS, MANAGER_STABLE, manager_restart
 from gunicorn_slowstart.status import WRITE_BURST, StatusReporter
 from gunicorn_slowstart.timeline import KEEP_EXITED, KEEP_RAMPS, KEEP_STEPS, Timeline, summarize
@@ -97,24 +99,28 @@ def test_status_writes_at_most_a_burst_a_second(tmp_path, monkeypatch):
     assert status.dirty is False, "what was left unwritten goes out with the next step"
 
 
+def http(pid: int) -> ProcKey:
+    return ProcKey(HTTP, pid)
+
+
 def respawns(timeline: Timeline, count: int, start: int = 0) -> None:
     for n in range(start, start + count):
         t = 100.0 + n
         timeline.ramp_started(t, 1, "respawn")
-        timeline.spawned("http", 10_000 + n, t)
+        timeline.spawned(http(10_000 + n), t, 10_000 + n)
         timeline.step(t, 1, 2, 1, 3)
-        timeline.ready(10_000 + n, t + 0.5)
+        timeline.ready(http(10_000 + n), t + 0.5)
         timeline.step(t + 0.5, 2, 2, 0, 4)
         timeline.ramp_done(t + 0.5)
-        timeline.exited(10_000 + n, t + 0.9, 0, None)
+        timeline.exited(http(10_000 + n), t + 0.9, 0, None)
 
 
 def first_ramp(timeline: Timeline) -> None:
     timeline.ramp_started(0.0, 4, "start")
     for pid in range(4):
-        timeline.spawned("http", pid, 0.1 * pid)
+        timeline.spawned(http(pid), 0.1 * pid, pid)
         timeline.step(0.1 * pid, pid + 1, 2, 1, pid)
-        timeline.ready(pid, 0.1 * pid + 0.5)
+        timeline.ready(http(pid), 0.1 * pid + 0.5)
     timeline.ramp_done(1.0)
 
 
@@ -149,8 +155,8 @@ def test_a_crash_loop_in_one_ramp_keeps_only_the_newest_exits():
     timeline = Timeline(0.0, 0.0)
     timeline.ramp_started(0.0, 1, "start")
     for pid in range(5000):  # never ready: the ramp never ends
-        timeline.spawned("http", pid, pid * 0.01)
-        timeline.exited(pid, pid * 0.01 + 0.005, 1, None)
+        timeline.spawned(http(pid), pid * 0.01, pid)
+        timeline.exited(http(pid), pid * 0.01 + 0.005, 1, None)
     data = timeline.to_dict()
     assert len(data["processes"]) <= KEEP_EXITED * 1.5
     assert data["processes"][-1]["pid"] == 4999

@@ -15,9 +15,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gunicorn_slowstart import timeline as tl
+from gunicorn_slowstart.keys import ProcKey
+from gunicorn_slowstart.policy import HTTP, LONG
 
 ROOT = Path(__file__).resolve().parents[1]
 T0 = 1000.0
+
+
+def http(pid: int) -> ProcKey:
+    return ProcKey(HTTP, pid)
 
 
 def scenario() -> tl.Timeline:
@@ -25,38 +31,38 @@ def scenario() -> tl.Timeline:
     meta = {"mode": "ready", "cap": 2, "cpus": 2, "target": 4}
     t = tl.Timeline(T0, 1790000000.0, meta)
     t.ramp_started(T0, 4, "start")  # the master's target counts HTTP workers
-    t.spawned("http", 101, T0 + 0.010)
+    t.spawned(http(101), T0 + 0.010, 101)
     t.step(T0 + 0.010, 1, 2, 1, 0)
-    t.ready(101, T0 + 1.010)
+    t.ready(http(101), T0 + 1.010)
     t.step(T0 + 1.010, 2, 2, 0, 1)
-    t.spawned("http", 102, T0 + 1.020)
-    t.spawned("http", 103, T0 + 1.020)
-    t.spawned("long", 201, T0 + 1.100)
+    t.spawned(http(102), T0 + 1.020, 102)
+    t.spawned(http(103), T0 + 1.020, 103)
+    t.spawned(ProcKey(LONG, 0), T0 + 1.100, 201)  # a long worker: keyed by its granted id
     t.step(T0 + 1.100, 2, 2, 3, 1)
-    t.exited(103, T0 + 1.420, code=3)
+    t.exited(http(103), T0 + 1.420, code=3)
     t.step(T0 + 1.420, 1, 2, 2, 1)
-    t.ready(201, T0 + 1.600)
-    t.ready(102, T0 + 2.220)
+    t.ready(ProcKey(LONG, 0), T0 + 1.600)
+    t.ready(http(102), T0 + 2.220)
     t.step(T0 + 2.220, 2, 2, 0, 3)
-    t.spawned("http", 104, T0 + 2.230)
-    t.spawned("http", 105, T0 + 2.230)
-    t.ready(104, T0 + 3.230)
-    t.ready(105, T0 + 3.530)
+    t.spawned(http(104), T0 + 2.230, 104)
+    t.spawned(http(105), T0 + 2.230, 105)
+    t.ready(http(104), T0 + 3.230)
+    t.ready(http(105), T0 + 3.530)
     t.step(T0 + 3.530, 2, 2, 0, 5)
     t.ramp_done(T0 + 3.600)
     # SIGHUP: a reload ramp of 4 http workers; the old ones are stopped at the end
     t.ramp_started(T0 + 10.0, 4, "reload")
-    t.spawned("http", 301, T0 + 10.010)
-    t.ready(301, T0 + 11.0)
-    t.spawned("http", 302, T0 + 11.0)
-    t.spawned("http", 303, T0 + 11.0)
-    t.ready(302, T0 + 12.0)
-    t.spawned("http", 304, T0 + 12.0)
-    t.ready(303, T0 + 12.1)
-    t.ready(304, T0 + 13.0)
+    t.spawned(http(301), T0 + 10.010, 301)
+    t.ready(http(301), T0 + 11.0)
+    t.spawned(http(302), T0 + 11.0, 302)
+    t.spawned(http(303), T0 + 11.0, 303)
+    t.ready(http(302), T0 + 12.0)
+    t.spawned(http(304), T0 + 12.0, 304)
+    t.ready(http(303), T0 + 12.1)
+    t.ready(http(304), T0 + 13.0)
     t.ramp_done(T0 + 13.0)
     for pid in (101, 102, 104, 105):
-        t.exited(pid, T0 + 13.1, signal=15)
+        t.exited(http(pid), T0 + 13.1, signal=15)
     return t
 
 
@@ -96,7 +102,7 @@ def test_processes_are_relative_to_t0_and_rounded_to_ms() -> None:
                            "exit_code": 3, "exit_signal": None}
     assert by_pid[201]["kind"] == "long" and by_pid[201]["exit"] is None
     t = tl.Timeline(5.0, 0.0)
-    t.spawned("http", 1, 5.0 + 1.23456)
+    t.spawned(http(1), 5.0 + 1.23456, 1)
     assert t.to_dict()["processes"][0]["fork"] == 1.235
 
 
@@ -114,9 +120,9 @@ def test_summary_figures_are_exact() -> None:
 def test_target_not_reached_and_open_ramp() -> None:
     t = tl.Timeline(0.0, 0.0)
     t.ramp_started(0.5, 3, "start")
-    t.spawned("http", 1, 0.6)
-    t.spawned("http", 2, 0.6)
-    t.ready(1, 1.5)
+    t.spawned(http(1), 0.6, 1)
+    t.spawned(http(2), 0.6, 2)
+    t.ready(http(1), 1.5)
     data = t.to_dict()
     assert data["ramps"][0] == {"reason": "start", "start": 0.5, "target": 3, "end": None,
                                 "first_ready": 1.5, "all_ready": None}
@@ -139,16 +145,16 @@ def test_steps_are_recorded_only_when_a_value_changes() -> None:
 
 def test_odd_events_are_ignored_and_pids_may_be_reused() -> None:
     t = tl.Timeline(0.0, 0.0)
-    t.ready(9, 1.0)
-    t.exited(9, 1.0, code=1)
+    t.ready(http(9), 1.0)
+    t.exited(http(9), 1.0, code=1)
     t.ramp_done(1.0)
-    t.spawned("http", 7, 1.0)
-    t.ready(7, 2.0)
-    t.ready(7, 3.0)              # a second ready event keeps the first
-    t.exited(7, 4.0, code=0)
-    t.ready(7, 4.5)              # after exit: ignored
-    t.spawned("http", 7, 5.0)    # the pid is reused by a new worker
-    t.ready(7, 6.0)
+    t.spawned(http(7), 1.0, 7)
+    t.ready(http(7), 2.0)
+    t.ready(http(7), 3.0)              # a second ready event keeps the first
+    t.exited(http(7), 4.0, code=0)
+    t.ready(http(7), 4.5)              # after exit: ignored
+    t.spawned(http(7), 5.0, 7)    # the pid is reused by a new worker
+    t.ready(http(7), 6.0)
     assert [(p["fork"], p["ready"], p["exit"]) for p in t.to_dict()["processes"]] == [
         (1.0, 2.0, 4.0), (5.0, 6.0, None)]
 
@@ -163,10 +169,10 @@ def test_meta_is_kept_by_reference_until_written() -> None:
 
 def test_summary_without_ramps_covers_every_process() -> None:
     t = tl.Timeline(0.0, 0.0, {"target": 2})
-    t.spawned("http", 1, 0.0)
-    t.spawned("http", 2, 0.0)
-    t.ready(1, 1.0)
-    t.ready(2, 1.5)
+    t.spawned(http(1), 0.0, 1)
+    t.spawned(http(2), 0.0, 2)
+    t.ready(http(1), 1.0)
+    t.ready(http(2), 1.5)
     s = t.to_dict()["summary"]
     assert (s["ramps"], s["reason"], s["target"], s["ready"], s["all_ready"]) == (0, None, 2, 2, 1.5)
 
@@ -200,7 +206,7 @@ def test_write_is_atomic_and_leaves_no_temp_files(tmp_path: Path) -> None:
     t.write(str(path))
     first = json.loads(path.read_text())
     assert first == json.loads(json.dumps(t.to_dict()))
-    t.spawned("http", 999, T0 + 20.0)
+    t.spawned(http(999), T0 + 20.0, 999)
     t.write(str(path))
     assert json.loads(path.read_text())["processes"][-1]["pid"] == 999
     assert os.listdir(tmp_path) == ["startup.json"]
@@ -299,12 +305,12 @@ def test_cli_summary_json(written: Path, capsys: pytest.CaptureFixture) -> None:
 def test_a_long_worker_ready_early_does_not_make_the_ramp_ready() -> None:
     t = tl.Timeline(0.0, 0.0, {"target": 2})
     t.ramp_started(0.0, 2, "start")
-    t.spawned("http", 1, 0.0)
-    t.spawned("long", 2, 0.0)
-    t.spawned("http", 3, 0.5)
-    t.ready(2, 0.6)
-    t.ready(1, 1.0)
-    t.ready(3, 2.0)
+    t.spawned(http(1), 0.0, 1)
+    t.spawned(ProcKey(LONG, 0), 0.0, 2)
+    t.spawned(http(3), 0.5, 3)
+    t.ready(ProcKey(LONG, 0), 0.6)
+    t.ready(http(1), 1.0)
+    t.ready(http(3), 2.0)
     data = t.to_dict()
     assert data["ramps"][0]["first_ready"] == 1.0 and data["ramps"][0]["all_ready"] == 2.0
     assert tl.headline(data["summary"]) == "2/2 workers ready in 2.00 s (first ready after 1.00 s)"
@@ -379,9 +385,9 @@ def test_render_compare(agg: None, written: Path, tmp_path: Path) -> None:
     off = tl.Timeline(0.0, 0.0, {"mode": "off", "target": 3})
     off.ramp_started(0.0, 3, "start")
     for pid in (1, 2, 3):
-        off.spawned("http", pid, 0.01)
+        off.spawned(http(pid), 0.01, pid)
     for pid in (1, 2, 3):
-        off.ready(pid, 2.5 + pid / 10)
+        off.ready(http(pid), 2.5 + pid / 10)
     off.write(str(tmp_path / "off.json"))
     out = tmp_path / "cmp.png"
     assert tl.main(["render", "--compare", str(tmp_path / "off.json"), str(written), "-o", str(out)]) == 0
