@@ -54,6 +54,20 @@ come from ``PoolLink.poll()`` as typed events.  Every process is keyed by a
 ``ProcKey(kind, id)`` in the policy, so its decisions (``kill``, ``stale``)
 say which kind each process is.
 
+Who owns which fact: the arbiter alone records who is booting, in one
+``Boots`` registry (``boots.py``) keyed by ``ProcKey`` for both kinds, with
+an HTTP worker's heartbeat baseline; it is written only here, from the forks
+and grants the arbiter makes and the readiness and exits it sees.  The policy
+keeps its own ``booting`` map: it is the pure core that decides and is told
+the same events, it does not read the shell's records.  The status reporter
+gets boot durations from the registry (``ready(key, now, boot_seconds)``) and
+keeps no fork times; the timeline keeps the history, not the state.
+``_tracked`` is the HTTP workers forked and not yet seen exit, with their fork
+time (exits are found against it; recycling reads ages from it); gunicorn's
+``WORKERS`` says who is alive; ``PoolLink`` keeps only what its wire protocol
+needs (granted ids not reported forked yet, the current and the retiring
+generation, pids).
+
 What this relies on in gunicorn beyond its public hooks (the bodies of
 ``reload()`` and ``reap_workers()``, the heartbeat file, gunicorn 23's wait on
 the signal pipe, its statsd logger) lives in ``_compat.py``, which checks it
@@ -75,6 +89,7 @@ from . import _compat
 from . import settings as settings_mod
 from ._compat import Arbiter, HaltServer
 from .admission import Admission, PidsView, Room, admit, hold_message
+from .boots import Boot, Boots
 from .cgroup import pids_limit
 from .cpus import IdleCpuSampler, usable_cpus
 from .escalation import Escalation
@@ -101,13 +116,6 @@ RECYCLE_PAUSE = 60.0  # after a replacement failed to boot, no recycling for thi
 
 
 @dataclass
-class _Boot:
-    forked_at: float
-    baseline: float  # heartbeat mtime right after the fork
-    wall: float
-
-
-@dataclass
 class _Termination:
     expected: bool  # we stopped it (scale-down, rolling reload); False: boot time-out, a failure
     escalation: Escalation
@@ -129,8 +137,8 @@ class SlowStartArbiter(Arbiter):
         self.status: StatusReporter | None = None
         self.cpus = 1
         self.cap = 1
-        self._boots: dict[int, _Boot] = {}
-        self._tracked: set[int] = set()
+        self._boots = Boots()  # who is booting, both kinds (see the theory of operation)
+        self._tracked: dict[int, float] = {}  # HTTP workers forked and not seen exit: their fork time
         self._retiring: set[int] = set()
         self._terminating: dict[int, _Termination] = {}
         self._statuses: dict[int, tuple[int | None, int | None]] = {}
@@ -218,7 +226,7 @@ class SlowStartArbiter(Arbiter):
         """SIGHUP without a pool any more (long_workers 2 -> 0): a rolling change to size 0."""
         link = self._pool_link
         self.log.info("slow start: long-worker pool %r removed by the new configuration: stopping its "
-                      "%d workers", link.pool.name, link.alive_count())
+                      "%d workers", link.pool.name, self._long_alive(link))
         link.reload(link.pool, 0)
 
     def start_long_workers(self) -> None:
@@ -282,11 +290,14 @@ class SlowStartArbiter(Arbiter):
 
     def _active_boots(self) -> list[int]:
         """Booting HTTP workers that still hold back the ramp (not past ready_timeout)."""
-        return [pid for pid in list(self._boots) if not self.policy.is_stale(ProcKey(HTTP, pid))]
+        return [key.id for key in self._boots.keys(HTTP) if not self.policy.is_stale(key)]
 
     def _active_long_boots(self) -> list[ProcKey]:
-        link = self._pool_link
-        return [key for key in link.booting_keys() if not self.policy.is_stale(key)] if link else []
+        return [key for key in self._boots.keys(LONG) if not self.policy.is_stale(key)]
+
+    def _booting(self, pid: int) -> bool:
+        """Is HTTP worker ``pid`` booting (forked, not ready yet)?"""
+        return ProcKey(HTTP, pid) in self._boots
 
     def wait_for_signals(self, timeout: float = 1.0):  # gunicorn >= 24
         return super().wait_for_signals(timeout=self._timeout(timeout))
@@ -317,8 +328,8 @@ class SlowStartArbiter(Arbiter):
         now = time.monotonic()
         worker = self.WORKERS.get(pid)
         baseline = _compat.heartbeat(worker) if worker is not None else 0.0
-        self._boots[pid] = _Boot(now, baseline, time.time())
-        self._tracked.add(pid)
+        self._boots.add(ProcKey(HTTP, pid), now, baseline, time.time())
+        self._tracked[pid] = now
         self.policy.spawned(ProcKey(HTTP, pid), now, HTTP)
         self.status.spawned(ProcKey(HTTP, pid), now, pid)
         self.rollout.spawned(pid)
@@ -391,6 +402,7 @@ class SlowStartArbiter(Arbiter):
         if decision.spawn_long:
             for key in link.grant(decision.spawn_long):
                 self.policy.spawned(key, now, LONG)
+                self._boots.add(key, now)
         if decision.spawn or decision.spawn_long:
             self._log_step(decision.spawn, decision.spawn_long)
         self._wake_at = decision.wake_at
@@ -429,7 +441,15 @@ class SlowStartArbiter(Arbiter):
         if spawned_long:
             link = self._pool_link
             self.log.info("slow start: long workers: spawned %d, booting %d, ready %d of %d",
-                          spawned_long, link.booting_count(), link.ready_count(), link.size)
+                          spawned_long, self._boots.count(LONG), self._long_ready(link), link.size)
+
+    def _long_ready(self, link: PoolLink) -> int:
+        """Ready long workers of the current generation."""
+        return sum(1 for key in link.current_keys() if key not in self._boots)
+
+    def _long_alive(self, link: PoolLink) -> int:
+        """Long workers of the current generation, and any still booting."""
+        return len(set(link.current_keys()) | set(self._boots.keys(LONG)))
 
     def _old_serving(self) -> int:
         """Old-generation workers still serving during a rolling reload (not yet being stopped)."""
@@ -437,7 +457,7 @@ class SlowStartArbiter(Arbiter):
 
     def _counts(self) -> tuple[int, int]:
         current = self._current()
-        booting = sum(1 for pid in current if pid in self._boots)
+        booting = sum(1 for pid in current if self._booting(pid))
         return booting, len(current) - booting
 
     # -- watching workers ---------------------------------------------------------
@@ -449,20 +469,23 @@ class SlowStartArbiter(Arbiter):
             self._on_pool_events(self._pool_link.poll(), now)
         self._record_exits(now)
         self._poll_templates(now)
-        for pid, boot in list(self._boots.items()):
-            worker = self.WORKERS.get(pid)
+        for key, boot in self._boots.items(HTTP):
+            worker = self.WORKERS.get(key.id)
             if worker is not None and self._notified(worker, boot):
-                self._on_ready(pid, now)
+                self._on_ready(key.id, now)
 
     def _on_pool_events(self, events: list[PoolEvent], now: float) -> None:
         """What the long-worker pool reported, fed to the policy and the status reporter."""
         for event in events:
             if event.what == SPAWNED:
+                self._boots.forked(event.key, now)
                 self.status.spawned(event.key, now, event.pid)
             elif event.what == READY:
+                boot = self._boots.pop(event.key)
                 self.policy.ready(event.key, now)
-                self.status.ready(event.key, now)
+                self.status.ready(event.key, now, None if boot is None else now - boot.forked_at)
             else:
+                self._boots.pop(event.key)
                 self.policy.exited(event.key, now, expected=event.expected, failed=event.failed)
                 self.status.exited(event.key, now, event.code, event.sig)
 
@@ -482,31 +505,31 @@ class SlowStartArbiter(Arbiter):
 
     def _record_exits(self, now: float) -> None:
         alive = set(self.WORKERS)
-        for pid in sorted(self._tracked - alive):
+        for pid in sorted(set(self._tracked) - alive):
             self._on_exit(pid, now)
         for pid in set(self._terminating) - alive:
             del self._terminating[pid]
         self._retiring &= alive
 
     @staticmethod
-    def _notified(worker, boot: _Boot) -> bool:
+    def _notified(worker, boot: Boot) -> bool:
         return _compat.has_notified(worker, boot.baseline, boot.wall)
 
     def _on_ready(self, pid: int, now: float) -> None:
-        boot = self._boots.pop(pid)
+        boot = self._boots.pop(ProcKey(HTTP, pid))
         self.policy.ready(ProcKey(HTTP, pid), now)
-        self.status.ready(ProcKey(HTTP, pid), now)
+        self.status.ready(ProcKey(HTTP, pid), now, now - boot.forked_at)
         self.rollout.ready(pid)
         self.log.debug("slow start: worker %s ready after %.2f s", pid, now - boot.forked_at)
         if self._ramp is not None and self._ramp.first_ready is None:
             self._ramp.first_ready = now
 
     def _on_exit(self, pid: int, now: float) -> None:
-        self._tracked.discard(pid)
+        self._tracked.pop(pid, None)
         termination = self._terminating.pop(pid, None)
         code, sig = self._statuses.pop(pid, (None, None))
         expected = (termination is not None and termination.expected) or self._halting
-        boot = self._boots.pop(pid, None)
+        boot = self._boots.pop(ProcKey(HTTP, pid))
         clean = boot is None and code == 0  # a ready worker that chose to go (max_requests) did not flap
         flaps = self.policy.flaps(HTTP)
         self.policy.exited(ProcKey(HTTP, pid), now, expected=expected or clean)
@@ -525,7 +548,7 @@ class SlowStartArbiter(Arbiter):
         """What a boot failure costs a serving server: when the next fork may come."""
         if self.mode == "off":
             return ""
-        serving = sum(1 for pid in list(self.WORKERS) if pid not in self._boots and pid not in self._terminating)
+        serving = sum(1 for pid in list(self.WORKERS) if not self._booting(pid) and pid not in self._terminating)
         return (f"; next fork in {max(0.0, self.policy.retry_at(HTTP) - now):.1f} s (back-off after "
                 f"{self.policy.failures(HTTP)} consecutive boot failures), {serving} of {self.num_workers} serving")
 
@@ -589,7 +612,7 @@ class SlowStartArbiter(Arbiter):
         handler, which only queues the signal in its own copy of the master:
         a single SIGTERM can be lost, so it is re-sent until the worker exits.
         """
-        grace = KILL_GRACE if pid in self._boots else self.cfg.graceful_timeout
+        grace = KILL_GRACE if self._booting(pid) else self.cfg.graceful_timeout
         self._terminating[pid] = _Termination(expected, Escalation.begin(now, grace, RESEND))
         self.kill_worker(pid, signal.SIGTERM)
 
@@ -612,8 +635,8 @@ class SlowStartArbiter(Arbiter):
             return
         ages = {pid: w.age for pid, w in list(self.WORKERS.items())}  # gunicorn 23 reaps in a signal handler
         age = {pid: ages[pid] for pid in current if pid in ages}
-        booting = sorted((p for p in age if p in self._boots), key=age.get, reverse=True)
-        ready = sorted((p for p in age if p not in self._boots), key=age.get)
+        booting = sorted((p for p in age if self._booting(p)), key=age.get, reverse=True)
+        ready = sorted((p for p in age if not self._booting(p)), key=age.get)
         for pid in (booting + ready)[:surplus]:
             self._stop(pid)
 
@@ -623,7 +646,7 @@ class SlowStartArbiter(Arbiter):
         old = [pid for pid in self._retiring if pid in ages and pid not in self._terminating]
         if not old:
             return
-        ready_new = sum(1 for pid in self._current() if pid not in self._boots)
+        ready_new = sum(1 for pid in self._current() if not self._booting(pid))
         old.sort(key=ages.get)
         for pid in to_retire(old, self.num_workers, ready_new):
             self._stop(pid)
@@ -637,7 +660,7 @@ class SlowStartArbiter(Arbiter):
                 self._pool_link.kill(key)
             elif pid in self.WORKERS:
                 self.log.warning("slow start: worker %s not ready %.1f s after fork: killing it "
-                                 "(boot_timeout)", pid, now - self._boots[pid].forked_at)
+                                 "(boot_timeout)", pid, self._boots.age(key, now) or 0.0)
                 self._terminate(pid, now, expected=False)
 
     def _warn_stale(self, keys: tuple[ProcKey, ...], now: float) -> None:
@@ -649,7 +672,7 @@ class SlowStartArbiter(Arbiter):
                                  self.slowstart.ready_timeout)
                 continue
             pid = key.id
-            boot = self._boots.get(pid)
+            boot = self._boots.get(key)
             if boot is not None:
                 self.log.warning("slow start: worker %s not ready %.1f s after fork; "
                                  "no longer holding back the ramp (ready_timeout)", pid, now - boot.forked_at)
@@ -692,7 +715,7 @@ class SlowStartArbiter(Arbiter):
         """A worker is ready but its cost is not known yet: measure before the next fork,
         or the window's first growth would fork unchecked."""
         return (self.slowstart.memory_admission and self._admission.cost_mb is None
-                and any(pid not in self._boots for pid in list(self.WORKERS)))
+                and any(not self._booting(pid) for pid in list(self.WORKERS)))
 
     def _sample_ready_workers(self) -> None:
         """Learn what a worker costs from each ready worker once (USS, threads)."""
@@ -700,7 +723,7 @@ class SlowStartArbiter(Arbiter):
         for pid in set(self._admission.uss) | set(self._admission.threads):
             if pid not in alive:
                 self._admission.forget(pid)
-        for pid in alive - set(self._boots) - set(self._admission.uss) - self._retiring:
+        for pid in alive - self._boots.ids(HTTP) - set(self._admission.uss) - self._retiring:
             uss, _pss, threads = process_cost(pid)
             self._admission.measured(pid, uss, threads)
 
@@ -724,7 +747,7 @@ class SlowStartArbiter(Arbiter):
 
     def _room_now(self) -> Room:
         self._room_known = set(self.WORKERS)
-        booting = [pid for pid in list(self._boots) if pid in self._room_known]
+        booting = [key.id for key in self._boots.keys(HTTP) if key.id in self._room_known]
         costs = [process_cost(pid) for pid in booting]
         pids = pids_limit()
         return self._admission.room(memory_view(), None if pids is None else PidsView(*pids),
@@ -762,9 +785,9 @@ class SlowStartArbiter(Arbiter):
         self._recycle_checked_at = now
         if self._cancel_failed_recycle(now) or now < self._recycle_paused_until:
             return
-        ready = [pid for pid in self._current() if pid not in self._boots]
-        born = self.status.forked_at
-        ages = {pid: now - born[key] for pid in ready if (key := ProcKey(HTTP, pid)) in born}
+        ready = [pid for pid in self._current() if not self._booting(pid)]
+        born = self._tracked
+        ages = {pid: now - born[pid] for pid in ready if pid in born}
         for pid in set(self._age_limits) - set(ages):
             del self._age_limits[pid]
         if settings.max_worker_age:
@@ -774,7 +797,7 @@ class SlowStartArbiter(Arbiter):
         if settings.max_worker_memory and not self._fresh_worker_too_big(settings.max_worker_memory):
             uss = {pid: cost for pid in ages if (cost := process_cost(pid)[0]) is not None}
         pick = next_recycle(due(ages, self._age_limits, uss, settings.max_worker_memory),
-                            len(self._retiring), len(self._boots), self._ramp is not None)
+                            len(self._retiring), self._boots.count(HTTP), self._ramp is not None)
         if pick is not None:
             self.log.info("slow start: recycling worker %s (%s): a new one first", pick.key, pick.text)
             self._retiring.add(pick.key)
@@ -820,8 +843,8 @@ class SlowStartArbiter(Arbiter):
         if not self._status_file.path:
             return
         alive = list(self.WORKERS)
-        booting = sum(1 for pid in alive if pid in self._boots)
-        serving = sum(1 for pid in alive if pid not in self._boots and pid not in self._terminating)
+        booting = sum(1 for pid in alive if self._booting(pid))
+        serving = sum(1 for pid in alive if not self._booting(pid) and pid not in self._terminating)
         ramp = self._ramp
         state = status_state(stopping=self._halting, reload_failed=self.rollout.reload_failed is not None,
                              held=bool(self._held_text), reloading=ramp is not None and ramp.reason == "reload",
@@ -970,7 +993,7 @@ class SlowStartArbiter(Arbiter):
     def _roll_back(self, now: float):
         """Stop what is left of the reload's generation; the serving one is current again."""
         reload = self.rollout.abandon()
-        for other in list(self._boots):
+        for other in [key.id for key in self._boots.keys(HTTP)]:
             if self.rollout.of.get(other) == reload.generation and other in self.WORKERS:
                 self._terminate(other, now, expected=True)
         self._retiring.clear()  # the old generation is the current one again

@@ -218,8 +218,7 @@ class PoolLink:
         self.pid = 0
         self.sock: socket.socket | None = None
         self.next_id = 0
-        self.pending: set[int] = set()  # granted, not reported spawned yet
-        self.booting: set[int] = set()  # granted or spawned, not ready
+        self.pending: set[int] = set()  # granted, not reported spawned yet (who is booting: the arbiter's Boots)
         self.current: set[int] = set()  # alive long workers of the current generation
         self.retiring: set[int] = set()
         self.pids: dict[int, int] = {}
@@ -255,9 +254,7 @@ class PoolLink:
         """Ask the manager for ``count`` more long workers; their keys, booting from now."""
         ids = list(range(self.next_id, self.next_id + count))
         self.next_id += count
-        for wid in ids:
-            self.pending.add(wid)
-            self.booting.add(wid)
+        self.pending.update(ids)
         self._send({"op": "spawn", "ids": ids})
         return [ProcKey(LONG, wid) for wid in ids]
 
@@ -266,20 +263,10 @@ class PoolLink:
 
     # -- queries for the arbiter --------------------------------------------------------
 
-    def booting_keys(self) -> list[ProcKey]:
-        """Long workers granted or spawned, not ready yet."""
-        return [ProcKey(LONG, wid) for wid in self.booting]
-
-    def booting_count(self) -> int:
-        return len(self.booting)
-
-    def ready_count(self) -> int:
-        """Ready long workers of the current generation."""
-        return len(self.current - self.booting)
-
-    def alive_count(self) -> int:
-        """Long workers of the current generation, booting or ready."""
-        return len(self.current | self.booting)
+    def current_keys(self) -> list[ProcKey]:
+        """Long workers of the current generation that the manager reported forked and
+        not exited (booting or ready: the arbiter's ``Boots`` knows which)."""
+        return [ProcKey(LONG, wid) for wid in sorted(self.current)]
 
     def pid_of(self, key: ProcKey) -> int | None:
         return self.pids.get(key.id)
@@ -321,11 +308,9 @@ class PoolLink:
             self.pids[wid] = msg["pid"]
             return PoolEvent(SPAWNED, key, msg["pid"])
         if op == "ready":
-            self.booting.discard(wid)
             return PoolEvent(READY, key, self.pids.get(wid, 0))
         if op == "exited":
             self.pending.discard(wid)
-            self.booting.discard(wid)
             self.current.discard(wid)
             self.retiring.discard(wid)
             crashed = not msg["requested"] and msg["uptime"] < STABLE_AFTER
@@ -366,8 +351,8 @@ class PoolLink:
                        "starting a new one" if replace else "giving up on the pool")
         events = [PoolEvent(EXITED, ProcKey(LONG, wid), self.pids.pop(wid, None), expected=True,
                             sig=signal.SIGKILL)
-                  for wid in self.pending | self.booting | self.current | self.retiring]
-        self.pending, self.booting, self.current, self.retiring = set(), set(), set(), set()
+                  for wid in self.pending | self.current | self.retiring]  # every granted id not reported exited
+        self.pending, self.current, self.retiring = set(), set(), set()
         self.sock.close()
         self.pid, self.sock = 0, None
         if replace:

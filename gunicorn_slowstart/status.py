@@ -27,7 +27,6 @@ class StatusReporter:
         self.meta: dict[str, Any] = {}
         self.timeline = Timeline(t0, wall_t0, self.meta)
         self.path: str | None = None
-        self.forked_at: dict[ProcKey, float] = {}
         self.last: tuple = ()  # (booting, ready) of the last step
         self.written_at = t0
         self.dirty = False
@@ -46,19 +45,18 @@ class StatusReporter:
         self.timeline.ramp_started(now, target, reason)
 
     def spawned(self, key: ProcKey, now: float, pid: int | None = None) -> None:
-        self.forked_at[key] = now
         self.dirty = True
         self.timeline.spawned(key, now, pid)
 
-    def ready(self, key: ProcKey, now: float) -> None:
+    def ready(self, key: ProcKey, now: float, boot_seconds: float | None = None) -> None:
+        """``key`` is ready; ``boot_seconds`` (fork to ready, from the arbiter's record of
+        booting processes) goes to the boot-time histogram."""
         self.timeline.ready(key, now)
         self.dirty = True
-        forked = self.forked_at.get(key)
-        if forked is not None:
-            self._metric("histogram", "gunicorn.slowstart.boot_duration", round((now - forked) * 1000, 3))
+        if boot_seconds is not None:
+            self._metric("histogram", "gunicorn.slowstart.boot_duration", round(boot_seconds * 1000, 3))
 
     def exited(self, key: ProcKey, now: float, code: int | None, sig: int | None) -> None:
-        self.forked_at.pop(key, None)
         self.dirty = True
         self.timeline.exited(key, now, code, sig)
 

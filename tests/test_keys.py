@@ -40,11 +40,11 @@ def test_the_pool_link_reports_events_and_feeds_nothing_itself():
     link = _link()
     keys = link.grant(2)  # no manager yet: nothing is sent, the grant is booked
     assert keys == [ProcKey(LONG, 0), ProcKey(LONG, 1)]
-    assert link.booting_count() == 2 and sorted(link.booting_keys()) == keys
+    assert link.current_keys() == [] and link.pending == {0, 1}  # granted, not forked yet
     assert link._handle({"op": "spawned", "id": 0, "pid": 100}) == PoolEvent(SPAWNED, keys[0], 100)
     assert link.pid_of(keys[0]) == 100 and link.pid_of(keys[1]) is None
     assert link._handle({"op": "ready", "id": 0}) == PoolEvent(READY, keys[0], 100)
-    assert (link.ready_count(), link.booting_count(), link.alive_count()) == (1, 1, 2)
+    assert link.current_keys() == [keys[0]] and link.pending == {1}  # who is ready: the arbiter's Boots
     exited = link._handle({"op": "exited", "id": 0, "requested": False, "uptime": 0.5, "code": 1, "signal": None})
     assert exited == PoolEvent(EXITED, keys[0], 100, expected=False, failed=True, code=1)
     assert link._handle({"op": "unknown"}) is None
@@ -72,4 +72,4 @@ def test_a_dead_manager_reports_its_workers_killed():
     events = link.check_alive(None, 1.0)
     assert sorted(events, key=lambda e: e.key) == [
         PoolEvent(EXITED, key, None, expected=True, sig=signal.SIGKILL) for key in keys]
-    assert link.pid == 0 and link.booting_count() == 0
+    assert link.pid == 0 and link.pending == set() and link.current_keys() == []
