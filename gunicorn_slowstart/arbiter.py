@@ -96,7 +96,9 @@ from .escalation import Escalation
 from .keys import ProcKey
 from .memory import available_memory_mb, memory_view, process_cost
 from .policy import HTTP, LONG, BackoffConfig, PolicyConfig, SlowStartPolicy, default_max_batch
-from .pool import READY, SPAWNED, LongWorkerPool, PoolEvent, PoolLink, check_target
+from .pool.api import LongWorkerPool
+from .pool.link import READY, SPAWNED, PoolEvent, PoolLink
+from .pool.target import check_target
 from .recycling import age_limit, due, next_recycle
 from .rollout import Rollout, to_retire
 from .status import StatusReporter

@@ -74,7 +74,7 @@ from ._compat import (
     set_proctitle,
 )
 from .generations import HALT, RELOAD_FAILED, Generations
-from .pool import load_target
+from .pool.target import load_target
 from .settings import SettingError
 
 PR_SET_PDEATHSIG = 1
