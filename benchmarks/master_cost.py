@@ -60,7 +60,7 @@ class Master:
         self.status.step(self.now, self.policy.window, 2, 1, len(self.alive))
         self.now += self.interval / 2
         self.policy.ready(pid, self.now)
-        self.status.ready(ProcKey(HTTP, pid), self.now)
+        self.status.ready(ProcKey(HTTP, pid), self.now, self.interval / 2)  # the boot time, as the arbiter passes it
         self.alive.append(pid)
         self.status.step(self.now, self.policy.window, 2, 0, len(self.alive))
         if ramp:
