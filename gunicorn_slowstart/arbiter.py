@@ -266,7 +266,7 @@ class SlowStartArbiter(Arbiter):
             self.status = StatusReporter(self.log, now, time.time())
         self.status.configure(resolved.timeline, dict(
             mode=resolved.mode, cap=None if resolved.mode == "off" else self.cap, cpus=self.cpus,
-            target=self.cfg.workers,
+            target=self.cfg.workers, background=config.background,
             worker_class=self.cfg.worker_class_str))
         self._status_file.path = resolved.status_file
 
