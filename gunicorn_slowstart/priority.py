@@ -18,11 +18,12 @@ boots are used only where the master may raise them (``unavailable()`` says
 why not), and a raise that fails anyway stops background boots for the rest
 of the master's life and has the caller replace the worker.
 
-A thread inherits its creator's policy, so threads an application starts at
-import (thread pools, BLAS) are ``SCHED_IDLE`` too: raising a worker raises
-every thread in ``/proc/<pid>/task``, twice over (a thread created while
-the first pass ran is caught by the second), and the arbiter raises it again
-when it becomes ready.
+A thread inherits its creator's policy, and so does a forked process, so
+threads and processes an application starts at import (thread pools, BLAS,
+a multiprocessing pool) are ``SCHED_IDLE`` too: raising a worker raises every
+thread in ``/proc/<pid>/task`` of it and of its descendants, twice over (a
+thread created while the first pass ran is caught by the second), and the
+arbiter raises it again when it becomes ready.
 """
 
 from __future__ import annotations
@@ -70,6 +71,16 @@ def policy_of(tid: int) -> int | None:
         return None
 
 
+def tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (what it forked while it booted in the background)."""
+    try:
+        import psutil
+
+        return [pid, *(child.pid for child in psutil.Process(pid).children(recursive=True))]
+    except Exception:  # psutil.Error: the worker is gone; ImportError: not installed
+        return [pid]
+
+
 def threads(pid: int) -> list[int]:
     try:
         return [int(tid) for tid in os.listdir(f"/proc/{pid}/task")]
@@ -98,7 +109,7 @@ class Priorities:
         if pid not in self.lowered:
             return True
         for _ in range(2):
-            for tid in threads(pid):
+            for tid in (tid for proc in tree(pid) for tid in threads(proc)):
                 try:
                     if os.sched_getscheduler(tid) == os.SCHED_IDLE:
                         os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))

@@ -148,12 +148,16 @@ def test_idle_priority_is_what_the_kernel_gives():
 
 THREADED_APP = '''
 import os
+import subprocess
+import sys
 import threading
 
 from examples.cpu import burn_cpu
 
 _stop = threading.Event()
 threading.Thread(target=_stop.wait, name="pool-thread", daemon=True).start()  # started at import
+# a helper process started at import; it exits when the worker does (its stdin closes)
+_helper = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
 burn_cpu(float(os.environ.get("EXAMPLE_BOOT_CPU", "0.3")))
 
 
@@ -189,7 +193,8 @@ def _policies(srv) -> dict[int, set[int]]:
 @pytest.mark.slow
 def test_a_real_ramp_boots_in_the_background_and_serves_at_normal_priority(server, tmp_path):
     """3 workers: beyond the first, boots start at SCHED_IDLE while the first response boots;
-    once ready, every thread of every worker (one started at import) is SCHED_OTHER."""
+    once ready, every thread of every worker (one started at import) and the process each
+    started at import are SCHED_OTHER."""
     if priority.unavailable():
         pytest.skip(priority.unavailable())
     code = tmp_path / "code"
@@ -211,4 +216,6 @@ def test_a_real_ramp_boots_in_the_background_and_serves_at_normal_priority(serve
     final = _policies(srv)
     assert len(final) == 3 and all(p == {os.SCHED_OTHER} for p in final.values()), final
     assert all(len(priority.threads(pid)) >= 2 for pid in final)  # the import's thread was raised too
+    helpers = [child.pid for pid in final for child in psutil.Process(pid).children()]
+    assert len(helpers) == 3 and all(priority.policy_of(pid) == os.SCHED_OTHER for pid in helpers)
     assert get(srv.port)[0] == 200
