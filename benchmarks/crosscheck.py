@@ -16,7 +16,8 @@ so its wall time is its CPU time; it includes the interpreter's fork and
 uvicorn's import, which ``--boot-cpu`` does not).  Everything else, the
 contention, the pacing and the quota, is predicted.  Both sides run the
 product's defaults (``initial = auto``, idle growth, the tail merge: the
-simulator takes them from ``gunicorn_slowstart.policy``); ``--overhead``
+simulator takes them from ``gunicorn_slowstart.policy``; background boots as
+the real master ran them, from its timeline); ``--overhead``
 adds the simulator's contention cost (see ``benchmarks/simulate.py``).
 
 Times are measured from the master's first fork (the simulator's t = 0), not
@@ -81,8 +82,18 @@ def lone_boot(data: dict) -> float:
     return statistics.median(times)
 
 
+def background_of(data: dict) -> int:
+    """The real master's background boots (its timeline's meta): the simulator runs the same."""
+    for run in data["runs"]:
+        meta = (run.get("timeline") or {}).get("meta") or {}
+        if run.get("mode") == "ready" and "background" in meta:
+            return int(meta["background"])
+    return 0
+
+
 def compare(data: dict, quota: float | None, boot: float, cores: int, overhead: float = 0.0) -> list[dict]:
     rows = []
+    background = background_of(data)
     for n in sorted({run["n"] for run in data["runs"] if run["role"] == "bench"}):
         for mode in MODES:
             real = [ramp_times(run, n) for run in data["runs"]
@@ -90,7 +101,8 @@ def compare(data: dict, quota: float | None, boot: float, cores: int, overhead: 
             real = [t for t in real if t]
             if not real:
                 continue
-            sim = simulate(mode, n, cores, quota=quota, boot_cpu=boot, overhead=overhead)  # the product's defaults
+            sim = simulate(mode, n, cores, quota=quota, boot_cpu=boot, overhead=overhead,  # the product's defaults
+                           background=background)
             rows.append({
                 "quota": quota, "n": n, "mode": mode,
                 "real_first": statistics.median(t[0] for t in real),

@@ -49,6 +49,13 @@ Model and assumptions
   master measures from its ``setup()`` to its first fork, its own CPU time
   excluded).  Samples come every 0.25 s: ``idle = capacity - CPU used by
   everybody in the last 0.25 s`` (so neighbours count as busy).
+* Background boots (``background = k``, the policy's setting of the same
+  name): a boot the policy marks background runs at ``SCHED_IDLE`` priority
+  until the decision promotes it: it shares only the CPU the normal-priority
+  processes (boots, the forking master, neighbours) leave, and keeps what it
+  has done when promoted.  ``0`` (the default) is a master that may not raise
+  a worker's priority back (no ``CAP_SYS_NICE``); ``1`` is the product's
+  default where it may.
 * Contention: with ``overhead = c > 0`` every runnable process's rate is
   further divided by ``1 + c * max(0, runnable / cores - 1)``: the cost of
   caches, memory bandwidth and context switches when more processes share a
@@ -114,6 +121,7 @@ LONGTAIL_SIGMA = 0.6
 STRAGGLER_FACTOR = 5.0
 MAX_TIME = 3600.0
 FIRST_SLACK = 1.2
+DEFAULT_BACKGROUND = 0  # the product's without CAP_SYS_NICE; 1 where the master may raise priorities (priority.py)
 EPS = 1e-9
 INF = math.inf
 
@@ -204,6 +212,7 @@ class SimConfig:
     overhead: float = 0.0
     policy_factory: PolicyFactory | None = None
     decide_on_sample: bool = True
+    background: int = DEFAULT_BACKGROUND
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -218,8 +227,8 @@ class SimConfig:
             raise ValueError("quota must be > 0")
         if not 0.0 <= self.fail_prob < 1.0:
             raise ValueError("fail_prob must be in [0, 1)")
-        if self.overhead < 0:
-            raise ValueError("overhead must be >= 0")
+        if self.overhead < 0 or self.background < 0:
+            raise ValueError("overhead and background must be >= 0")
 
     @property
     def policy_cap(self) -> int | None:
@@ -243,6 +252,7 @@ class Proc:
     started_at: float | None = None  # fork done: the child runs
     done_at: float | None = None  # boot ended (ready, or dead if ``failed``)
     seen_at: float | None = None  # the master saw it ready
+    background: bool = False  # boots at background priority (until promoted)
 
     @property
     def failed(self) -> bool:
@@ -339,6 +349,9 @@ class _Sim:
         self.seq = 0
         # (vtime at which it completes, seq, what, proc): the runnable processes
         self.cpu: list[tuple[float, int, str, Proc]] = []
+        # background boots (SCHED_IDLE): the same, on their own clock, fed only the CPU left over
+        self.bg: list[tuple[float, int, str, Proc]] = []
+        self.bg_vtime = 0.0
         # (time, seq, what, proc): readiness seen, the master's sleep ends
         self.timed: list[tuple[float, int, str, Proc | None]] = []
         self.forks: deque[Proc] = deque()
@@ -369,7 +382,8 @@ class _Sim:
         if config.mode != "off":
             policy_config = PolicyConfig(mode=config.mode, max_batch=config.policy_cap, delay=TIMER_DELAY,
                                          growth=config.growth, initial=config.initial,
-                                         tail_merge=config.tail_merge, extra=config.extra)
+                                         tail_merge=config.tail_merge, extra=config.extra,
+                                         background=config.background)
             self.policy = (config.policy_factory or SlowStartPolicy)(policy_config, 0.0)
             self.next_sample = SAMPLE_EVERY
             self.policy.cpu_idle(self.capacity - min(self.capacity, self.neighbours), 0.0)  # the start sample
@@ -377,16 +391,41 @@ class _Sim:
 
     # -- CPU ----------------------------------------------------------------
 
+    def _leftover(self) -> float:
+        """CPU the normal-priority processes leave: what background boots share."""
+        return max(0.0, self.capacity - (len(self.cpu) + self.neighbours))
+
+    def _slowdown(self) -> float:
+        runnable = len(self.cpu) + self.neighbours + (len(self.bg) if self._leftover() > EPS else 0)
+        return 1.0 + self.overhead * max(0.0, runnable / self.cores - 1.0)
+
     def _rate(self) -> float:
         runnable = len(self.cpu) + self.neighbours
         if not runnable:
             return 0.0
-        slowdown = 1.0 + self.overhead * max(0.0, runnable / self.cores - 1.0)
-        return min(1.0, self.capacity / runnable) / slowdown
+        return min(1.0, self.capacity / runnable) / self._slowdown()
+
+    def _bg_rate(self) -> float:
+        if not self.bg:
+            return 0.0
+        return min(1.0, self._leftover() / len(self.bg)) / self._slowdown()
 
     def _push_cpu(self, need: float, what: str, proc: Proc) -> None:
         self.seq += 1
-        heapq.heappush(self.cpu, (self.vtime + need, self.seq, what, proc))
+        if what == "boot" and proc.background:
+            heapq.heappush(self.bg, (self.bg_vtime + need, self.seq, what, proc))
+        else:
+            heapq.heappush(self.cpu, (self.vtime + need, self.seq, what, proc))
+
+    def _promote(self, proc: Proc) -> None:
+        """Raised to normal priority: what is left of its boot moves to the normal clock."""
+        proc.background = False
+        for i, (at, _, what, other) in enumerate(self.bg):
+            if other is proc:
+                self.bg.pop(i)
+                heapq.heapify(self.bg)
+                self._push_cpu(max(0.0, at - self.bg_vtime), what, proc)
+                return
 
     def _push_timed(self, at: float, what: str, proc: Proc | None) -> None:
         self.seq += 1
@@ -396,15 +435,20 @@ class _Sim:
         dt = t - self.now
         if dt > 0:
             runnable = len(self.cpu) + self.neighbours
+            background = min(self._leftover(), len(self.bg))
             self.vtime += self._rate() * dt
-            self.busy += min(self.capacity, runnable) * dt
+            self.bg_vtime += self._bg_rate() * dt
+            self.busy += (min(self.capacity, runnable) + background) * dt
             self.now = t
 
     def _next_cpu_time(self) -> float:
-        if not self.cpu:
-            return INF
-        rate = self._rate()
-        return self.now + max(0.0, self.cpu[0][0] - self.vtime) / rate
+        times = [INF]
+        if self.cpu:
+            times.append(self.now + max(0.0, self.cpu[0][0] - self.vtime) / self._rate())
+        rate = self._bg_rate()
+        if self.bg and rate > 0:
+            times.append(self.now + max(0.0, self.bg[0][0] - self.bg_vtime) / rate)
+        return min(times)
 
     # -- the master ---------------------------------------------------------
 
@@ -465,9 +509,12 @@ class _Sim:
             self.exhausted = True  # the arbiter halts the server
             self.finished = True
             return
+        for key in decision.promote:
+            self._promote(self.procs[key])
         for _ in range(decision.spawn):
             proc = self._new_proc()
             policy.spawned(proc.key, self.now)
+            proc.background = policy.is_background(proc.key)
             self._fork(proc)
         wake = INF if decision.wake_at is None else decision.wake_at
         if wake <= self.now + EPS:
@@ -531,6 +578,8 @@ class _Sim:
                     self._forked(proc)
                 else:
                     self._boot_ended(proc)
+            while self.bg and self.bg[0][0] <= self.bg_vtime + EPS and not self.finished:
+                self._boot_ended(heapq.heappop(self.bg)[3])
             while self.timed and self.timed[0][0] <= self.now + EPS and not self.finished:
                 _, _, what, maybe = heapq.heappop(self.timed)
                 if what == "sleep":
@@ -566,13 +615,15 @@ def simulate(
     overhead: float = 0.0,
     policy_factory: PolicyFactory | None = None,
     decide_on_sample: bool = True,
+    background: int = DEFAULT_BACKGROUND,
 ) -> Result:
     """Simulate one start of ``n`` workers: ``run(SimConfig(...))`` with these fields
     (their meaning: ``SimConfig``)."""
     return run(SimConfig(mode=mode, n=n, cores=cores, quota=quota, neighbours=neighbours, boot_cpu=boot_cpu,
                          dist=dist, seed=seed, growth=growth, detect_lag=detect_lag, fork_cost=fork_cost,
                          fail_prob=fail_prob, cap=cap, initial=initial, tail_merge=tail_merge, extra=extra,
-                         overhead=overhead, policy_factory=policy_factory, decide_on_sample=decide_on_sample))
+                         overhead=overhead, policy_factory=policy_factory, decide_on_sample=decide_on_sample,
+                         background=background))
 
 
 def run(config: SimConfig) -> Result:
@@ -654,13 +705,15 @@ def run_grid(
     tail_merge: bool = True,
     extra: int = 0,
     overhead: float = 0.0,
+    background: int = DEFAULT_BACKGROUND,
 ) -> list[dict[str, Any]]:
     """One row per cell and mode, each with its goal verdict (``ok`` / ``MISS``) and its
     all-ready against stock's (``vs_stock``).  Every run is the same ``SimConfig`` but for
     its cell (cores, quota, N, neighbours) and mode; the other arguments are its fields."""
     base = SimConfig(mode="off", n=1, cores=1, boot_cpu=boot_cpu, dist=dist, seed=seed, growth=growth,
                      detect_lag=detect_lag, fork_cost=fork_cost, fail_prob=fail_prob, initial=initial,
-                     tail_merge=tail_merge, extra=extra, overhead=overhead, policy_factory=policy_factory)
+                     tail_merge=tail_merge, extra=extra, overhead=overhead, policy_factory=policy_factory,
+                     background=background)
     rows = []
     for cores, quota, n, neighbours in grid_cells(cores_list, ns):
         cell = replace(base, n=n, cores=cores, quota=quota, neighbours=neighbours)
@@ -750,6 +803,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help=f"the policy's initial: a count or 'auto' (default {DEFAULT_INITIAL})")
     parser.add_argument("--no-tail-merge", action="store_true", help="turn the policy's tail merge off")
     parser.add_argument("--extra", type=int, default=0, help="the policy's extra places once a worker is ready")
+    parser.add_argument("--background", type=int, default=DEFAULT_BACKGROUND,
+                        help=f"the policy's background boots (default {DEFAULT_BACKGROUND}: an unprivileged master; "
+                             "1: the product's default where the master may raise priorities back)")
     parser.add_argument("--overhead", type=float, default=0.0,
                         help=f"contention cost c (default 0: pure sharing; {CONTENTION} fits this machine)")
     parser.add_argument("--ns", type=lambda s: [int(x) for x in s.split(",")],
@@ -785,9 +841,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             tail_merge=not args.no_tail_merge,
             extra=args.extra,
             overhead=args.overhead,
+            background=args.background,
         )
         print(f"# growth={growth} initial={args.initial} tail_merge={not args.no_tail_merge} extra={args.extra} "
-              f"overhead={args.overhead:g} boot_cpu={args.boot_cpu} dist={args.dist} seed={args.seed}")
+              f"background={args.background} overhead={args.overhead:g} boot_cpu={args.boot_cpu} "
+              f"dist={args.dist} seed={args.seed}")
         print(format_table(rows))
         print()
         summaries.append(format_summary(rows, growth))

@@ -77,6 +77,7 @@ at import; this module calls the helpers named there.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import os
 import random
@@ -99,6 +100,8 @@ from .policy import HTTP, LONG, BackoffConfig, PolicyConfig, SlowStartPolicy, de
 from .pool.api import LongWorkerPool
 from .pool.link import READY, SPAWNED, PoolEvent, PoolLink
 from .pool.target import check_target
+from .priority import Priorities
+from .priority import unavailable as priority_unavailable
 from .recycling import age_limit, due, next_recycle
 from .rollout import Rollout, to_retire
 from .status import StatusReporter
@@ -161,6 +164,8 @@ class SlowStartArbiter(Arbiter):
         self.rollout = Rollout()
         self.templates: TemplateSpawner | None = None  # fork_from = "template"
         self._admission = Admission()
+        self._priorities = Priorities()
+        self._background_said: str | None = None
         self._room = Room(None)
         self._room_known: set[int] = set()  # workers alive when the room was measured
         self._room_for_spawns = False  # was the room measured while workers were wanted?
@@ -259,6 +264,7 @@ class SlowStartArbiter(Arbiter):
             mode=resolved.mode, initial=resolved.initial, max_batch=self.cap, delay=resolved.delay,
             ready_timeout=resolved.ready_timeout, boot_timeout=resolved.boot_timeout,
             growth=resolved.growth, tail_merge=resolved.max_batch == "auto",  # an explicit max_batch is a limit
+            background=self._background(resolved),
             http_backoff=BackoffConfig(max_failures=resolved.max_boot_failures),
             flap_window=resolved.flap_window,
         )
@@ -270,9 +276,22 @@ class SlowStartArbiter(Arbiter):
             self.status = StatusReporter(self.log, now, time.time())
         self.status.configure(resolved.timeline, dict(
             mode=resolved.mode, cap=None if resolved.mode == "off" else self.cap, cpus=self.cpus,
-            target=self.cfg.workers,
+            target=self.cfg.workers, background=config.background,
             worker_class=self.cfg.worker_class_str))
         self._status_file.path = resolved.status_file
+
+    def _background(self, resolved: settings_mod.Settings) -> int:
+        """One background boot (``priority.py``) where the user left it on, the first step and
+        the window are the CPUs (``initial`` and ``max_batch`` auto) and the master may raise
+        workers back."""
+        if (resolved.background_boots == "off" or resolved.mode != "ready" or resolved.max_batch != "auto"
+                or resolved.initial != "auto"):  # initial = 1 is a single probe, max_batch = N a limit
+            return 0
+        why = self._priorities.broken or priority_unavailable()
+        if why and why != self._background_said:
+            self.log.info("slow start: no background boots: %s", why)
+        self._background_said = why
+        return 0 if why else 1
 
     @property
     def mode(self) -> str:
@@ -333,6 +352,8 @@ class SlowStartArbiter(Arbiter):
         self._boots.add(ProcKey(HTTP, pid), now, baseline, time.time())
         self._tracked[pid] = now
         self.policy.spawned(ProcKey(HTTP, pid), now, HTTP)
+        if self.policy.is_background(ProcKey(HTTP, pid)):
+            self._priorities.lower(pid)
         self.status.spawned(ProcKey(HTTP, pid), now, pid)
         self.rollout.spawned(pid)
         return pid
@@ -399,6 +420,7 @@ class SlowStartArbiter(Arbiter):
             self.log.error("slow start: long worker %r failed %d times in a row; no longer restarting "
                            "it (the HTTP server keeps serving)", link.pool.name,
                            self.policy.failures(LONG))
+        self._promote(decision.promote)
         for _ in range(decision.spawn):
             self.spawn_worker()
         if decision.spawn_long:
@@ -408,6 +430,23 @@ class SlowStartArbiter(Arbiter):
         if decision.spawn or decision.spawn_long:
             self._log_step(decision.spawn, decision.spawn_long)
         self._wake_at = decision.wake_at
+
+    def _promote(self, keys: tuple[ProcKey, ...]) -> None:
+        """Background boots whose turn came: back to normal priority.  (gunicorn's
+        ``timeout`` does not run before a worker's first notify, and the policy times a
+        background boot from its promotion: the wait was not the worker's doing.)"""
+        for key in keys:
+            if not self._priorities.raise_(key.id):
+                self._priority_failed(key.id)
+
+    def _priority_failed(self, pid: int) -> None:
+        """A worker we cannot raise would serve at idle priority: replace it, boot no more
+        in the background."""
+        self.log.error("slow start: %s; stopping it (a new one boots at normal priority) and "
+                       "booting no more workers in the background", self._priorities.broken)
+        self.policy.reconfigure(dataclasses.replace(self.policy.config, background=0))
+        self._priorities.forget(pid)
+        self._terminate(pid, time.monotonic(), expected=True)
 
     def _surge_room(self) -> int:
         """A reload runs at most ``reload_surge`` workers above the target (Kubernetes' maxSurge);
@@ -438,8 +477,9 @@ class SlowStartArbiter(Arbiter):
                           "window %d, cap %d", spawned, booting, old, ready, self.num_workers,
                           self.policy.window, self.cap)
         elif spawned:
-            self.log.info("slow start: spawned %d, booting %d, ready %d of %d, window %d, cap %d",
-                          spawned, booting, ready, self.num_workers, self.policy.window, self.cap)
+            self.log.info("slow start: spawned %d, booting %d, ready %d of %d, window %d, cap %d%s",
+                          spawned, booting, ready, self.num_workers, self.policy.window, self.cap,
+                          self._background_text())
         if spawned_long:
             link = self._pool_link
             self.log.info("slow start: long workers: spawned %d, booting %d, ready %d of %d",
@@ -452,6 +492,10 @@ class SlowStartArbiter(Arbiter):
     def _long_alive(self, link: PoolLink) -> int:
         """Long workers of the current generation, and any still booting."""
         return len(set(link.current_keys()) | set(self._boots.keys(LONG)))
+
+    def _background_text(self) -> str:
+        waiting = sum(1 for pid in self._priorities.lowered if self.policy.is_background(ProcKey(HTTP, pid)))
+        return f", {waiting} in the background" if waiting else ""
 
     def _old_serving(self) -> int:
         """Old-generation workers still serving during a rolling reload (not yet being stopped)."""
@@ -519,6 +563,8 @@ class SlowStartArbiter(Arbiter):
 
     def _on_ready(self, pid: int, now: float) -> None:
         boot = self._boots.pop(ProcKey(HTTP, pid))
+        if not self._priorities.ready(pid):
+            self._priority_failed(pid)
         self.policy.ready(ProcKey(HTTP, pid), now)
         self.status.ready(ProcKey(HTTP, pid), now, now - boot.forked_at)
         self.rollout.ready(pid)
@@ -528,6 +574,7 @@ class SlowStartArbiter(Arbiter):
 
     def _on_exit(self, pid: int, now: float) -> None:
         self._tracked.pop(pid, None)
+        self._priorities.forget(pid)
         termination = self._terminating.pop(pid, None)
         code, sig = self._statuses.pop(pid, (None, None))
         expected = (termination is not None and termination.expected) or self._halting

@@ -45,6 +45,24 @@ beyond the window once a process is ready, to cover the ready -> detect ->
 fork gap; the simulator (``benchmarks/simulate.py``) is where both rules were
 chosen.
 
+Background boots (``background > 0``, ready mode): CPUs that the window
+leaves idle are still CPUs.  That many more HTTP processes may boot beyond
+the window at *background* priority: the caller runs them so that they get
+only the CPU nobody else wants (``SCHED_IDLE``), and raises them to normal
+priority when the decision lists them in ``promote``.  Until the ramp's first
+process is ready only one process boots in the foreground, the one whose
+readiness is the first response; every other boot of the first step
+(including a merged tail, which is then allowed in the first step too) soaks
+up the CPU it leaves.  Afterwards ``window`` processes boot in the
+foreground, the oldest background boot taking each place that frees (already
+partly booted, so a place does not idle through the ready -> detect -> fork
+gap), and once nothing is left to fork every boot is promoted, so the last
+ones share the CPUs and finish together.  This is what lets a ramp be
+work-conserving without slowing its first response: on 2 CPUs, 3 processes
+are all ready after 1.5 boots with the first after 1, where equal priorities
+must choose between the two.  The caller sets ``background`` only where it can
+raise a process's priority again (``priority.py``).
+
 Failures are congestion.  A process that dies before it is ready (or is
 killed by the boot time-out) halves the window (never below 1), and further
 spawns of its kind back off exponentially (``Backoff``).  A process that
@@ -56,7 +74,8 @@ none of them is ready: a server that serves keeps retrying at the capped back-of
 
 A booting process that never becomes ready stops counting against the window
 after ``ready_timeout`` seconds (the decision lists it in ``stale`` once, so
-the caller can warn), and with ``boot_timeout`` set it is listed in ``kill``.
+the caller can warn), and with ``boot_timeout`` set it is listed in ``kill``
+(a background boot's clock starts when it is promoted).
 
 ``timer`` mode is the reference policy this project grew from: batches of
 1, 2, 4, ... capped at ``max_batch``, ``delay`` seconds apart, blind to
@@ -155,6 +174,7 @@ class PolicyConfig:
     growth: str = DEFAULT_GROWTH
     tail_merge: bool = True  # fork a short last round with the step before it
     extra: int = 0  # more booting than the window once a process is ready
+    background: int = 0  # more booting than the window at background priority (HTTP, ready mode)
     slow_factor: float = 3.0  # a boot this many times the median does not grow the window
     idle_slow_factor: float = 1.5  # idle growth stops once a boot takes this times the probe's
     http_backoff: BackoffConfig = BackoffConfig()
@@ -169,8 +189,8 @@ class PolicyConfig:
             raise ValueError(f"growth must be one of {', '.join(GROWTHS)}, not {self.growth!r}")
         if self.initial != AUTO and (isinstance(self.initial, str) or self.initial < 1):
             raise ValueError(f"initial must be at least 1 or {AUTO!r}, not {self.initial!r}")
-        if self.max_batch < 1 or self.extra < 0:
-            raise ValueError("max_batch must be at least 1, extra at least 0")
+        if self.max_batch < 1 or self.extra < 0 or self.background < 0:
+            raise ValueError("max_batch must be at least 1, extra and background at least 0")
         if self.delay < 0 or self.ready_timeout <= 0 or self.boot_timeout < 0:
             raise ValueError("delay and boot_timeout must be >= 0, ready_timeout > 0")
 
@@ -186,6 +206,9 @@ class Decision:
     the caller gave ``spawned()`` (the master: a ``keys.ProcKey``, whose kind
     says whether it is an HTTP or a long worker).
     ``exhausted`` names the kinds that reached their failure limit.
+    ``promote`` lists background boots to raise to normal priority now (a
+    process the caller forks after this decision boots in the background
+    when ``is_background(key)`` says so).
     """
 
     spawn: int = 0
@@ -194,6 +217,7 @@ class Decision:
     kill: tuple = ()
     stale: tuple = ()
     exhausted: tuple = ()
+    promote: tuple = ()
 
 
 class Backoff:
@@ -269,6 +293,11 @@ class _Booting:
     forked_at: float
     stale: bool = False
     killing: bool = False
+    background: bool = False
+    measured_from: float = 0.0  # its boot time counts from here: the fork, or its promotion
+
+    def __post_init__(self) -> None:
+        self.measured_from = self.forked_at
 
 
 @dataclass
@@ -328,7 +357,10 @@ class SlowStartPolicy:
     def spawned(self, key: Hashable, now: float, kind: str = HTTP) -> None:
         if kind not in KINDS:
             raise ValueError(f"unknown kind {kind!r}")
-        self.booting[key] = _Booting(kind, now)
+        proc = _Booting(kind, now)
+        if kind == HTTP and self._background_on() and self._foreground(HTTP) >= self._foreground_places():
+            proc.background = True
+        self.booting[key] = proc
         self.spawned_at = now
 
     def ready(self, key: Hashable, now: float) -> None:
@@ -337,7 +369,7 @@ class SlowStartPolicy:
             return
         self.ready_at[key] = (proc.kind, now)
         self.backoff[proc.kind].ready()
-        duration = now - proc.forked_at
+        duration = now - proc.measured_from  # a background boot is timed from its promotion
         if self._grows_on(duration) and not proc.stale:
             self.window = min(self.config.max_batch, self.window + 1)
         self._measure(duration)
@@ -414,6 +446,11 @@ class SlowStartPolicy:
         proc = self.booting.get(key)
         return proc is not None and proc.stale
 
+    def is_background(self, key: Hashable) -> bool:
+        """Boots at background priority (until a decision lists it in ``promote``)."""
+        proc = self.booting.get(key)
+        return proc is not None and proc.background
+
     def booting_count(self, kind: str | None = None) -> int:
         return sum(1 for p in self.booting.values() if kind in (None, p.kind))
 
@@ -453,12 +490,13 @@ class SlowStartPolicy:
         if self.config.mode == "off":  # stock gunicorn never gives up on HTTP workers
             return Decision(wanted, wanted_long, None, kill, stale, tuple(k for k in exhausted if k != HTTP))
         if HTTP in exhausted or self.held:
-            return Decision(0, 0, self._wake_at(now, 0, 0), kill, stale, exhausted)
+            return Decision(0, 0, self._wake_at(now, 0, 0), kill, stale, exhausted, self._promote(now, 0))
         self._grow_by_idle()
         budget = self._budget(now)
         spawn = min(wanted, self._http_budget(now)) if self.backoff[HTTP].allows(now) else 0
         if spawn:
             spawn += self._tail(wanted - spawn)
+        promote = self._promote(now, wanted - spawn)
         spawn_long = 0
         if LONG not in exhausted and self.backoff[LONG].allows(now):
             spawn_long = min(wanted_long, max(0, budget - spawn))
@@ -466,7 +504,7 @@ class SlowStartPolicy:
             self.timer_batch = min(self.config.max_batch, self.timer_batch * 2)
             self.next_batch_at = now + self.config.delay
         wake_at = self._wake_at(now, wanted - spawn, 0 if LONG in exhausted else wanted_long - spawn_long)
-        return Decision(spawn, spawn_long, wake_at, kill, stale, exhausted)
+        return Decision(spawn, spawn_long, wake_at, kill, stale, exhausted, promote)
 
     # -- internals ------------------------------------------------------------
 
@@ -486,8 +524,11 @@ class SlowStartPolicy:
     def _tail(self, left: int) -> int:
         """The tail merge: what is left after this step would be a last round
         smaller than the window (what the machine was seen to take, at most
-        ``max_batch``), so fork it now, with this step."""
-        if not self.config.tail_merge or not self._past_first_step():
+        ``max_batch``), so fork it now, with this step.  With background boots
+        the merged tail cannot slow the first response, so the first step merges too."""
+        if not self.config.tail_merge:
+            return 0
+        if not (self._past_first_step() or (self._background_on() and self.ramp.probe_boot is None)):
             return 0
         return left if 0 < left < self.window else 0
 
@@ -496,7 +537,37 @@ class SlowStartPolicy:
         if self.config.mode == "timer":
             return self._budget(now)
         in_flight = sum(1 for p in self.booting.values() if not p.stale and p.kind == HTTP)
-        return max(0, self.window + self._extra() - in_flight)
+        background = self.config.background if self._background_on() else 0
+        return max(0, self.window + self._extra() + background - in_flight)
+
+    def _background_on(self) -> bool:
+        return self.config.mode == "ready" and self.config.background > 0
+
+    def _foreground_places(self) -> int:
+        """HTTP boots at normal priority: one until the ramp's first response, then the window."""
+        return self.window + self._extra() if self.ramp.probe_boot is not None else 1
+
+    def _foreground(self, kind: str) -> int:
+        return sum(1 for p in self.booting.values() if p.kind == kind and not p.stale and not p.background)
+
+    def _promote(self, now: float, left: int) -> tuple:
+        """Background boots to raise now: the oldest, into the foreground places that are free;
+        all of them once the first response is out and nothing is left to fork (the last
+        boots share the CPUs and finish together)."""
+        waiting = sorted((p.forked_at, i, key) for i, (key, p) in enumerate(self.booting.items())
+                         if p.background)
+        if not waiting:
+            return ()
+        if self.ramp.probe_boot is not None and left <= 0:
+            places = len(waiting)
+        else:
+            places = max(0, self._foreground_places() - self._foreground(HTTP))
+        promoted = tuple(key for _, _, key in waiting[:places])
+        for key in promoted:
+            proc = self.booting[key]
+            proc.background = False
+            proc.measured_from = now
+        return promoted
 
     def _grows_on(self, duration: float) -> bool:
         """A boot far slower than this ramp's median is a sign of contention."""
@@ -527,7 +598,9 @@ class SlowStartPolicy:
     def _expire(self, now: float) -> tuple[tuple, tuple]:
         stale, kill = [], []
         for key, proc in self.booting.items():
-            age = now - proc.forked_at
+            if proc.background:
+                continue  # it has not had its turn yet: the time-outs count from its promotion
+            age = now - proc.measured_from
             if not proc.stale and age >= self.config.ready_timeout:
                 proc.stale = True
                 stale.append(key)
@@ -544,10 +617,12 @@ class SlowStartPolicy:
     def _wake_at(self, now: float, wanted: int, wanted_long: int) -> float | None:
         times = []
         for proc in self.booting.values():
+            if proc.background:
+                continue
             if not proc.stale:
-                times.append(proc.forked_at + self.config.ready_timeout)
+                times.append(proc.measured_from + self.config.ready_timeout)
             if self.config.boot_timeout and not proc.killing:
-                times.append(proc.forked_at + self.config.boot_timeout)
+                times.append(proc.measured_from + self.config.boot_timeout)
         for kind, left in ((HTTP, wanted), (LONG, wanted_long)):
             backoff = self.backoff[kind]
             if left > 0 and not backoff.allows(now):

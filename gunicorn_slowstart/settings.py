@@ -268,6 +268,10 @@ SPECS: dict[str, Spec] = {
     "flap_window": Spec(in_range(non_negative_float, 0, MAX_FLAP_WINDOW, unit=" s"), 5.0,
                         "A worker dying within this many seconds of becoming ready counts as a boot failure "
                         "for the back-off (0: off).", "SECONDS"),
+    "background_boots": Spec(choice("auto", "off"), "auto",
+                             "Boot one worker beyond the CPU window at idle CPU priority (SCHED_IDLE), raised "
+                             "when its turn comes; 'auto': where the master may raise it (CAP_SYS_NICE) and "
+                             "initial and max_batch are auto; 'off': never.", "AUTO|OFF"),
 }
 
 
@@ -295,6 +299,7 @@ class Settings:
     max_worker_memory: float = 0.0
     status_file: str | None = None
     flap_window: float = 5.0
+    background_boots: str = "auto"
 
 
 assert [f.name for f in fields(Settings)] == list(SPECS), "Settings and SPECS must list the same names"

@@ -39,7 +39,7 @@ All times are seconds relative to ``t0`` (the master's start), rounded to
 1 ms; ``wall_t0`` is the matching ``time.time()`` for humans::
 
     {"version": 1, "wall_t0": 1790000000.0,
-     "meta": {"mode": "ready", "cap": 2, "cpus": 2, "target": 16, ...},
+     "meta": {"mode": "ready", "cap": 2, "cpus": 2, "target": 16, "background": 1, ...},
      "processes": [{"kind": "http", "pid": 123, "fork": 0.012, "ready": 1.204,
                     "exit": null, "exit_code": null, "exit_signal": null}, ...],
      "steps": [[t, window, cap, booting, ready], ...],

@@ -810,17 +810,18 @@ def configs(draw, modes=("ready", "timer", "off")) -> PolicyConfig:
         growth=draw(st.sampled_from(["double", "idle"])),
         tail_merge=draw(st.booleans()),
         extra=draw(st.integers(0, 2)),
+        background=draw(st.integers(0, 1)),
         http_backoff=BackoffConfig(max_failures=draw(st.sampled_from([0, 3, 10]))),
     )
 
 
 class PolicyMachine(RuleBasedStateMachine):
-    """Two policies fed the same events by an arbiter that does what ``decide`` says."""
+    """A policy fed events by an arbiter that does what ``decide`` says."""
 
     @initialize(config=configs(), n_http=st.integers(0, 10), n_long=st.integers(0, 4))
     def setup(self, config, n_http, n_long):
         self.config = config
-        self.a, self.b = SlowStartPolicy(config), SlowStartPolicy(config)
+        self.a = SlowStartPolicy(config)
         self.target, self.target_long = n_http, n_long
         self.now = 0.0
         self.next_key = 0
@@ -832,9 +833,11 @@ class PolicyMachine(RuleBasedStateMachine):
         self.reacted_at = float("-inf")  # when a boot failure last halved the window
         self.kind_failed_at: dict = {}  # when each kind's back-off last counted a failure
 
-    def both(self, method, *args, **kwargs):
+    def tell(self, method, *args, **kwargs):
         getattr(self.a, method)(*args, **kwargs)
-        getattr(self.b, method)(*args, **kwargs)
+
+    def background(self) -> int:
+        return self.config.background if self.config.mode == "ready" else 0
 
     def alive(self, kind: str) -> int:
         return sum(1 for k in (*self.booting.values(), *self.up.values()) if k == kind)
@@ -845,7 +848,8 @@ class PolicyMachine(RuleBasedStateMachine):
         wanted = self.target - self.alive(HTTP)
         wanted_long = self.target_long - self.alive(LONG)
         decision = self.a.decide(self.now, wanted, wanted_long)
-        assert decision == self.b.decide(self.now, wanted, wanted_long), "decide is not deterministic"
+        assert set(decision.promote) <= set(self.booting)
+        assert not any(self.a.is_background(k) for k in decision.promote)
         before = self.a.in_flight
         assert 0 <= decision.spawn <= max(0, wanted)
         assert 0 <= decision.spawn_long <= max(0, wanted_long)
@@ -866,14 +870,15 @@ class PolicyMachine(RuleBasedStateMachine):
                 self.next_key += 1
                 self.booting[self.next_key] = kind
                 self.forked_at[self.next_key] = self.now
-                self.both("spawned", self.next_key, self.now, kind)
+                self.tell("spawned", self.next_key, self.now, kind)
         if self.config.mode == "ready" and decision.spawn + decision.spawn_long:
-            http_over = self.http_in_flight() - self.a.window - self.config.extra
+            http_over = self.http_in_flight() - self.a.window - self.config.extra - self.background()
             # only the tail merge takes HTTP boots past the window (+ extra): it forks every HTTP worker left
             assert http_over <= 0 or (self.config.tail_merge and decision.spawn == wanted), "HTTP over the window"
             assert http_over < self.config.max_batch
             if decision.spawn_long:  # long workers take only free places
-                assert self.a.in_flight <= self.a.window + self.config.extra, "in_flight exceeds the window"
+                assert self.a.in_flight <= self.a.window + self.config.extra + self.background(), \
+                    "in_flight exceeds the window"
             assert self.a.in_flight == before + decision.spawn + decision.spawn_long
 
     def http_in_flight(self) -> int:
@@ -885,7 +890,7 @@ class PolicyMachine(RuleBasedStateMachine):
         self.now += dt
         key = data.draw(st.sampled_from(sorted(self.booting)))
         self.up[key] = self.booting.pop(key)
-        self.both("ready", key, self.now)
+        self.tell("ready", key, self.now)
 
     @precondition(lambda self: self.booting)
     @rule(data=st.data(), dt=times, expected=st.booleans())
@@ -895,7 +900,7 @@ class PolicyMachine(RuleBasedStateMachine):
         kind = self.booting.pop(key)
         window = self.a.window
         failures = self.a.backoff[kind].failures
-        self.both("exited", key, self.now, expected=expected)
+        self.tell("exited", key, self.now, expected=expected)
         failure = not expected or key in self.listed_kill
         ready_mode = self.config.mode == "ready"
         # one reaction per round: the window once for both kinds, each kind's back-off once for its own
@@ -919,31 +924,32 @@ class PolicyMachine(RuleBasedStateMachine):
         key = data.draw(st.sampled_from(sorted(self.up)))
         del self.up[key]
         window = self.a.window
-        self.both("exited", key, self.now, expected=expected)
+        self.tell("exited", key, self.now, expected=expected)
         assert self.a.window == window
 
     @rule(idle=st.floats(0, 12, allow_nan=False))
     def cpu_idle(self, idle):
-        self.both("cpu_idle", idle, self.now)
+        self.tell("cpu_idle", idle, self.now)
 
     @rule(held=st.booleans())
     def hold(self, held):
-        self.both("set_hold", held)
+        self.tell("set_hold", held)
 
     @rule()
     def restart(self):
-        self.both("restart", self.now)
+        self.tell("restart", self.now)
 
     @invariant()
     def window_within_bounds(self):
         if not hasattr(self, "a"):
             return
-        assert self.a.window == self.b.window
-        assert self.a.in_flight == self.b.in_flight
         assert 1 <= self.a.window <= self.config.max_batch
         if self.config.mode == "ready":  # HTTP: the window, extra places, a merged tail (< max_batch)
-            assert self.http_in_flight() <= 2 * self.config.max_batch - 1 + self.config.extra
+            bound = 2 * self.config.max_batch - 1 + self.config.extra + self.background()
+            assert self.http_in_flight() <= bound
             assert self.a.in_flight - self.http_in_flight() <= self.config.max_batch + self.config.extra
+        if self.config.mode != "ready" or not self.config.background:
+            assert not any(self.a.is_background(k) for k in self.booting)
 
 
 TestPolicyMachine = PolicyMachine.TestCase
@@ -1024,32 +1030,3 @@ def test_liveness_all_wanted_workers_end_up_ready(config, target, target_long, p
         raise AssertionError(f"not reached: {alive(HTTP)}/{target} http, {alive(LONG)}/{target_long} long")
     assert policy.in_flight == 0
     assert policy.ready_count(HTTP) == target and policy.ready_count(LONG) == target_long
-
-
-@FAST
-@given(config=configs(), ops=events, wanted=st.integers(0, 12))
-def test_decide_is_a_function_of_the_events(config, ops, wanted):
-    """Two policies fed the same events, with no decide in between, answer the same."""
-    decisions = []
-    for _ in range(2):
-        policy, key, booting, now = SlowStartPolicy(config), 0, [], 0.0
-        answers = []
-        for op, pick, dt in ops:
-            now += dt
-            if op == "tick" or op == "decide":
-                decision = policy.decide(now, wanted - len(booting), 1)
-                answers.append(decision)
-                for _ in range(decision.spawn):
-                    key += 1
-                    booting.append(key)
-                    policy.spawned(key, now)
-            elif op == "idle":
-                policy.cpu_idle(pick / 10, now)
-            elif booting:
-                victim = booting.pop(pick % len(booting))
-                if op == "ready":
-                    policy.ready(victim, now)
-                else:
-                    policy.exited(victim, now, expected=op == "stop")
-        decisions.append((answers, policy.window, policy.in_flight))
-    assert decisions[0] == decisions[1]

@@ -48,6 +48,7 @@ DOCUMENTED = {
     "max_worker_memory": ("float", 0.0, True, 2.0 ** 30, None),
     "status_file": ("path",),
     "flap_window": ("float", 0.0, True, 3600.0, None),
+    "background_boots": ("choice", ("auto", "off")),
 }
 SWITCH = {"on": True, "true": True, "yes": True, "1": True, "off": False, "false": False, "no": False, "0": False}
 NAMES = list(SPECS)

@@ -1,0 +1,130 @@
+"""Background boots: a booting worker at idle CPU priority, raised when its turn comes.
+
+Theory of operation
+-------------------
+The policy (``policy.py``, ``background``) may let a worker boot beyond the
+window "in the background": it should get only the CPU that nobody else
+wants, so it soaks up what the foreground boots leave idle (the gap between
+one worker's readiness and the next fork, the second CPU while the first
+response boots) without slowing them.  Linux's ``SCHED_IDLE`` policy is
+exactly that: a ``SCHED_IDLE`` thread runs only on a CPU no normal thread
+wants (its weight is 3 against a normal thread's 1024).
+
+Lowering a process is always allowed; raising it back to ``SCHED_OTHER`` is
+not: the kernel treats ``SCHED_IDLE`` as nice 20 and lets a process leave it
+only with ``CAP_SYS_NICE`` or an ``RLIMIT_NICE`` that allows nice 0.  A worker
+left at ``SCHED_IDLE`` would serve at idle priority forever, so background
+boots are used only where the master may raise them (``unavailable()`` says
+why not), and a raise that fails anyway stops background boots for the rest
+of the master's life and has the caller replace the worker.
+
+A thread inherits its creator's policy, and so does a forked process, so
+threads and processes an application starts at import (thread pools, BLAS,
+a multiprocessing pool) are ``SCHED_IDLE`` too: raising a worker raises every
+thread in ``/proc/<pid>/task`` of it and of its descendants, twice over (a
+thread created while the first pass ran is caught by the second), and the
+arbiter raises it again when it becomes ready.
+"""
+
+from __future__ import annotations
+
+import os
+
+CAP_SYS_NICE = 23
+NICE_ZERO_RLIMIT = 20  # RLIMIT_NICE value that allows nice 0: 20 - nice
+
+
+def unavailable() -> str | None:
+    """Why this master cannot run background boots, or None if it can."""
+    if not hasattr(os, "SCHED_IDLE") or not hasattr(os, "sched_setscheduler"):
+        return "this platform has no SCHED_IDLE"
+    if _has_cap_sys_nice() or _nice_rlimit() >= NICE_ZERO_RLIMIT:
+        return None
+    return "the master may not raise a worker's priority back (it needs CAP_SYS_NICE or RLIMIT_NICE >= 20)"
+
+
+def _has_cap_sys_nice() -> bool:
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) >> CAP_SYS_NICE & 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return False
+
+
+def _nice_rlimit() -> int:
+    try:
+        import resource
+
+        return resource.getrlimit(resource.RLIMIT_NICE)[0]
+    except (ImportError, AttributeError, OSError, ValueError):
+        return 0
+
+
+def policy_of(tid: int) -> int | None:
+    """The scheduling policy of a thread (or process), None if it is gone."""
+    try:
+        return os.sched_getscheduler(tid)
+    except OSError:
+        return None
+
+
+def tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (what it forked while it booted in the background)."""
+    try:
+        import psutil
+
+        return [pid, *(child.pid for child in psutil.Process(pid).children(recursive=True))]
+    except Exception:  # psutil.Error: the worker is gone; ImportError: not installed
+        return [pid]
+
+
+def threads(pid: int) -> list[int]:
+    try:
+        return [int(tid) for tid in os.listdir(f"/proc/{pid}/task")]
+    except (OSError, ValueError):
+        return [pid]
+
+
+class Priorities:
+    """The workers this master lowered, and raising them back."""
+
+    def __init__(self) -> None:
+        self.lowered: set[int] = set()
+        self.broken: str | None = None  # set when a raise failed: no more background boots
+
+    def lower(self, pid: int) -> bool:
+        """Boot ``pid`` in the background; False if that did not work (it boots normally)."""
+        try:
+            os.sched_setscheduler(pid, os.SCHED_IDLE, os.sched_param(0))
+        except OSError:
+            return False
+        self.lowered.add(pid)
+        return True
+
+    def raise_(self, pid: int) -> bool:
+        """Every thread of ``pid`` back to ``SCHED_OTHER``; False if the kernel refused."""
+        if pid not in self.lowered:
+            return True
+        for _ in range(2):
+            for tid in (tid for proc in tree(pid) for tid in threads(proc)):
+                try:
+                    if os.sched_getscheduler(tid) == os.SCHED_IDLE:
+                        os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))
+                except ProcessLookupError:
+                    continue  # the thread (or the worker) is gone
+                except OSError as exc:
+                    self.broken = f"cannot raise worker {pid}'s priority: {exc.strerror or exc}"
+                    return False
+        return True
+
+    def ready(self, pid: int) -> bool:
+        """The worker is ready: raised (again, for threads started since), no longer ours to watch."""
+        done = self.raise_(pid)
+        self.lowered.discard(pid)
+        return done
+
+    def forget(self, pid: int) -> None:
+        self.lowered.discard(pid)

@@ -1,0 +1,221 @@
+"""Background boots: workers beyond the window boot at SCHED_IDLE and are raised when their turn comes.
+
+The policy's rules with plain values, the simulator's verdicts, and a real master whose
+workers' scheduling policies are read from the kernel while they boot.
+"""
+
+from __future__ import annotations
+
+import os
+
+import psutil
+import pytest
+from support import APPS, ROOT, get, wait_for
+
+from benchmarks import simulate as sim
+from gunicorn_slowstart import priority
+from gunicorn_slowstart.policy import HTTP, LONG, PolicyConfig, SlowStartPolicy
+
+
+def policy(**kw) -> SlowStartPolicy:
+    kw.setdefault("max_batch", 2)
+    kw.setdefault("background", 1)
+    p = SlowStartPolicy(PolicyConfig(**kw), 0.0)
+    p.cpu_idle(2.0, 0.0)
+    p.restart(0.0)
+    return p
+
+
+def spawn(p: SlowStartPolicy, decision, now: float, first_key: int) -> list[int]:
+    keys = list(range(first_key, first_key + decision.spawn))
+    for key in keys:
+        p.spawned(key, now)
+    return keys
+
+
+def test_first_step_one_foreground_the_rest_background_and_the_tail_merged():
+    """3 workers, 2 idle CPUs: all three at once, only the first in the foreground."""
+    p = policy()
+    d = p.decide(0.0, 3)
+    assert d.spawn == 3 and d.promote == ()
+    spawn(p, d, 0.0, 0)
+    assert [p.is_background(k) for k in range(3)] == [False, True, True]
+    p.ready(0, 1.0)
+    d = p.decide(1.0, 0)
+    assert set(d.promote) == {1, 2}  # nothing left to fork: every boot shares the CPUs
+    assert not p.is_background(1) and not p.is_background(2)
+
+
+def test_after_the_first_response_the_oldest_background_boot_takes_each_free_place():
+    p = policy()
+    d = p.decide(0.0, 16)
+    assert d.spawn == 3  # the window (2 idle CPUs) and one background boot
+    spawn(p, d, 0.0, 0)
+    p.ready(0, 1.0)
+    d = p.decide(1.0, 13)
+    assert d.promote == (1, 2)  # the window's two places, oldest first
+    assert d.spawn == 1
+    spawn(p, d, 1.0, 3)
+    assert p.is_background(3)  # the new one waits in the background
+    p.ready(1, 1.5)
+    d = p.decide(1.5, 12)
+    assert d.promote == (3,) and d.spawn == 1
+
+
+def test_background_boots_are_timed_from_their_promotion():
+    """A boot that waited in the background neither looks slow nor goes stale while it waits."""
+    p = policy(ready_timeout=5.0)
+    spawn(p, p.decide(0.0, 16), 0.0, 0)
+    assert p.decide(4.9, 16).stale == ()
+    p.ready(0, 5.5)  # the probe took 5.5 s; keys 1, 2 waited
+    d = p.decide(6.0, 13)
+    assert d.stale == () and set(d.promote) == {1, 2}
+    p.ready(1, 8.0)  # 2 s after its promotion: not slow against the probe's 5.5 s
+    assert not p.ramp.slowed
+    assert p.decide(10.9, 12).stale == ()
+
+
+def test_long_workers_and_other_modes_never_boot_in_the_background():
+    p = policy()
+    d = p.decide(0.0, 0, 3)
+    for key in range(d.spawn_long):
+        p.spawned(("long", key), 0.0, LONG)
+    assert not any(p.is_background(("long", k)) for k in range(d.spawn_long))
+    for mode in ("timer", "off"):
+        q = policy(mode=mode)
+        spawn(q, q.decide(0.0, 4), 0.0, 0)
+        assert not any(q.is_background(k) for k in range(4))
+    plain = policy(background=0)
+    assert plain.decide(0.0, 3).spawn == 2  # no background: the first step is the idle CPUs
+
+
+def test_hold_still_promotes():
+    p = policy()
+    spawn(p, p.decide(0.0, 3), 0.0, 0)
+    p.ready(0, 1.0)
+    p.set_hold(True)
+    assert set(p.decide(1.0, 0).promote) == {1, 2}
+    assert p.booting_count(HTTP) == 2
+
+
+# -- the simulator ------------------------------------------------------------------------------
+
+
+def test_three_on_two_cores_first_after_one_boot_all_after_one_and_a_half():
+    """Where equal priorities must choose (first + all >= 3 boots), background boots give both."""
+    stock = sim.simulate("off", 3, 2, fork_cost=0.0, detect_lag=0.0)
+    ready = sim.simulate("ready", 3, 2, fork_cost=0.0, detect_lag=0.0, background=1)
+    assert ready.first_ready == pytest.approx(1.0)
+    assert ready.all_ready == pytest.approx(1.5)
+    assert ready.all_ready <= stock.all_ready
+
+
+def test_no_cell_without_neighbours_is_slower_than_stock():
+    rows = sim.run_grid([2, 8, 16], ns=[1, 2, 3, 4, 5, 6, 7, 8, 9, 16, 32], overhead=sim.CONTENTION, background=1)
+    ready = [r for r in rows if r["mode"] == "ready" and r["neighbours"] == 0]
+    assert ready and all(r["vs_stock"] <= 1.0 + 1e-9 for r in ready), [
+        (r["cores"], r["quota"], r["n"], round(r["vs_stock"], 3)) for r in ready if r["vs_stock"] > 1.0]
+    assert all(r["first_ready"] <= 1.1 * r["lone_boot"] for r in ready)
+
+
+def test_sixteen_on_two_cores_beats_stocks_contention_in_the_background():
+    stock = sim.simulate("off", 16, 2, overhead=sim.CONTENTION)
+    ready = sim.simulate("ready", 16, 2, overhead=sim.CONTENTION, background=1)
+    assert ready.all_ready <= 0.95 * stock.all_ready
+
+
+def test_idle_priority_is_what_the_kernel_gives():
+    """The mechanism itself, on this machine: a forked child lowered and raised back."""
+    if priority.unavailable():
+        pytest.skip(priority.unavailable())
+    pid = os.fork()
+    if pid == 0:  # the child waits to be killed
+        try:
+            os.read(os.pipe()[0], 1)
+        finally:
+            os._exit(0)
+    try:
+        prios = priority.Priorities()
+        assert prios.lower(pid) and priority.policy_of(pid) == os.SCHED_IDLE
+        assert prios.ready(pid) and priority.policy_of(pid) == os.SCHED_OTHER
+        assert pid not in prios.lowered
+    finally:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+
+
+# -- a real master ------------------------------------------------------------------------------
+
+THREADED_APP = '''
+import os
+import subprocess
+import sys
+import threading
+
+from examples.cpu import burn_cpu
+
+_stop = threading.Event()
+threading.Thread(target=_stop.wait, name="pool-thread", daemon=True).start()  # started at import
+# a helper process started at import; it exits when the worker does (its stdin closes)
+_helper = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+burn_cpu(float(os.environ.get("EXAMPLE_BOOT_CPU", "0.3")))
+
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    body = b"ok"
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-length", b"2")]})
+    await send({"type": "http.response.body", "body": body})
+'''
+
+
+def _policies(srv) -> dict[int, set[int]]:
+    """Worker pid -> the scheduling policies of its threads (the kernel's answer)."""
+    found = {}
+    for proc in srv.children():
+        try:
+            if "worker [" not in " ".join(proc.cmdline()):
+                continue
+        except psutil.Error:
+            continue
+        found[proc.pid] = {priority.policy_of(tid) for tid in priority.threads(proc.pid)} - {None}
+    return found
+
+
+@pytest.mark.slow
+def test_a_real_ramp_boots_in_the_background_and_serves_at_normal_priority(server, tmp_path):
+    """3 workers: beyond the first, boots start at SCHED_IDLE while the first response boots;
+    once ready, every thread of every worker (one started at import) and the process each
+    started at import are SCHED_OTHER."""
+    if priority.unavailable():
+        pytest.skip(priority.unavailable())
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "threaded_app.py").write_text(THREADED_APP)
+    srv = server(app="threaded_app:app", workers=3, boot_cpu=1.0,
+                 env={"PYTHONPATH": os.pathsep.join([str(code), str(ROOT), str(APPS)])})
+    seen_idle: set[int] = set()
+
+    def booting_seen() -> bool:
+        for pid, policies in _policies(srv).items():
+            if os.SCHED_IDLE in policies:
+                seen_idle.add(pid)
+        return "workers ready in" in srv.log()
+
+    wait_for(booting_seen, 60, "the ramp", interval=0.02)
+    assert seen_idle, srv.tail()
+    assert "in the background" in srv.log()
+    final = _policies(srv)
+    assert len(final) == 3 and all(p == {os.SCHED_OTHER} for p in final.values()), final
+    assert all(len(priority.threads(pid)) >= 2 for pid in final)  # the import's thread was raised too
+    helpers = [child.pid for pid in final for child in psutil.Process(pid).children()]
+    assert len(helpers) == 3 and all(priority.policy_of(pid) == os.SCHED_OTHER for pid in helpers)
+    assert get(srv.port)[0] == 200
