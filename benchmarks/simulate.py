@@ -55,7 +55,9 @@ Model and assumptions
   processes (boots, the forking master, neighbours) leave, and keeps what it
   has done when promoted.  ``0`` (the default) is a master that may not raise
   a worker's priority back (no ``CAP_SYS_NICE``); ``1`` is the product's
-  default where it may.
+  default where it may.  Under a quota below the cores the product turns them
+  off (a ``SCHED_IDLE`` task yields only on its own core, so on a free core it
+  spends the quota the foreground boot needs), and so does the model.
 * Contention: with ``overhead = c > 0`` every runnable process's rate is
   further divided by ``1 + c * max(0, runnable / cores - 1)``: the cost of
   caches, memory bandwidth and context switches when more processes share a
@@ -231,6 +233,12 @@ class SimConfig:
             raise ValueError("overhead and background must be >= 0")
 
     @property
+    def effective_background(self) -> int:
+        """The product turns background boots off under a quota below the cores
+        (``priority.unavailable``): an idle-priority boot would spend the quota on a free core."""
+        return 0 if self.quota is not None and self.quota < self.cores else self.background
+
+    @property
     def policy_cap(self) -> int | None:
         """The policy's max_batch: ``cap``, else the product's rule; None for ``off`` (no policy)."""
         if self.mode == "off":
@@ -383,7 +391,7 @@ class _Sim:
             policy_config = PolicyConfig(mode=config.mode, max_batch=config.policy_cap, delay=TIMER_DELAY,
                                          growth=config.growth, initial=config.initial,
                                          tail_merge=config.tail_merge, extra=config.extra,
-                                         background=config.background)
+                                         background=config.effective_background)
             self.policy = (config.policy_factory or SlowStartPolicy)(policy_config, 0.0)
             self.next_sample = SAMPLE_EVERY
             self.policy.cpu_idle(self.capacity - min(self.capacity, self.neighbours), 0.0)  # the start sample

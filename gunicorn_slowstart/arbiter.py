@@ -92,7 +92,7 @@ from ._compat import Arbiter, HaltServer
 from .admission import Admission, PidsView, Room, admit, hold_message
 from .boots import Boot, Boots
 from .cgroup import pids_limit
-from .cpus import IdleCpuSampler, usable_cpus
+from .cpus import IdleCpuSampler, cpu_report, usable_cpus
 from .escalation import Escalation
 from .keys import ProcKey
 from .memory import available_memory_mb, memory_view, process_cost
@@ -287,7 +287,9 @@ class SlowStartArbiter(Arbiter):
         if (resolved.background_boots == "off" or resolved.mode != "ready" or resolved.max_batch != "auto"
                 or resolved.initial != "auto"):  # initial = 1 is a single probe, max_batch = N a limit
             return 0
-        why = self._priorities.broken or priority_unavailable()
+        report = cpu_report()
+        cores = min(report.host, report.affinity or report.host)
+        why = self._priorities.broken or priority_unavailable(report.cgroup_quota, cores)
         if why and why != self._background_said:
             self.log.info("slow start: no background boots: %s", why)
         self._background_said = why

@@ -10,6 +10,14 @@ response boots) without slowing them.  Linux's ``SCHED_IDLE`` policy is
 exactly that: a ``SCHED_IDLE`` thread runs only on a CPU no normal thread
 wants (its weight is 3 against a normal thread's 1024).
 
+``SCHED_IDLE`` yields only to normal threads *on the same CPU*.  Under a
+cgroup CPU quota smaller than the CPUs the workers may run on (the container
+case: 1 CPU of quota on a 2-core host), a background boot runs freely on an
+otherwise idle core and spends the cgroup's quota there, so the foreground
+boot is throttled: measured, the first response took 2.1 s instead of 1.2 s.
+Background boots are therefore off where such a quota applies
+(``unavailable(quota, cores)``).
+
 Lowering a process is always allowed; raising it back to ``SCHED_OTHER`` is
 not: the kernel treats ``SCHED_IDLE`` as nice 20 and lets a process leave it
 only with ``CAP_SYS_NICE`` or an ``RLIMIT_NICE`` that allows nice 0.  A worker
@@ -34,10 +42,16 @@ CAP_SYS_NICE = 23
 NICE_ZERO_RLIMIT = 20  # RLIMIT_NICE value that allows nice 0: 20 - nice
 
 
-def unavailable() -> str | None:
-    """Why this master cannot run background boots, or None if it can."""
+def unavailable(quota: float | None = None, cores: int | None = None) -> str | None:
+    """Why this master cannot run background boots, or None if it can.
+
+    ``quota``: the cgroup CPU quota in CPUs (None: none); ``cores``: the CPUs the workers
+    may run on (host count or affinity mask)."""
     if not hasattr(os, "SCHED_IDLE") or not hasattr(os, "sched_setscheduler"):
         return "this platform has no SCHED_IDLE"
+    if quota is not None and cores is not None and quota < cores:
+        return (f"a cgroup CPU quota ({quota:g} CPU) below the {cores} CPUs the workers run on: an "
+                "idle-priority boot would spend the quota on another CPU")
     if _has_cap_sys_nice() or _nice_rlimit() >= NICE_ZERO_RLIMIT:
         return None
     return "the master may not raise a worker's priority back (it needs CAP_SYS_NICE or RLIMIT_NICE >= 20)"

@@ -111,11 +111,22 @@ def test_three_on_two_cores_first_after_one_boot_all_after_one_and_a_half():
 
 
 def test_no_cell_without_neighbours_is_slower_than_stock():
+    """Without a quota.  Under one there are no background boots, and N just above the quota
+    (3 on a 2-CPU quota) is the equal-priority trade-off again (README: Background boots)."""
     rows = sim.run_grid([2, 8, 16], ns=[1, 2, 3, 4, 5, 6, 7, 8, 9, 16, 32], overhead=sim.CONTENTION, background=1)
     ready = [r for r in rows if r["mode"] == "ready" and r["neighbours"] == 0]
-    assert ready and all(r["vs_stock"] <= 1.0 + 1e-9 for r in ready), [
-        (r["cores"], r["quota"], r["n"], round(r["vs_stock"], 3)) for r in ready if r["vs_stock"] > 1.0]
+    free = [r for r in ready if r["quota"] is None]
+    assert free and all(r["vs_stock"] <= 1.0 + 1e-9 for r in free), [
+        (r["cores"], r["n"], round(r["vs_stock"], 3)) for r in free if r["vs_stock"] > 1.0]
     assert all(r["first_ready"] <= 1.1 * r["lone_boot"] for r in ready)
+
+
+def test_no_background_boots_under_a_quota_below_the_cores():
+    """A SCHED_IDLE boot on a free core spends the quota the first response needs."""
+    assert sim.SimConfig("ready", 3, 2, quota=1.0, background=1).effective_background == 0
+    assert sim.SimConfig("ready", 3, 2, quota=2.0, background=1).effective_background == 1
+    assert priority.unavailable(1.0, 2) and "quota" in priority.unavailable(1.0, 2)
+    assert "quota" not in (priority.unavailable(2.0, 2) or "")
 
 
 def test_sixteen_on_two_cores_beats_stocks_contention_in_the_background():
