@@ -294,6 +294,7 @@ class _Booting:
     stale: bool = False
     killing: bool = False
     background: bool = False
+    waited: bool = False  # it booted in the background for a while: its time is no boot's measure
     measured_from: float = 0.0  # its boot time counts from here: the fork, or its promotion
 
     def __post_init__(self) -> None:
@@ -359,7 +360,7 @@ class SlowStartPolicy:
             raise ValueError(f"unknown kind {kind!r}")
         proc = _Booting(kind, now)
         if kind == HTTP and self._background_on() and self._foreground(HTTP) >= self._foreground_places():
-            proc.background = True
+            proc.background = proc.waited = True
         self.booting[key] = proc
         self.spawned_at = now
 
@@ -372,7 +373,13 @@ class SlowStartPolicy:
         duration = now - proc.measured_from  # a background boot is timed from its promotion
         if self._grows_on(duration) and not proc.stale:
             self.window = min(self.config.max_batch, self.window + 1)
-        self._measure(duration)
+        if not proc.waited:
+            self._measure(duration)
+        elif self.ramp.probe_boot is None:
+            # The first response came from a boot that waited at idle priority: the ramp's
+            # reference must be a whole boot, and its time since promotion is only part of one
+            # (every whole boot after it would look slow).  Its time since the fork bounds one.
+            self.ramp.probe_boot = now - proc.forked_at
 
     def exited(self, key: Hashable, now: float, expected: bool = False, failed: bool | None = None) -> None:
         """A process is gone.  Dying while booting, unasked, is a boot failure.

@@ -75,6 +75,26 @@ def test_background_boots_are_timed_from_their_promotion():
     assert p.decide(10.9, 12).stale == ()
 
 
+def test_a_boot_that_waited_in_the_background_is_no_measure_of_a_boot():
+    """The first response's boot crashes late; the oldest background boot, half booted at idle
+    priority, is promoted and is the ramp's first ready.  Its time since promotion is half a
+    boot: as the ramp's reference it made every whole boot after it look slow, and the ramp
+    lost its tail merge and idle growth (``slowed``) though nothing contended."""
+    p = policy()
+    spawn(p, p.decide(0.0, 8), 0.0, 0)
+    p.exited(0, 0.9)  # not expected: a boot failure
+    assert p.decide(0.9, 6).promote == (1,)
+    p.ready(1, 1.45)  # 0.55 s after its promotion, 1.45 s after its fork
+    assert p.ramp.probe_boot == pytest.approx(1.45)  # the first response is out; a whole boot bounds it
+    d = p.decide(1.45, 6)
+    assert d.promote == (2,)
+    spawn(p, d, 1.45, 10)
+    p.ready(2, 1.9)
+    p.ready(10, 2.45)  # a whole, uncontended 1.0 s boot
+    assert not p.ramp.slowed
+    assert p.ramp.boot_times == [pytest.approx(1.0)]  # only whole boots are samples
+
+
 def test_long_workers_and_other_modes_never_boot_in_the_background():
     p = policy()
     d = p.decide(0.0, 0, 3)
