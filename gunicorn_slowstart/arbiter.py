@@ -354,8 +354,8 @@ class SlowStartArbiter(Arbiter):
         self._boots.add(ProcKey(HTTP, pid), now, baseline, time.time())
         self._tracked[pid] = now
         self.policy.spawned(ProcKey(HTTP, pid), now, HTTP)
-        if self.policy.is_background(ProcKey(HTTP, pid)):
-            self._priorities.lower(pid)
+        if self.policy.is_background(ProcKey(HTTP, pid)) and not self._priorities.lower(pid):
+            self.policy.raised(ProcKey(HTTP, pid), now)  # it boots at normal priority after all
         self.status.spawned(ProcKey(HTTP, pid), now, pid)
         self.rollout.spawned(pid)
         return pid
@@ -447,6 +447,7 @@ class SlowStartArbiter(Arbiter):
         self.log.error("slow start: %s; stopping it (a new one boots at normal priority) and "
                        "booting no more workers in the background", self._priorities.broken)
         self.policy.reconfigure(dataclasses.replace(self.policy.config, background=0))
+        self.status.meta["background"] = 0
         self._priorities.forget(pid)
         self._terminate(pid, time.monotonic(), expected=True)
 
@@ -566,7 +567,8 @@ class SlowStartArbiter(Arbiter):
     def _on_ready(self, pid: int, now: float) -> None:
         boot = self._boots.pop(ProcKey(HTTP, pid))
         if not self._priorities.ready(pid):
-            self._priority_failed(pid)
+            self._priority_failed(pid)  # stopped before it serves: its exit is expected, not a ready
+            return
         self.policy.ready(ProcKey(HTTP, pid), now)
         self.status.ready(ProcKey(HTTP, pid), now, now - boot.forked_at)
         self.rollout.ready(pid)

@@ -324,6 +324,7 @@ class SlowStartPolicy:
         self.idle_now: float | None = None  # the last sample, whatever its interval saw
         self.sampled_at = -NEVER
         self.spawned_at = -NEVER
+        self.to_promote: list[_Booting] = []  # raised outside a decision (restart, raised()): listed next
         self.restart(now)
 
     # -- events ---------------------------------------------------------------
@@ -335,6 +336,12 @@ class SlowStartPolicy:
         self.timer_batch = self.window
         self.next_batch_at = now
         self.ramp = _Ramp()
+        self.ramp_started = now
+        for proc in self.booting.values():  # the last ramp's background boots: raised by the next decide
+            if proc.background:
+                proc.background = False
+                proc.measured_from = now
+                self.to_promote.append(proc)
 
     def first_step(self) -> int:
         """How many processes a ramp begun now would fork in its first step."""
@@ -453,6 +460,13 @@ class SlowStartPolicy:
         proc = self.booting.get(key)
         return proc is not None and proc.stale
 
+    def raised(self, key: Hashable, now: float) -> None:
+        """The caller could not lower ``key`` (it boots at normal priority after all)."""
+        proc = self.booting.get(key)
+        if proc is not None and proc.background:
+            proc.background = False
+            proc.measured_from = now
+
     def is_background(self, key: Hashable) -> bool:
         """Boots at background priority (until a decision lists it in ``promote``)."""
         proc = self.booting.get(key)
@@ -495,7 +509,8 @@ class SlowStartPolicy:
         exhausted = tuple(kind for kind in KINDS if self.backoff[kind].exhausted
                           and not (kind == HTTP and self.ready_count(HTTP)))  # a serving server retries
         if self.config.mode == "off":  # stock gunicorn never gives up on HTTP workers
-            return Decision(wanted, wanted_long, None, kill, stale, tuple(k for k in exhausted if k != HTTP))
+            return Decision(wanted, wanted_long, None, kill, stale, tuple(k for k in exhausted if k != HTTP),
+                            self._promote(now, 0, everyone=True))
         if HTTP in exhausted or self.held:
             return Decision(0, 0, self._wake_at(now, 0, 0), kill, stale, exhausted, self._promote(now, 0))
         self._grow_by_idle()
@@ -555,17 +570,23 @@ class SlowStartPolicy:
         return self.window + self._extra() if self.ramp.probe_boot is not None else 1
 
     def _foreground(self, kind: str) -> int:
-        return sum(1 for p in self.booting.values() if p.kind == kind and not p.stale and not p.background)
+        """Boots of ``kind`` in the foreground; before the first response only this ramp's
+        count (a reload's first worker does not wait behind the last ramp's boots)."""
+        since = self.ramp_started if self.ramp.probe_boot is None else -NEVER
+        return sum(1 for p in self.booting.values()
+                   if p.kind == kind and not p.stale and not p.background and p.forked_at >= since)
 
-    def _promote(self, now: float, left: int) -> tuple:
+    def _promote(self, now: float, left: int, everyone: bool = False) -> tuple:
         """Background boots to raise now: the oldest, into the foreground places that are free;
         all of them once the first response is out and nothing is left to fork (the last
-        boots share the CPUs and finish together)."""
+        boots share the CPUs and finish together), or when the caller no longer paces."""
+        raised = [key for key, p in self.booting.items() if any(p is q for q in self.to_promote)]
+        self.to_promote.clear()
         waiting = sorted((p.forked_at, i, key) for i, (key, p) in enumerate(self.booting.items())
                          if p.background)
         if not waiting:
-            return ()
-        if self.ramp.probe_boot is not None and left <= 0:
+            return tuple(raised)
+        if everyone or (self.ramp.probe_boot is not None and left <= 0):
             places = len(waiting)
         else:
             places = max(0, self._foreground_places() - self._foreground(HTTP))
@@ -574,7 +595,7 @@ class SlowStartPolicy:
             proc = self.booting[key]
             proc.background = False
             proc.measured_from = now
-        return promoted
+        return (*raised, *promoted)
 
     def _grows_on(self, duration: float) -> bool:
         """A boot far slower than this ramp's median is a sign of contention."""

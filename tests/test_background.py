@@ -250,3 +250,53 @@ def test_a_real_ramp_boots_in_the_background_and_serves_at_normal_priority(serve
     helpers = [child.pid for pid in final for child in psutil.Process(pid).children()]
     assert len(helpers) == 3 and all(priority.policy_of(pid) == os.SCHED_OTHER for pid in helpers)
     assert get(srv.port)[0] == 200
+
+
+def test_a_reload_raises_the_last_ramps_background_boots_and_its_first_worker_boots_in_front():
+    p = policy(max_batch=4)
+    spawn(p, p.decide(0.0, 3), 0.0, 0)  # 0 in front, 1 and 2 in the background
+    p.cpu_idle(4.0, 0.4)
+    p.restart(0.5)  # SIGHUP during the ramp; 4 CPUs idle by now
+    d = p.decide(0.5, 2)
+    assert set(d.promote) == {1, 2}  # the old generation is no longer held back
+    new = spawn(p, d, 0.5, 10)
+    assert new == [10, 11]
+    assert not p.is_background(10) and p.is_background(11)  # the new first response boots in front
+
+
+def test_a_worker_that_could_not_be_lowered_counts_as_raised():
+    p = policy(ready_timeout=5.0)
+    spawn(p, p.decide(0.0, 3), 0.0, 0)
+    p.raised(1, 0.1)
+    assert not p.is_background(1)
+    assert p.decide(5.2, 0).stale == (0, 1)  # its clock runs from the moment it was known to run
+
+
+def test_off_mode_raises_every_background_boot():
+    p = policy()
+    spawn(p, p.decide(0.0, 3), 0.0, 0)
+    p.reconfigure(PolicyConfig(mode="off", max_batch=2, background=1))
+    assert set(p.decide(0.1, 0).promote) == {1, 2}
+
+
+def test_tree_finds_a_workers_children_and_falls_back_to_psutil(monkeypatch):
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    try:
+        found = priority.tree(os.getpid())
+        assert found[0] == os.getpid() and child.pid in found
+        real_open = open
+
+        def no_children_file(path, *args, **kwargs):  # a kernel without CONFIG_PROC_CHILDREN
+            if str(path).endswith("/children"):
+                raise FileNotFoundError(path)
+            return real_open(path, *args, **kwargs)
+
+        monkeypatch.setattr("builtins.open", no_children_file)
+        found = priority.tree(os.getpid())
+        assert found[0] == os.getpid() and child.pid in found
+    finally:
+        child.stdin.close()
+        child.wait(10)
