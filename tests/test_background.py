@@ -300,3 +300,46 @@ def test_tree_finds_a_workers_children_and_falls_back_to_psutil(monkeypatch):
     finally:
         child.stdin.close()
         child.wait(10)
+
+
+class _Refusing(priority.Priorities):
+    """A kernel (or a security policy) that refuses to raise: what the master must survive."""
+
+    def raise_(self, pid: int) -> bool:
+        if pid not in self.lowered:
+            return True
+        self.broken = f"cannot raise worker {pid}'s priority: Operation not permitted"
+        return False
+
+
+def _arbiter_with(prios):
+    from unittest import mock
+
+    from gunicorn_slowstart.arbiter import SlowStartArbiter
+    from gunicorn_slowstart.boots import Boots
+    from gunicorn_slowstart.keys import ProcKey
+
+    arbiter = SlowStartArbiter.__new__(SlowStartArbiter)
+    arbiter.log, arbiter.status, arbiter.rollout = mock.Mock(), mock.Mock(), mock.Mock()
+    arbiter.status.meta = {"background": 1}
+    arbiter._terminate = mock.Mock()
+    arbiter._priorities, arbiter._boots, arbiter._ramp = prios, Boots(), None
+    arbiter.policy = policy()
+    for pid in (100, 101):
+        arbiter.policy.spawned(ProcKey(HTTP, pid), 0.0)
+        arbiter._boots.add(ProcKey(HTTP, pid), 0.0)
+    prios.lowered.add(101)
+    return arbiter, ProcKey
+
+
+def test_a_worker_that_cannot_be_raised_is_stopped_not_served_and_background_boots_end():
+    arbiter, key = _arbiter_with(_Refusing())
+    arbiter._on_ready(101, 1.0)
+    assert "cannot raise worker 101" in arbiter.log.error.call_args[0][1]
+    arbiter._terminate.assert_called_once()
+    assert arbiter._terminate.call_args[0][0] == 101 and arbiter._terminate.call_args[1]["expected"]
+    arbiter.status.ready.assert_not_called()  # it never counts as ready: it is stopped before it serves
+    arbiter.rollout.ready.assert_not_called()
+    assert arbiter.policy.config.background == 0 and arbiter.status.meta["background"] == 0
+    arbiter._promote((key(HTTP, 100),))  # a promotion that fails stops that worker too
+    assert arbiter._terminate.call_count == 1  # 100 was never lowered: nothing to raise
