@@ -25,8 +25,9 @@ most ``window`` processes boot at once (``in_flight``).  The window starts at
 ``initial``: by default (``AUTO``) as many processes as CPUs stood idle when
 the ramp began (``cpu_idle`` samples before it; at least 1, at most
 ``max_batch``), so on an idle machine the first step already fills the CPUs
-and a broken application costs that first step, never N; ``initial=1`` is a
-single probe.  It grows by one for each process that becomes ready, so it
+and a broken application costs that first step (with background boots, one
+more and a merged short tail), never N beyond it; ``initial=1`` is a single
+probe.  It grows by one for each process that becomes ready, so it
 doubles every round trip as TCP slow start does, never beyond
 ``max_batch``.  It is pipelined: each ready process frees its place at once,
 so one slow process does not hold back the others.  With ``growth="idle"`` the window may also jump, after the probe, to

@@ -270,8 +270,9 @@ SPECS: dict[str, Spec] = {
                         "for the back-off (0: off).", "SECONDS"),
     "background_boots": Spec(choice("auto", "off"), "auto",
                              "Boot one worker beyond the CPU window at idle CPU priority (SCHED_IDLE), raised "
-                             "when its turn comes; 'auto': where the master may raise it (CAP_SYS_NICE) and "
-                             "initial and max_batch are auto; 'off': never.", "AUTO|OFF"),
+                             "when its turn comes; 'auto': in ready mode, where the master may raise it "
+                             "(CAP_SYS_NICE or RLIMIT_NICE >= 20), initial and max_batch are auto and no CPU "
+                             "quota is below the cores; 'off': never.", "AUTO|OFF"),
 }
 
 
