@@ -354,9 +354,12 @@ class SlowStartArbiter(Arbiter):
         self._boots.add(ProcKey(HTTP, pid), now, baseline, time.time())
         self._tracked[pid] = now
         self.policy.spawned(ProcKey(HTTP, pid), now, HTTP)
-        if self.policy.is_background(ProcKey(HTTP, pid)) and not self._priorities.lower(pid):
-            self.policy.raised(ProcKey(HTTP, pid), now)  # it boots at normal priority after all
         self.status.spawned(ProcKey(HTTP, pid), now, pid)
+        if self.policy.is_background(ProcKey(HTTP, pid)):
+            if self._priorities.lower(pid):
+                self.status.background(ProcKey(HTTP, pid), now)
+            else:
+                self.policy.raised(ProcKey(HTTP, pid), now)  # it boots at normal priority after all
         self.rollout.spawned(pid)
         return pid
 
@@ -440,6 +443,8 @@ class SlowStartArbiter(Arbiter):
         for key in keys:
             if not self._priorities.raise_(key.id):
                 self._priority_failed(key.id)
+            else:
+                self.status.background(key, time.monotonic(), raised=True)
 
     def _priority_failed(self, pid: int) -> None:
         """A worker we cannot raise would serve at idle priority: replace it, boot no more

@@ -35,6 +35,8 @@ from .timeline_cli import PLOT_HINT, MissingMatplotlib, headline
 #     (filled), so that no line runs over the bars or the labels.
 
 HTTP_COLORS = ("#a6cbe3", "#1f5f99")    # booting, serving
+BACKGROUND_COLOR = "#e3eef7"             # booting in the background (idle CPU priority), hatched
+BACKGROUND_LABEL = "http worker booting in the background (idle priority)"
 LONG_COLORS = ("#fdd0a2", "#d95f0e")
 WINDOW_COLOR = "#333333"
 FIRST_COLOR = "#2ca02c"
@@ -205,24 +207,43 @@ def _draw_header(ax: Any, marks: list, places: list, rows: int, edge: float, tit
                     bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": color, "lw": 0.6})
 
 
-def _bars(processes: list[dict], kind: str, end: float) -> tuple[list, list]:
-    """(y, left, width) rows of the booting and the serving bars of one kind."""
-    booting, serving = [], []
+def _background_end(p: dict, end: float) -> float | None:
+    """When a background boot left the background (raised, ready or gone); None if it never was one."""
+    if not p.get("background"):
+        return None
+    for t in (p.get("raised"), p["ready"], p["exit"]):
+        if t is not None:
+            return t
+    return end
+
+
+def _bars(processes: list[dict], kind: str, end: float) -> tuple[list, list, list]:
+    """(y, left, width) rows of the background, booting and serving bars of one kind."""
+    waiting, booting, serving = [], [], []
     for y, p in enumerate(processes):
         if p["kind"] != kind:
             continue
         boot_end = p["ready"] if p["ready"] is not None else (p["exit"] if p["exit"] is not None else end)
-        booting.append((y, p["fork"], max(boot_end - p["fork"], 0.0)))
+        start = p["fork"]
+        raised = _background_end(p, end)
+        if raised is not None:
+            waiting.append((y, start, max(raised - start, 0.0)))
+            start = min(raised, boot_end)
+        booting.append((y, start, max(boot_end - start, 0.0)))
         if p["ready"] is not None:
             stop = p["exit"] if p["exit"] is not None else end
             serving.append((y, p["ready"], max(stop - p["ready"], 0.0)))
-    return booting, serving
+    return waiting, booting, serving
 
 
 def _draw_bars(ax: Any, processes: list[dict], marks: list, edge: float) -> None:
     ax.set_xlim(0, edge)
     for kind, (light, dark) in (("http", HTTP_COLORS), ("long", LONG_COLORS)):
-        booting, serving = _bars(processes, kind, edge)
+        waiting, booting, serving = _bars(processes, kind, edge)
+        if waiting:
+            ys, lefts, widths = zip(*waiting, strict=True)
+            ax.barh(ys, widths, left=lefts, height=0.72, color=BACKGROUND_COLOR, edgecolor=light, hatch="////",
+                    linewidth=0, label=BACKGROUND_LABEL)
         for rows, color, phase in ((booting, light, "booting"), (serving, dark, "serving")):
             if rows:
                 ys, lefts, widths = zip(*rows, strict=True)
@@ -249,6 +270,25 @@ def _draw_bars(ax: Any, processes: list[dict], marks: list, edge: float) -> None
     ax.set_axisbelow(True)
 
 
+def _draw_background_share(ax: Any, processes: list[dict], steps: list, edge: float) -> None:
+    """The top of the "booting now" fill, hatched: how many of them boot in the background
+    (from the processes' records, at every step and every fork or raise)."""
+    spans = [(p["fork"], _background_end(p, edge)) for p in processes if p.get("background")]
+    if not spans:
+        return
+    times = sorted({s[0] for s in steps} | {t for span in spans for t in span if 0 <= t <= edge})
+    xs, tops, bottoms = [], [], []
+    for t in times:
+        at = [s for s in steps if s[0] <= t]
+        top = at[-1][3] if at else 0
+        waiting = sum(1 for lo, hi in spans if lo <= t < hi)
+        xs.append(t)
+        tops.append(top)
+        bottoms.append(max(0, top - waiting))
+    ax.fill_between([*xs, edge], [*bottoms, bottoms[-1]], [*tops, tops[-1]], step="post", color=BACKGROUND_COLOR,
+                    hatch="////", edgecolor=BOOTING_COLOR, linewidth=0, label="of them in the background")
+
+
 def _draw_strip(ax: Any, data: dict, marks: list, edge: float, xlabel: bool) -> None:
     """The window (line) and the number booting (filled) over time, under the bars."""
     from matplotlib.ticker import MaxNLocator
@@ -260,6 +300,7 @@ def _draw_strip(ax: Any, data: dict, marks: list, edge: float, xlabel: bool) -> 
         windows = [s[1] for s in steps] + [steps[-1][1]]
         booting = [s[3] for s in steps] + [steps[-1][3]]
         ax.fill_between(xs, booting, step="post", color=BOOTING_COLOR, linewidth=0, label="booting now (http)")
+        _draw_background_share(ax, data["processes"], steps, edge)
         ax.step(xs, windows, where="post", color=WINDOW_COLOR, linewidth=1.6, label=WINDOW_LABELS.get(
             _mode(data), WINDOW_LABELS["ready"]))
         ax.set_ylim(0, max(windows + booting + [1]) * 1.25)
@@ -320,8 +361,9 @@ def _panels(fig: Any, panels: list[tuple[dict, str]], edge: float, top: float) -
 
 WINDOW_LABELS = {"ready": "window (max booting)", "timer": "batch (forks per delay)",
                  "off": "window (off: all at once)"}
-LEGEND_ORDER = ("http worker booting", "http worker serving", "long worker booting", "long worker serving",
-                "died before ready", "booting now (http)", *dict.fromkeys(WINDOW_LABELS.values()))
+LEGEND_ORDER = (BACKGROUND_LABEL, "http worker booting", "http worker serving", "long worker booting",
+                "long worker serving", "died before ready", "booting now (http)", "of them in the background",
+                *dict.fromkeys(WINDOW_LABELS.values()))
 LEGEND_COLUMNS = 5      # more entries than this: two rows
 
 
@@ -334,6 +376,8 @@ def _legend_rows(plans: list) -> int:
     for data, *_ in plans:
         for p in data["processes"]:
             entries.add(p["kind"] + " booting")
+            if p.get("background"):
+                entries.update((BACKGROUND_LABEL, "of them in the background"))
             if p["ready"] is not None:
                 entries.add(p["kind"] + " serving")
             elif p["exit"] is not None:

@@ -48,6 +48,14 @@ class StatusReporter:
         self.dirty = True
         self.timeline.spawned(key, now, pid)
 
+    def background(self, key: ProcKey, now: float, raised: bool = False) -> None:
+        """``key`` was lowered to boot in the background (``raised=False``), or raised from it."""
+        self.dirty = True
+        if raised:
+            self.timeline.raised(key, now)
+        else:
+            self.timeline.background(key)
+
     def ready(self, key: ProcKey, now: float, boot_seconds: float | None = None) -> None:
         """``key`` is ready; ``boot_seconds`` (fork to ready, from the arbiter's record of
         booting processes) goes to the boot-time histogram."""

@@ -47,7 +47,10 @@ All times are seconds relative to ``t0`` (the master's start), rounded to
                 "first_ready": 1.2, "all_ready": 9.8}, ...],
      "summary": {...}}
 
-``kind`` is ``"http"`` or ``"long"``.  ``reason`` is ``"start"``,
+``kind`` is ``"http"`` or ``"long"``.  A process that booted in the
+background (idle CPU priority, ``priority.py``) also has ``"background":
+true`` and ``"raised"``: when it was raised to normal priority (null if it
+became ready or died first).  ``reason`` is ``"start"``,
 ``"reload"``, ``"respawn"``, ``"scale"`` or ``"recycle"`` (max_worker_age /
 max_worker_memory).  An optional ``"events"`` list holds ``[t, what, text]``
 rows, e.g. ``[3.2, "memory held", "3 of 8 workers fit in 320 MiB (~68 MiB each)"]``
@@ -148,6 +151,18 @@ class Timeline:
         proc = self._live.get(key)
         if proc is not None:
             proc["pid"] = pid
+
+    def background(self, key: ProcKey) -> None:
+        """``key`` boots in the background (idle CPU priority) until ``raised``."""
+        proc = self._live.get(key)
+        if proc is not None:
+            proc.update(background=True, raised=None)
+
+    def raised(self, key: ProcKey, t: float) -> None:
+        """A background boot was raised to normal priority at ``t``."""
+        proc = self._live.get(key)
+        if proc is not None and proc.get("background") and proc["raised"] is None:
+            proc["raised"] = self._rel(t)
 
     def ready(self, key: ProcKey, t: float) -> None:
         proc = self._live.get(key)
