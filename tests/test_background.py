@@ -178,33 +178,16 @@ def test_idle_priority_is_what_the_kernel_gives():
 # -- a real master ------------------------------------------------------------------------------
 
 THREADED_APP = '''
-import os
 import subprocess
 import sys
 import threading
-
-from examples.cpu import burn_cpu
 
 _stop = threading.Event()
 threading.Thread(target=_stop.wait, name="pool-thread", daemon=True).start()  # started at import
 # a helper process started at import; it exits when the worker does (its stdin closes)
 _helper = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
-burn_cpu(float(os.environ.get("EXAMPLE_BOOT_CPU", "0.3")))
 
-
-async def app(scope, receive, send):
-    if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
-    body = b"ok"
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-length", b"2")]})
-    await send({"type": "http.response.body", "body": body})
+from examples.app import app  # noqa: E402  (burns EXAMPLE_BOOT_CPU at import)
 '''
 
 
