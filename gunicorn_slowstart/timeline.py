@@ -356,7 +356,8 @@ def summarize(data: dict, index: int = 0) -> dict:
     which the target counts; ``long`` counts the long workers forked during the
     ramp (null if none).  ``peak_booting`` and ``boot`` (min/median/max of
     ready - fork) cover both kinds, ``failed`` lists those that exited before
-    they were ready.
+    they were ready.  ``background`` (null if none) counts the HTTP workers that
+    booted in the background and the median of their waits (fork to raised).
     """
     ramp, members = _ramp(data, index)
     http, long = _http(members), [p for p in members if p["kind"] == "long"]
@@ -368,7 +369,16 @@ def summarize(data: dict, index: int = 0) -> dict:
             "all_ready": _since(ramp["start"], _all_ready_at(ramp["start"], ramp["target"], readies)),
             "long": {"spawned": len(long), "ready": len(_ready_times(long))} if long else None,
             "peak_booting": peak_booting(members), "boot": _boot_stats(members),
-            "failures": len(failed), "failed": failed, "abandoned": ramp.get("failed")}
+            "failures": len(failed), "failed": failed, "abandoned": ramp.get("failed"),
+            "background": _background_stats(http)}
+
+
+def _background_stats(http: list[dict]) -> dict | None:
+    waits = [p["raised"] - p["fork"] for p in http if p.get("background") and p.get("raised") is not None]
+    count = sum(1 for p in http if p.get("background"))
+    if not count:
+        return None
+    return {"count": count, "median_wait": round(statistics.median(waits), 3) if waits else None}
 
 
 def summaries(data: dict) -> list[dict]:

@@ -182,12 +182,19 @@ def _spawned_text(s: dict) -> str:
     return f"{s['spawned']} http, {s['long']['spawned']} long ({s['long']['ready']} ready)"
 
 
+def _background_text(b: dict) -> str:
+    wait = "" if b["median_wait"] is None else f", median wait {b['median_wait']:.2f} s before raised"
+    return f"{b['count']} booted at idle priority first{wait} (boot time counts the wait)"
+
+
 def format_summary(data: dict, name: str = "timeline") -> str:
     """Every ramp's summary as aligned text, for people."""
     lines = [f"{name}: {_meta_text(data.get('meta', {}))}"]
     for index, s in enumerate(summaries(data)):
         rows = [("spawned", _spawned_text(s)), ("peak booting", str(s["peak_booting"])),
                 ("boot time", _boot_text(s["boot"])), ("failures", _failure_text(s))]
+        if s.get("background"):
+            rows.insert(2, ("background", _background_text(s["background"])))
         lines.append(f"{_ramp_heading(s, index)}: {headline(s)}")
         lines += [f"  {label:<13} {value}" for label, value in rows]
     lines += _event_lines(data.get("events"))

@@ -73,6 +73,7 @@ EXPECTED_SUMMARY = {
     "failures": 1,
     "failed": [{"pid": 103, "kind": "http", "after": 0.4, "exit_code": 3, "exit_signal": None}],
     "abandoned": None,
+    "background": None,
 }
 
 
@@ -405,3 +406,19 @@ def test_cli_render_unwritable_output(agg: None, written: Path, tmp_path: Path,
     assert tl.main(["render", str(written), "-o", str(tmp_path / "no" / "such" / "dir.png")]) == 1
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and err[0].startswith("gunicorn-slowstart: cannot write ")
+
+
+def test_a_background_boot_is_recorded_and_summarised():
+    t = tl.Timeline(T0, 1.0e9, {"mode": "ready"})
+    t.ramp_started(T0, 2, "start")
+    t.spawned(http(1), T0, 1)
+    t.spawned(http(2), T0, 2)
+    t.background(http(2))
+    t.ready(http(1), T0 + 1.0)
+    t.raised(http(2), T0 + 1.0)
+    t.ready(http(2), T0 + 1.5)
+    data = t.to_dict()
+    by_pid = {p["pid"]: p for p in data["processes"]}
+    assert "background" not in by_pid[1] and by_pid[2]["background"] is True and by_pid[2]["raised"] == 1.0
+    assert tl.summarize(data)["background"] == {"count": 1, "median_wait": 1.0}
+    assert "1 booted at idle priority first, median wait 1.00 s" in tl.format_summary(data)
