@@ -9,6 +9,7 @@ CPU, each takes longer to boot, exactly as a heavy application does.
 
 import os
 
+from examples.asgi import lifespan, reply
 from examples.cpu import burn_cpu
 
 BOOT_CPU = float(os.environ.get("EXAMPLE_BOOT_CPU", "0.5"))
@@ -17,16 +18,7 @@ burn_cpu(BOOT_CPU)
 
 async def app(scope, receive, send):
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        return await lifespan(receive, send)
     if scope["type"] != "http":
         return
-    body = f"hello from worker {os.getpid()}\n".encode()
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
+    await reply(send, f"hello from worker {os.getpid()}\n".encode())

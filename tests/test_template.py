@@ -24,6 +24,7 @@ APP_SOURCE = '''
 import os
 import sys
 
+from examples.asgi import lifespan, reply
 from examples.cpu import burn_cpu
 
 VERSION = {version!r}
@@ -38,17 +39,8 @@ def _body():
 
 async def app(scope, receive, send):
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({{"type": "lifespan.startup.complete"}})
-            elif message["type"] == "lifespan.shutdown":
-                await send({{"type": "lifespan.shutdown.complete"}})
-                return
-    body = _body()
-    await send({{"type": "http.response.start", "status": 200,
-                "headers": [(b"content-length", str(len(body)).encode())]}})
-    await send({{"type": "http.response.body", "body": body}})
+        return await lifespan(receive, send)
+    await reply(send, _body())
 
 
 def wsgi(environ, start_response):

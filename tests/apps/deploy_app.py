@@ -16,6 +16,7 @@ import os
 import time
 
 from examples.app import BOOT_CPU  # noqa: F401  (importing it burns the boot CPU)
+from examples.asgi import lifespan, reply
 
 DEPLOY_DIR = os.environ["DEPLOY_DIR"]
 
@@ -40,22 +41,11 @@ if FAULT == "hang":
 
 async def app(scope, receive, send):
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                if _read("fault", "ok") == "lifespan":
-                    await send({"type": "lifespan.startup.failed", "message": "database unreachable"})
-                    return
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        return await lifespan(receive, send, lambda: "database unreachable" if _read("fault", "ok") == "lifespan"
+                              else None)
     if scope["type"] != "http":
         return
-    body = f"version {VERSION} from worker {os.getpid()}\n".encode()
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
+    await reply(send, f"version {VERSION} from worker {os.getpid()}\n".encode())
 
 
 if FAULT == "noapp":

@@ -9,6 +9,8 @@ import (a broken environment).
 
 import os
 
+from examples.asgi import lifespan, reply
+
 if os.path.exists(os.environ.get("MEMAPP_CRASH_IF", "/nonexistent")):
     os._exit(1)  # a broken environment: new workers die at import
 
@@ -20,13 +22,7 @@ for i in range(0, len(held[0]), PAGE):  # touch every page: resident, charged to
 
 async def app(scope, receive, send):
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        return await lifespan(receive, send)
     if scope["type"] != "http":
         return
     if scope["path"] == "/grow":
@@ -35,7 +31,4 @@ async def app(scope, receive, send):
         for i in range(0, len(block), PAGE):
             block[i] = 1
         held.append(block)
-    body = f"{os.getpid()}\n".encode()
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
+    await reply(send, f"{os.getpid()}\n".encode())
