@@ -92,7 +92,7 @@ from ._compat import Arbiter, HaltServer
 from .admission import Admission, PidsView, Room, admit, hold_message
 from .boots import Boot, Boots
 from .cgroup import pids_limit
-from .cpus import IdleCpuSampler, cpu_report, usable_cpus
+from .cpus import IdleCpuSampler, cpu_report
 from .escalation import Escalation
 from .keys import ProcKey
 from .memory import available_memory_mb, memory_view, process_cost
@@ -246,7 +246,8 @@ class SlowStartArbiter(Arbiter):
         """Usable CPUs, and the first idle-CPU sample (for ``initial = auto`` and idle
         growth).  Taken before gunicorn's own set-up, which becomes the interval the
         first fork's sample measures: no wait the user can see."""
-        self.cpus = usable_cpus() if resolved.cpus == "auto" else resolved.cpus
+        self._cpu_report = cpu_report()  # also what _background asks of the cgroup quota
+        self.cpus = self._cpu_report.usable if resolved.cpus == "auto" else resolved.cpus
         sampled = resolved.growth == "idle" or resolved.initial == "auto"
         self._idle = IdleCpuSampler(usable=self.cpus, exclude_self=True) if sampled else None
         self._idle_sampled_at = -IDLE_SAMPLE
@@ -287,7 +288,7 @@ class SlowStartArbiter(Arbiter):
         if (resolved.background_boots == "off" or resolved.mode != "ready" or resolved.max_batch != "auto"
                 or resolved.initial != "auto"):  # initial = 1 is a single probe, max_batch = N a limit
             return 0
-        report = cpu_report()
+        report = self._cpu_report
         cores = min(report.host, report.affinity or report.host)
         why = self._priorities.broken or priority_unavailable(report.cgroup_quota, cores)
         if why and why != self._background_said:

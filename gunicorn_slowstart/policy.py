@@ -301,6 +301,11 @@ class _Booting:
     def __post_init__(self) -> None:
         self.measured_from = self.forked_at
 
+    def raise_(self, now: float) -> None:
+        """Out of the background: at normal priority from ``now``, timed from then."""
+        self.background = False
+        self.measured_from = now
+
 
 @dataclass
 class _Ramp:
@@ -325,7 +330,7 @@ class SlowStartPolicy:
         self.idle_now: float | None = None  # the last sample, whatever its interval saw
         self.sampled_at = -NEVER
         self.spawned_at = -NEVER
-        self.to_promote: list[_Booting] = []  # raised outside a decision (restart, raised()): listed next
+        self.to_promote: list[Hashable] = []  # raised by restart(): listed in the next decision
         self.restart(now)
 
     # -- events ---------------------------------------------------------------
@@ -338,11 +343,10 @@ class SlowStartPolicy:
         self.next_batch_at = now
         self.ramp = _Ramp()
         self.ramp_started = now
-        for proc in self.booting.values():  # the last ramp's background boots: raised by the next decide
+        for key, proc in self.booting.items():  # the last ramp's background boots: raised by the next decide
             if proc.background:
-                proc.background = False
-                proc.measured_from = now
-                self.to_promote.append(proc)
+                proc.raise_(now)
+                self.to_promote.append(key)
 
     def first_step(self) -> int:
         """How many processes a ramp begun now would fork in its first step."""
@@ -465,8 +469,7 @@ class SlowStartPolicy:
         """The caller could not lower ``key`` (it boots at normal priority after all)."""
         proc = self.booting.get(key)
         if proc is not None and proc.background:
-            proc.background = False
-            proc.measured_from = now
+            proc.raise_(now)
 
     def is_background(self, key: Hashable) -> bool:
         """Boots at background priority (until a decision lists it in ``promote``)."""
@@ -581,7 +584,7 @@ class SlowStartPolicy:
         """Background boots to raise now: the oldest, into the foreground places that are free;
         all of them once the first response is out and nothing is left to fork (the last
         boots share the CPUs and finish together), or when the caller no longer paces."""
-        raised = [key for key, p in self.booting.items() if any(p is q for q in self.to_promote)]
+        raised = [key for key in self.to_promote if key in self.booting]
         self.to_promote.clear()
         waiting = sorted((p.forked_at, i, key) for i, (key, p) in enumerate(self.booting.items())
                          if p.background)
@@ -593,9 +596,7 @@ class SlowStartPolicy:
             places = max(0, self._foreground_places() - self._foreground(HTTP))
         promoted = tuple(key for _, _, key in waiting[:places])
         for key in promoted:
-            proc = self.booting[key]
-            proc.background = False
-            proc.measured_from = now
+            self.booting[key].raise_(now)
         return (*raised, *promoted)
 
     def _grows_on(self, duration: float) -> bool:
