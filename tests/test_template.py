@@ -8,6 +8,7 @@ file, which says how many times (and in which process) the app was imported.
 
 from __future__ import annotations
 
+import http.client
 import signal
 import sys
 import threading
@@ -15,7 +16,7 @@ import time
 
 import psutil
 import pytest
-from support import APPS, GUNICORN_MAJOR, ROOT, try_get, wait_for
+from support import APPS, GUNICORN_MAJOR, ROOT, get, try_get, wait_for
 
 from gunicorn_slowstart import settings as settings_mod
 from gunicorn_slowstart.template import TemplateUnavailable, check_config, fork_hazards
@@ -137,13 +138,27 @@ class Hammer:
     def __init__(self, port: int, limit: float = 90.0) -> None:
         self.port, self.limit = port, limit
         self.results: list = []
+        self.retried: list = []
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
+        """A connection closed before any response is retried once, as browsers and urllib3
+        retry an idempotent request: uvicorn, told to stop, closes a connection it accepted but
+        had not read yet (README: Limits); ``retried`` counts those."""
         deadline = time.monotonic() + self.limit
         while not self.stop.is_set() and time.monotonic() < deadline:
-            self.results.append(try_get(self.port, timeout=5))
+            for attempt in range(2):
+                try:
+                    self.results.append(get(self.port, timeout=5))
+                except (http.client.RemoteDisconnected, ConnectionResetError) as exc:
+                    if attempt == 0:
+                        self.retried.append(repr(exc))
+                        continue
+                    self.results.append(None)
+                except (OSError, http.client.HTTPException):
+                    self.results.append(None)
+                break
             time.sleep(0.02)
 
     def __enter__(self) -> Hammer:
@@ -256,6 +271,7 @@ def test_template_serves_reloads_survives_and_refuses_broken_code(server, tmp_pa
         n = len(hammer.results)
         wait_for(lambda: len(hammer.results) >= n + 5, 30, "requests after the reload")
     assert hammer.results and all(r is not None and r[0] == 200 for r in hammer.results), hammer.results
+    assert len(hammer.retried) <= 2, hammer.retried  # uvicorn's stop race: rare
     assert all(r.startswith("version 2 ") for r in answers(srv))
     assert len(imports(tmp_path)) == 2
     wait_for(lambda: [t.pid for t in templates(srv)] == imports(tmp_path)[1:], 30, "the old template retired")
