@@ -55,9 +55,11 @@ Model and assumptions
   processes (boots, the forking master, neighbours) leave, and keeps what it
   has done when promoted.  ``0`` (the default) is a master that may not raise
   a worker's priority back (no ``CAP_SYS_NICE``); ``1`` is the product's
-  default where it may.  Under a quota below the cores the product turns them
-  off (a ``SCHED_IDLE`` task yields only on its own core, so on a free core it
-  spends the quota the foreground boot needs), and so does the model.
+  default where it may.  Under a quota below the cores the product confines
+  every booting worker to the quota's whole CPUs (a ``SCHED_IDLE`` task yields
+  only on its own core, so on a free core it would spend the quota the
+  foreground boot needs): the model's boots then share ``usable`` CPUs
+  (``floor(quota)``, at least 1; neighbours share them too, a simplification).
 * Contention: with ``overhead = c > 0`` every runnable process's rate is
   further divided by ``1 + c * max(0, runnable / cores - 1)``: the cost of
   caches, memory bandwidth and context switches when more processes share a
@@ -233,10 +235,11 @@ class SimConfig:
             raise ValueError("overhead and background must be >= 0")
 
     @property
-    def effective_background(self) -> int:
-        """The product turns background boots off under a quota below the cores
-        (``priority.unavailable``): an idle-priority boot would spend the quota on a free core."""
-        return 0 if self.quota is not None and self.quota < self.cores else self.background
+    def confined(self) -> bool:
+        """Background boots under a quota below the cores: the product confines every booting
+        worker to ``usable`` CPUs (``priority.confinement``), so that a ``SCHED_IDLE`` boot
+        yields to the foreground ones instead of spending the quota on a free core."""
+        return self.mode != "off" and self.background > 0 and self.quota is not None and self.quota < self.cores
 
     @property
     def policy_cap(self) -> int | None:
@@ -342,6 +345,8 @@ class _Sim:
         self.overhead = config.overhead
         self.n = config.n
         self.capacity = capacity_of(config.cores, config.quota)
+        if config.confined:  # the boots share the usable CPUs they are confined to
+            self.capacity = min(self.capacity, float(usable_cpus(config.cores, config.quota)))
         self.neighbours = config.neighbours
         self.detect_lag = config.detect_lag
         self.fork_cost = config.fork_cost
@@ -391,7 +396,7 @@ class _Sim:
             policy_config = PolicyConfig(mode=config.mode, max_batch=config.policy_cap, delay=TIMER_DELAY,
                                          growth=config.growth, initial=config.initial,
                                          tail_merge=config.tail_merge, extra=config.extra,
-                                         background=config.effective_background)
+                                         background=config.background)
             self.policy = (config.policy_factory or SlowStartPolicy)(policy_config, 0.0)
             self.next_sample = SAMPLE_EVERY
             self.policy.cpu_idle(self.capacity - min(self.capacity, self.neighbours), 0.0)  # the start sample

@@ -92,7 +92,7 @@ from ._compat import Arbiter, HaltServer
 from .admission import Admission, PidsView, Room, admit, hold_message
 from .boots import Boot, Boots
 from .cgroup import pids_limit
-from .cpus import IdleCpuSampler, cpu_report
+from .cpus import IdleCpuSampler, cpu_report, per_cpu_idle
 from .escalation import Escalation
 from .keys import ProcKey
 from .memory import available_memory_mb, memory_view, process_cost
@@ -101,6 +101,7 @@ from .pool.api import LongWorkerPool
 from .pool.link import READY, SPAWNED, PoolEvent, PoolLink
 from .pool.target import check_target
 from .priority import Priorities
+from .priority import confinement as priority_confinement
 from .priority import unavailable as priority_unavailable
 from .recycling import age_limit, due, next_recycle
 from .rollout import Rollout, to_retire
@@ -166,6 +167,8 @@ class SlowStartArbiter(Arbiter):
         self._admission = Admission()
         self._priorities = Priorities()
         self._background_said: str | None = None
+        self._confine_quota: float | None = None  # the quota booting workers are confined under
+        self._idle_per_cpu: dict[int, float] = {}
         self._room = Room(None)
         self._room_known: set[int] = set()  # workers alive when the room was measured
         self._room_for_spawns = False  # was the room measured while workers were wanted?
@@ -247,6 +250,9 @@ class SlowStartArbiter(Arbiter):
         growth).  Taken before gunicorn's own set-up, which becomes the interval the
         first fork's sample measures: no wait the user can see."""
         self._cpu_report = cpu_report()  # also what _background asks of the cgroup quota
+        self._idle_per_cpu = per_cpu_idle()  # which CPUs stand idlest, should boots be confined
+        if hasattr(os, "sched_getaffinity"):
+            self._priorities.home = set(os.sched_getaffinity(0))
         self.cpus = self._cpu_report.usable if resolved.cpus == "auto" else resolved.cpus
         sampled = resolved.growth == "idle" or resolved.initial == "auto"
         self._idle = IdleCpuSampler(usable=self.cpus, exclude_self=True) if sampled else None
@@ -294,7 +300,24 @@ class SlowStartArbiter(Arbiter):
         if why and why != self._background_said:
             self.log.info("slow start: no background boots: %s", why)
         self._background_said = why
+        self._confine_quota = report.cgroup_quota if not why else None
+        if why:
+            self._priorities.confine_to = None
         return 0 if why else 1
+
+    def _choose_confinement(self) -> None:
+        """Under a CPU quota below the cores, the CPUs this ramp's boots share
+        (``priority.confinement``): the idlest since the last choice (or the setup)."""
+        if self._confine_quota is None:
+            return
+        idle, before = per_cpu_idle(), self._idle_per_cpu
+        since = {cpu: idle[cpu] - before.get(cpu, idle[cpu]) for cpu in idle}
+        self._idle_per_cpu = idle
+        self._priorities.confine_to = priority_confinement(self._confine_quota, self._priorities.home, since)
+        if self._priorities.confine_to is not None:
+            self.log.info("slow start: booting workers share CPU %s (the cgroup's %g CPU quota), so that "
+                          "a background boot only takes what the others leave", ",".join(
+                              str(cpu) for cpu in self._priorities.confine_to), self._confine_quota)
 
     @property
     def mode(self) -> str:
@@ -356,13 +379,21 @@ class SlowStartArbiter(Arbiter):
         self._tracked[pid] = now
         self.policy.spawned(ProcKey(HTTP, pid), now, HTTP)
         self.status.spawned(ProcKey(HTTP, pid), now, pid)
-        if self.policy.is_background(ProcKey(HTTP, pid)):
-            if self._priorities.lower(pid):
-                self.status.background(ProcKey(HTTP, pid), now)
-            else:
-                self.policy.raised(ProcKey(HTTP, pid), now)  # it boots at normal priority after all
+        self._place(ProcKey(HTTP, pid), now)
         self.rollout.spawned(pid)
         return pid
+
+    def _place(self, key: ProcKey, now: float) -> None:
+        """A new boot on the CPUs boots share under a quota, at idle priority if the policy
+        put it in the background (``priority.py``)."""
+        confined = self._priorities.confine(key.id)
+        if not confined:
+            self._confine_failed()
+        if self.policy.is_background(key):
+            if confined and self._priorities.lower(key.id):
+                self.status.background(key, now)
+            else:
+                self.policy.raised(key, now)  # it boots at normal priority after all
 
     def manage_workers(self) -> None:
         """Observe, retire, then fork as many workers as the policy allows now."""
@@ -457,6 +488,15 @@ class SlowStartArbiter(Arbiter):
         self._priorities.forget(pid)
         self._terminate(pid, time.monotonic(), expected=True)
 
+    def _confine_failed(self) -> None:
+        """A boot we could not confine would spend the quota a foreground boot needs, were
+        it in the background: it boots in the foreground, and no more boot in the background."""
+        self.log.error("slow start: %s; booting no more workers in the background", self._priorities.broken)
+        self.policy.reconfigure(dataclasses.replace(self.policy.config, background=0))
+        self.status.meta["background"] = 0
+        self._priorities.confine_to = None
+        self._confine_quota = None
+
     def _surge_room(self) -> int:
         """A reload runs at most ``reload_surge`` workers above the target (Kubernetes' maxSurge);
         it never runs below it (old workers retire only when new ones are ready)."""
@@ -475,6 +515,7 @@ class SlowStartArbiter(Arbiter):
             reason = "scale"  # TTIN, or the control socket's "worker add"
         if reason in ("start", "reload"):
             self.policy.restart(now)
+            self._choose_confinement()
         self._ramp = _Ramp(reason, now)
         self.status.ramp_started(now, wanted, reason)
 

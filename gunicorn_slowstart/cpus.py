@@ -278,3 +278,18 @@ def _read_proc_stat(path: str) -> tuple[float, float] | None:
                 break
     log.debug("no usable aggregate cpu line in %s", path)
     return None
+
+
+def per_cpu_idle(root: str = "/") -> dict[int, float]:
+    """Idle + iowait jiffies of each CPU (the ``cpuN`` lines of /proc/stat); {} where unreadable.
+    Two readings tell which CPUs stood idlest in between (``priority.confinement``)."""
+    text = read_text(os.path.join(root, "proc/stat"), log) or ""
+    idle = {}
+    for line in text.splitlines():
+        fields = line.split()
+        if fields and fields[0].startswith("cpu") and fields[0][3:].isdigit():
+            try:
+                idle[int(fields[0][3:])] = float(int(fields[4]) + int(fields[5]))
+            except (ValueError, IndexError):
+                continue
+    return idle

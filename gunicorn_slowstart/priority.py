@@ -12,11 +12,15 @@ wants (its weight is 3 against a normal thread's 1024).
 
 ``SCHED_IDLE`` yields only to normal threads *on the same CPU*.  Under a
 cgroup CPU quota smaller than the CPUs the workers may run on (the container
-case: 1 CPU of quota on a 2-core host), a background boot runs freely on an
-otherwise idle core and spends the cgroup's quota there, so the foreground
+case: 1 CPU of quota on a 2-core host), a background boot would run freely on
+an otherwise idle core and spend the cgroup's quota there, so the foreground
 boot is throttled: measured, the first response took 2.1 s instead of 1.2 s.
-Background boots are therefore off where such a quota applies
-(``unavailable(quota, cores)``).
+There every booting worker, foreground and background, is *confined* to as
+many CPUs as the quota holds whole (``confinement``: at least one, the ones
+that stood idlest since the master's setup): on those CPUs the foreground
+boots use no more than the quota, and the background boot gets only what they
+leave.  A worker gets the master's whole affinity mask back when it is ready
+(``Priorities.ready``), so serving workers are never confined.
 
 Lowering a process is always allowed; raising it back to ``SCHED_OTHER`` is
 not: the kernel treats ``SCHED_IDLE`` as nice 20 and lets a process leave it
@@ -36,7 +40,9 @@ arbiter raises it again when it becomes ready.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Collection, Mapping
 
 CAP_SYS_NICE = 23
 NICE_ZERO_RLIMIT = 20  # RLIMIT_NICE value that allows nice 0: 20 - nice
@@ -46,15 +52,30 @@ def unavailable(quota: float | None = None, cores: int | None = None) -> str | N
     """Why this master cannot run background boots, or None if it can.
 
     ``quota``: the cgroup CPU quota in CPUs (None: none); ``cores``: the CPUs the workers
-    may run on (host count or affinity mask)."""
+    may run on (host count or affinity mask).  A quota below the cores needs the booting
+    workers confined to fewer CPUs (``confinement``), hence an affinity mask to set."""
     if not hasattr(os, "SCHED_IDLE") or not hasattr(os, "sched_setscheduler"):
         return "this platform has no SCHED_IDLE"
-    if quota is not None and cores is not None and quota < cores:
-        return (f"a cgroup CPU quota ({quota:g} CPU) below the {cores} CPUs the workers run on: an "
-                "idle-priority boot would spend the quota on another CPU")
+    if quota is not None and cores is not None and quota < cores and not hasattr(os, "sched_setaffinity"):
+        return (f"a cgroup CPU quota ({quota:g} CPU) below the {cores} CPUs the workers run on, and no "
+                "affinity mask to confine the booting workers with")
     if _has_cap_sys_nice() or _nice_rlimit() >= NICE_ZERO_RLIMIT:
         return None
     return "the master may not raise a worker's priority back (it needs CAP_SYS_NICE or RLIMIT_NICE >= 20)"
+
+
+def confinement(quota: float | None, allowed: Collection[int],
+                idle: Mapping[int, float] | None = None) -> tuple[int, ...] | None:
+    """The CPUs every booting worker is confined to, or None where no quota is below the
+    CPUs in ``allowed`` (the master's affinity mask).
+
+    As many CPUs as the quota holds whole (at least one), the idlest first by ``idle``
+    (idle time per CPU since the master's setup; ties, and CPUs it lacks, by number)."""
+    if quota is None or quota >= len(allowed):
+        return None
+    k = max(1, int(quota))
+    idle = idle or {}
+    return tuple(sorted(sorted(allowed, key=lambda cpu: (-idle.get(cpu, 0.0), cpu))[:k]))
 
 
 def _has_cap_sys_nice() -> bool:
@@ -122,11 +143,37 @@ def threads(pid: int) -> list[int]:
 
 
 class Priorities:
-    """The workers this master lowered, and raising them back."""
+    """The workers this master lowered or confined, and giving them back what they had."""
 
     def __init__(self) -> None:
         self.lowered: set[int] = set()
         self.broken: str | None = None  # set when a raise failed: no more background boots
+        self.confine_to: tuple[int, ...] | None = None  # set by the arbiter (``confinement``)
+        self.home: set[int] = set()  # the mask a worker gets back: the master's own
+        self.confined: set[int] = set()
+
+    def confine(self, pid: int) -> bool:
+        """Boot ``pid`` on ``confine_to`` (a worker just forked: it has one thread, the ones it
+        starts inherit the mask); True where there is nothing to confine."""
+        if self.confine_to is None:
+            return True
+        try:
+            os.sched_setaffinity(pid, self.confine_to)
+        except OSError as exc:
+            self.broken = f"cannot confine worker {pid} to CPUs {_cpus(self.confine_to)}: {exc.strerror or exc}"
+            return False
+        self.confined.add(pid)
+        return True
+
+    def release(self, pid: int) -> None:
+        """Every thread of ``pid`` and of what it started back on the master's CPUs (a worker
+        left confined would serve on fewer CPUs: slower, never wrong, so failures pass)."""
+        if pid not in self.confined:
+            return
+        self.confined.discard(pid)
+        for tid in (tid for proc in tree(pid) for tid in threads(proc)):
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(tid, self.home)
 
     def lower(self, pid: int) -> bool:
         """Boot ``pid`` in the background; False if that did not work (it boots normally)."""
@@ -158,7 +205,13 @@ class Priorities:
         """The worker is ready: raised (again, for threads started since), no longer ours to watch."""
         done = self.raise_(pid)
         self.lowered.discard(pid)
+        self.release(pid)
         return done
 
     def forget(self, pid: int) -> None:
         self.lowered.discard(pid)
+        self.confined.discard(pid)
+
+
+def _cpus(cpus: Collection[int]) -> str:
+    return ",".join(str(cpu) for cpu in sorted(cpus))

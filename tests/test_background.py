@@ -6,11 +6,12 @@ workers' scheduling policies are read from the kernel while they boot.
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import psutil
 import pytest
-from support import APPS, ROOT, get, wait_for
+from support import APPS, ROOT, cgroup, get, wait_for
 
 from benchmarks import simulate as sim
 from gunicorn_slowstart import priority
@@ -131,22 +132,25 @@ def test_three_on_two_cores_first_after_one_boot_all_after_one_and_a_half():
 
 
 def test_no_cell_without_neighbours_is_slower_than_stock():
-    """Without a quota.  Under one there are no background boots, and N just above the quota
-    (3 on a 2-CPU quota) is the equal-priority trade-off again (README: Background boots)."""
+    """With a quota or without: under one, the boots are confined to its whole CPUs."""
     rows = sim.run_grid([2, 8, 16], ns=[1, 2, 3, 4, 5, 6, 7, 8, 9, 16, 32], overhead=sim.CONTENTION, background=1)
     ready = [r for r in rows if r["mode"] == "ready" and r["neighbours"] == 0]
-    free = [r for r in ready if r["quota"] is None]
-    assert free and all(r["vs_stock"] <= 1.0 + 1e-9 for r in free), [
-        (r["cores"], r["n"], round(r["vs_stock"], 3)) for r in free if r["vs_stock"] > 1.0]
+    assert any(r["quota"] is not None for r in ready)
+    assert all(r["vs_stock"] <= 1.0 + 1e-9 for r in ready), [
+        (r["cores"], r["quota"], r["n"], round(r["vs_stock"], 3)) for r in ready if r["vs_stock"] > 1.0]
     assert all(r["first_ready"] <= 1.1 * r["lone_boot"] for r in ready)
 
 
-def test_no_background_boots_under_a_quota_below_the_cores():
-    """A SCHED_IDLE boot on a free core spends the quota the first response needs."""
-    assert sim.SimConfig("ready", 3, 2, quota=1.0, background=1).effective_background == 0
-    assert sim.SimConfig("ready", 3, 2, quota=2.0, background=1).effective_background == 1
-    assert priority.unavailable(1.0, 2) and "quota" in priority.unavailable(1.0, 2)
-    assert "quota" not in (priority.unavailable(2.0, 2) or "")
+def test_confinement_under_a_quota_below_the_cores():
+    """As many CPUs as the quota holds whole, the idlest first; none without such a quota."""
+    assert priority.confinement(None, {0, 1}) is None
+    assert priority.confinement(2.0, {0, 1}) is None
+    assert priority.confinement(1.0, {0, 1}) == (0,)
+    assert priority.confinement(0.5, {0, 1}) == (0,)
+    assert priority.confinement(1.0, {0, 1}, {0: 5.0, 1: 90.0}) == (1,)
+    assert priority.confinement(2.5, range(8), {3: 9.0, 6: 8.0, 1: 8.0}) == (1, 3)
+    assert priority.confinement(4.0, {2, 5, 7, 9, 11}) == (2, 5, 7, 9)
+    assert "quota" not in (priority.unavailable(1.0, 2) or "")
 
 
 def test_sixteen_on_two_cores_beats_stocks_contention_in_the_background():
@@ -233,6 +237,48 @@ def test_a_real_ramp_boots_in_the_background_and_serves_at_normal_priority(serve
     helpers = [child.pid for pid in final for child in psutil.Process(pid).children()]
     assert len(helpers) == 3 and all(priority.policy_of(pid) == os.SCHED_OTHER for pid in helpers)
     assert get(srv.port)[0] == 200
+
+
+@pytest.mark.slow
+def test_under_a_quota_boots_share_its_cpus_and_serve_on_all(server, tmp_path):
+    """1 CPU of quota on 2+ cores: every booting worker runs on one CPU (the background boot
+    yields to the foreground one there instead of spending the quota elsewhere); ready
+    workers, their threads and the process each started get the master's whole mask back."""
+    from benchmarks.cpulimit import CpuLimit
+
+    home = os.sched_getaffinity(0)
+    if priority.unavailable() or len(home) < 2:
+        pytest.skip(priority.unavailable() or "needs 2 CPUs")
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "threaded_app.py").write_text(THREADED_APP)
+    seen: dict[int, set[frozenset[int]]] = {}
+    idle: set[int] = set()
+    with cgroup(CpuLimit(1.0), "CPU") as limit:
+        srv = server(app="threaded_app:app", workers=3, boot_cpu=0.5, preexec_fn=limit.preexec_fn(),
+                     env={"PYTHONPATH": os.pathsep.join([str(code), str(ROOT), str(APPS)])})
+
+        def booting_seen() -> bool:
+            for pid, policies in _policies(srv).items():
+                with contextlib.suppress(OSError):
+                    seen.setdefault(pid, set()).add(frozenset(os.sched_getaffinity(pid)))
+                if os.SCHED_IDLE in policies:
+                    idle.add(pid)
+            return "workers ready in" in srv.log()
+
+        wait_for(booting_seen, 90, "the ramp", interval=0.02)
+        log = srv.log()
+        assert "booting workers share CPU" in log and "in the background" in log, srv.tail()
+        assert idle, srv.tail()
+        assert all(any(len(mask) == 1 for mask in masks) for pid, masks in seen.items() if pid in idle), seen
+        final = _policies(srv)
+        assert len(final) == 3 and all(p == {os.SCHED_OTHER} for p in final.values()), final
+        for pid in final:
+            procs = [pid, *(child.pid for child in psutil.Process(pid).children())]
+            masks = {frozenset(os.sched_getaffinity(tid)) for proc in procs for tid in priority.threads(proc)}
+            assert masks == {frozenset(home)}, (pid, masks)
+        assert get(srv.port)[0] == 200
+        srv.stop()
 
 
 def test_a_reload_raises_the_last_ramps_background_boots_and_its_first_worker_boots_in_front():
