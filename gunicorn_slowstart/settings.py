@@ -271,8 +271,9 @@ SPECS: dict[str, Spec] = {
     "background_boots": Spec(choice("auto", "off"), "auto",
                              "Boot one worker beyond the CPU window at idle CPU priority (SCHED_IDLE), raised "
                              "when its turn comes; 'auto': in ready mode, where the master may raise it "
-                             "(CAP_SYS_NICE or RLIMIT_NICE >= 20), initial and max_batch are auto and no CPU "
-                             "quota is below the cores; 'off': never.", "AUTO|OFF"),
+                             "(CAP_SYS_NICE or RLIMIT_NICE >= 20) and initial and max_batch are auto (under a "
+                             "CPU quota below the cores, booting workers share its whole CPUs); 'off': never.",
+                             "AUTO|OFF"),
 }
 
 
