@@ -255,8 +255,10 @@ class Poller:
     """A thread sending ``GET /`` every ``interval`` s (start to start; late ticks are
     skipped, not bunched) until stopped or until its deadline."""
 
-    def __init__(self, port: int, t0: float, interval: float, deadline: float) -> None:
+    def __init__(self, port: int, t0: float, interval: float, deadline: float,
+                 served_interval: float | None = None) -> None:
         self.port, self.t0, self.interval, self.deadline = port, t0, interval, deadline
+        self.served_interval = interval if served_interval is None else served_interval  # after the first 200
         self.requests: list[Request] = []
         self.first_ok: float | None = None  # end of the first 200, from t0
         self._halt = threading.Event()
@@ -280,7 +282,7 @@ class Poller:
             self.requests.append(request)
             if request.ok and self.first_ok is None:
                 self.first_ok = request.end
-            next_at += self.interval
+            next_at += self.interval if self.first_ok is None else self.served_interval
             now = time.monotonic()
             if next_at < now:
                 next_at = now
@@ -456,6 +458,7 @@ class Options:
     json_path: Path | None
     app: str = APP
     memory: bool = False
+    served_interval: float | None = None  # the client's period after its first 200 (None: STARTUP_INTERVAL)
 
 
 @dataclass
@@ -830,7 +833,7 @@ def run_once(spec: RunSpec, opts: Options, limit: CpuLimit | None, workdir: Path
     began = time.monotonic()
     server = start_server(spec, opts, limit, workdir)
     deadline = server.t0 + opts.deadline
-    poller = Poller(server.port, server.t0, STARTUP_INTERVAL, deadline).start()
+    poller = Poller(server.port, server.t0, STARTUP_INTERVAL, deadline, opts.served_interval).start()
     memory: Memory | None = None
     reload: ReloadResult | None = None
     long = (opts.long_workers or 0) if spec.role == "bench" else 0
@@ -1226,6 +1229,10 @@ def parse_args(argv: list[str] | None) -> Options:
     parser.add_argument("--timelines", type=Path, metavar="DIR",
                         help="keep the last repeat's timelines as DIR/<N>-<mode>.json, chart off vs ready")
     parser.add_argument("--json", type=Path, metavar="PATH", help="write every run and the medians here")
+    parser.add_argument("--served-interval", type=float, metavar="S",
+                        help=f"the client's request period once it had a 200 (default {STARTUP_INTERVAL:g} s, as "
+                             "before it): the requests a server answers while it still boots workers cost CPU "
+                             "that one answering none does not pay")
     parser.add_argument("--deadline", type=float, default=120.0,
                         help="seconds a server may take to start (and, with --reload, to reload)")
     parser.add_argument("--quick", action="store_true", help="CI smoke: -w 2 --boot-cpu 0.2 --repeat 1")
@@ -1253,10 +1260,12 @@ def parse_args(argv: list[str] | None) -> Options:
         parser.error("--cpu-quota must be at least 0.01")
     if args.long_workers is not None and args.long_workers < 0:
         parser.error("--long-workers must be >= 0")
+    if args.served_interval is not None and not args.served_interval >= 0.01:
+        parser.error("--served-interval must be at least 0.01 s")
     return Options(workers=list(dict.fromkeys(workers)), modes=modes, boot_cpu=boot_cpu, repeat=repeat,
                    deadline=args.deadline, reload=args.reload, long_workers=args.long_workers,
                    cpu_quota=args.cpu_quota, timelines=args.timelines, json_path=args.json,
-                   app=args.app, memory=args.memory)
+                   app=args.app, memory=args.memory, served_interval=args.served_interval)
 
 
 @contextlib.contextmanager
@@ -1281,7 +1290,9 @@ def header_text(opts: Options, limit: CpuLimit | None, elapsed: float | None = N
              if k.startswith("GUNICORN_SLOWSTART_") or k == "GUNICORN_CMD_ARGS"}
     lines = [f"gunicorn-slowstart startup benchmark: N={','.join(map(str, opts.workers))}, "
              f"boot CPU {opts.boot_cpu:g} s/worker, {opts.repeat} repeat(s), modes {','.join(opts.modes)}"
-             + (f", {opts.long_workers} long workers" if opts.long_workers is not None else ""),
+             + (f", {opts.long_workers} long workers" if opts.long_workers is not None else "")
+             + (f", client every {opts.served_interval:g} s after its first 200"
+                if opts.served_interval is not None else ""),
              f"{host}{quota}; gunicorn {gunicorn.__version__}, Python {platform.python_version()}"]
     if extra:
         lines.append(f"inherited environment: {extra}")
