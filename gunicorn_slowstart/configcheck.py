@@ -22,10 +22,11 @@ worker.  ``config_warnings()`` finds those; the master logs them once at start
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from . import settings as settings_mod
@@ -38,12 +39,35 @@ _MARK = "_slowstart_checked"
 
 
 def check(cfg: Any, installation: Any, environ: Mapping[str, str] | None = None) -> tuple[Any, Any]:
-    """Resolve and check the settings as ``SlowStartArbiter.setup()`` does; raises SettingError."""
+    """Resolve and check the settings as ``SlowStartArbiter.setup()`` does; raises SettingError.
+
+    The same three steps in the same order: the settings, the long-worker pool
+    (its target found on the server's ``sys.path``, ``--pythonpath`` included,
+    which gunicorn adds only when it serves), and what ``fork_from =
+    template`` refuses (``--preload``, ``--reload``, mode off, gevent/eventlet,
+    not Linux).
+    """
     from .arbiter import SlowStartArbiter
+    from .template import check_config
 
     resolved = settings_mod.resolve(cfg, installation.namespace, installation.keywords, environ)
-    pool = SlowStartArbiter._pool_from(resolved, installation.pool)
+    with _served_sys_path(cfg):
+        pool = SlowStartArbiter._pool_from(resolved, installation.pool)
+    check_config(resolved.fork_from, resolved.mode, cfg)
     return resolved, pool
+
+
+@contextlib.contextmanager
+def _served_sys_path(cfg: Any) -> Iterator[None]:
+    """``sys.path`` as gunicorn's ``Application.run()`` sets it before building the master."""
+    saved = list(sys.path)
+    for path in (getattr(cfg, "pythonpath", None) or "").split(","):
+        if path and os.path.abspath(path) not in sys.path:
+            sys.path.insert(0, os.path.abspath(path))
+    try:
+        yield
+    finally:
+        sys.path[:] = saved
 
 
 # -- what passes but does nothing -------------------------------------------------------------
@@ -159,7 +183,7 @@ def check_or_exit(app: Any) -> None:
     installation = current_installation()
     try:
         resolved, pool = check(app.cfg, installation)
-    except settings_mod.SettingError as exc:
+    except (settings_mod.SettingError, RuntimeError) as exc:  # RuntimeError: a worker class gunicorn cannot load
         print(f"\nError: {exc}\n", file=sys.stderr)  # as gunicorn prints the master's RuntimeError
         sys.stderr.flush()
         sys.exit(1)

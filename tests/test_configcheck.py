@@ -3,6 +3,7 @@ warnings for settings that silently do nothing, and imports without side effects
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import subprocess
@@ -45,7 +46,16 @@ REFUSED = {
                      "GUNICORN_SLOWSTART_MAX_BATCH must be a whole number >= 1"),
     "unknown variable": (INSTALL, {"GUNICORN_SLOWSTART_MAX_BACH": "2"},
                          "GUNICORN_SLOWSTART_MAX_BACH: did you mean GUNICORN_SLOWSTART_MAX_BATCH?"),
+    "template and preload": (INSTALL + "preload_app = True\n", {"GUNICORN_SLOWSTART_FORK_FROM": "template"},
+                             "slowstart_fork_from = 'template' and --preload both load the app once"),
+    "template and reload": (INSTALL + "reload = True\n", {"GUNICORN_SLOWSTART_FORK_FROM": "template"},
+                            "slowstart_fork_from = 'template' cannot be combined with --reload"),
+    "template and mode off": (INSTALL + "slowstart_fork_from = 'template'\nslowstart_mode = 'off'\n", {},
+                              "slowstart_fork_from = 'template' needs slowstart_mode 'ready' or 'timer'"),
 }
+if importlib.util.find_spec("gevent") is not None:  # gunicorn's gevent worker imports it
+    REFUSED["template and gevent"] = (INSTALL + "worker_class = 'gevent'\n", {"GUNICORN_SLOWSTART_FORK_FROM":
+                                      "template"}, "slowstart_fork_from = 'template' does not support 'gevent'")
 
 
 @pytest.mark.slow
@@ -61,6 +71,27 @@ def test_check_config_fails_with_the_masters_own_error(tmp_path: Path, case: str
     assert error_lines(checked.stderr) == error_lines(served.stderr) and len(error_lines(checked.stderr)) == 1
     assert words in error_lines(checked.stderr)[0]
     assert "Traceback" not in checked.stderr
+
+
+def test_check_config_refuses_a_template_off_linux(monkeypatch) -> None:
+    cfg = gunicorn.config.Config()
+    inst = installation({"slowstart_fork_from": "template"})
+    assert configcheck.check(cfg, inst, environ={})[0].fork_from == "template"  # Linux: fine
+    monkeypatch.setattr(sys, "platform", "darwin")
+    with pytest.raises(sm.SettingError, match=r"^slowstart_fork_from = 'template' needs Linux "
+                                              r"\(PR_SET_CHILD_SUBREAPER\)$"):
+        configcheck.check(cfg, inst, environ={})
+
+
+def test_check_config_finds_a_long_worker_target_on_the_pythonpath(tmp_path: Path) -> None:
+    """gunicorn adds --pythonpath only when it serves; the check looks where the server will."""
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "h15_jobs.py").write_text("def run():\n    pass\n")
+    (tmp_path / "conf.py").write_text(INSTALL + "slowstart_long_worker = 'h15_jobs:run'\nslowstart_long_workers = 1\n")
+    args = ["-m", "gunicorn", "--check-config", "-c", "conf.py", "wsgi_app:app"]
+    assert run([*args, "--pythonpath", "lib"], tmp_path).returncode == 0
+    missing = run(args, tmp_path)
+    assert missing.returncode == 1 and "no module named 'h15_jobs'" in missing.stderr
 
 
 def test_check_config_with_the_command_and_a_file_without_install(tmp_path: Path) -> None:
@@ -239,6 +270,7 @@ README_CASES = [
     (INSTALL + "slowstart_long_worker = 'myjobs:run'\nslowstart_long_workers = 2\n", {}),
     (INSTALL + "slowstart_long_worker = 'examples.jobs:run'\nmax_batch = 1\n", {}),
     ("from gunicorn_slowstart import install\ninstall(globals(), max_batch=0)\n", {}),
+    *[(text, env) for name, (text, env, _) in REFUSED.items() if name.startswith("template")],
 ]
 
 
