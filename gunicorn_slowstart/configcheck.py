@@ -118,18 +118,45 @@ def _pool_without_size(cfg: Any, installation: Any, environ: Mapping[str, str]) 
 
 
 def _effective(resolved: Any) -> dict[str, str]:
-    """What ``auto`` means on this machine, as the master would work it out."""
-    from .cpus import usable_cpus
+    """What ``auto`` means on this machine, as the master would work it out; what only the
+    start or a reload decides says so.  ``memory_admission`` as the docs spell it."""
+    from .cpus import cpu_report
+    from .policy import default_max_batch
 
-    cpus = usable_cpus() if resolved.cpus == "auto" else resolved.cpus
-    shown = {}
+    report = cpu_report()
+    cpus = report.usable if resolved.cpus == "auto" else resolved.cpus
+    cap = default_max_batch(resolved.mode, cpus) if resolved.max_batch == "auto" else resolved.max_batch
+    paced = resolved.mode != "off"
+    shown = {"memory_admission": "on" if resolved.memory_admission else "off"}
     if resolved.cpus == "auto":
         shown["cpus"] = f"auto ({cpus})"
-    if resolved.max_batch == "auto" and resolved.mode != "off":
-        shown["max_batch"] = f"auto ({cpus if resolved.mode == 'ready' else max(1, cpus // 2)})"
+    if resolved.max_batch == "auto" and paced:
+        shown["max_batch"] = f"auto ({cap})"
     if resolved.long_workers == "auto":
         shown["long_workers"] = f"auto ({2 * cpus})"
+    if resolved.initial == "auto" and paced:
+        shown["initial"] = ("auto (1)" if resolved.mode == "timer"   # the timer's batches: 1, 2, 4, ...
+                            else f"auto (decided at start: the idle CPUs, 1 to {cap})")
+    if resolved.reload_surge == "auto" and paced:
+        shown["reload_surge"] = "auto (decided at each reload: as many as may boot at once)"
+    if resolved.reload_max_failures == "auto" and paced:
+        shown["reload_max_failures"] = "auto (decided at each reload: the size of its first step)"
+    if resolved.background_boots == "auto":
+        shown["background_boots"] = f"auto ({_background_text(resolved, report)})"
     return shown
+
+
+def _background_text(resolved: Any, report: Any) -> str:
+    """``on``, or ``off: why``, by the arbiter's rule (``SlowStartArbiter._background``)."""
+    from .priority import unavailable
+
+    if resolved.mode != "ready":
+        return f"off: mode {resolved.mode}"
+    for name in ("initial", "max_batch"):
+        if getattr(resolved, name) != "auto":
+            return f"off: {name} is set"
+    why = unavailable(report.cgroup_quota, min(report.host, report.affinity or report.host))
+    return f"off: {why}" if why else "on"
 
 
 def _source_text(source: str | None, name: str) -> str:

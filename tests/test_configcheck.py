@@ -137,6 +137,27 @@ def test_print_config_shows_resolved_settings_and_their_source(tmp_path: Path) -
         assert len([k for k in rows if k.startswith("slowstart_")]) == len(sm.SPECS)
     assert rows["slowstart_cpus"] == "3  # flag or config file"
     assert rows["slowstart_max_batch"] == "auto (1)  # default"  # timer mode: half the CPUs
+    assert rows["slowstart_background_boots"] == "auto (off: mode timer)  # default"
+    assert rows["slowstart_memory_admission"] == "on  # default"
+    assert rows["slowstart_reload_surge"] == "auto (decided at each reload: as many as may boot at once)  # default"
+
+
+def test_print_config_says_what_auto_resolves_to() -> None:
+    from gunicorn_slowstart.cpus import cpu_report
+    from gunicorn_slowstart.priority import unavailable
+
+    report = cpu_report()
+    why = unavailable(report.cgroup_quota, min(report.host, report.affinity or report.host))
+    shown = configcheck._effective(sm.Settings(cpus=3))
+    assert shown["initial"] == "auto (decided at start: the idle CPUs, 1 to 3)"
+    assert shown["background_boots"] == (f"auto (off: {why})" if why else "auto (on)")
+    assert shown["memory_admission"] == "on" and "cpus" not in shown
+    shown = configcheck._effective(sm.Settings(cpus=4, mode="timer", memory_admission=False, initial=2))
+    assert shown["max_batch"] == "auto (2)" and "initial" not in shown and shown["memory_admission"] == "off"
+    assert shown["background_boots"] == "auto (off: mode timer)"
+    assert configcheck._effective(sm.Settings(max_batch=2))["background_boots"] == "auto (off: max_batch is set)"
+    shown = configcheck._effective(sm.Settings(mode="off", background_boots="off"))
+    assert not {"initial", "max_batch", "reload_surge", "background_boots"} & set(shown)
 
 
 def test_version_names_both() -> None:
