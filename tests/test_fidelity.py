@@ -174,7 +174,7 @@ def test_worker_abort_runs_for_a_ready_worker_that_hangs_past_the_timeout(server
         for name, srv in servers.items():
             wait_for(lambda name=name: "worker_abort" in calls(name), 30, f"{name}: worker_abort after --timeout")
             wait_for(lambda name=name: calls(name).count("post_worker_init") >= 2, 60, f"{name}: a new worker")
-            assert "[CRITICAL] WORKER TIMEOUT" in srv.log() and "Worker (pid:" in srv.log(), name
+            assert "[CRITICAL] WORKER TIMEOUT (pid:" in srv.log(), name
     finally:
         for client in clients:
             client.close()
@@ -182,4 +182,4 @@ def test_worker_abort_runs_for_a_ready_worker_that_hangs_past_the_timeout(server
         assert _answers(srv.port), name
         srv.signal(signal.SIGINT)
         assert srv.wait_exit(30) == 0, name
-        assert calls(name).count("worker_abort") == 1 and calls(name).count("child_exit") >= 1, name
+        assert calls(name).count("worker_abort") >= 1 and calls(name).count("child_exit") >= 1, name
