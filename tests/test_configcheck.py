@@ -79,8 +79,9 @@ def test_check_config_refuses_a_template_off_linux(monkeypatch) -> None:
     assert configcheck.check(cfg, inst, environ={})[0].fork_from == "template"  # Linux: fine
     monkeypatch.setattr(sys, "platform", "darwin")
     with pytest.raises(sm.SettingError, match=r"^slowstart_fork_from = 'template' needs Linux "
-                                              r"\(PR_SET_CHILD_SUBREAPER\)$"):
+                                              r"\(PR_SET_CHILD_SUBREAPER\)$") as refused:
         configcheck.check(cfg, inst, environ={})
+    assert f"`Error: {refused.value}`" in (ROOT / "README.md").read_text()  # its Troubleshooting row
 
 
 def test_check_config_finds_a_long_worker_target_on_the_pythonpath(tmp_path: Path) -> None:
