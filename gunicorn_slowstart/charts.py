@@ -7,7 +7,13 @@ its first and its last worker ready), one bar per process (light: booting,
 dark: serving; HTTP and long workers in their own colours, failed boots in
 red) and a strip with the window, the cap and how many booted and served
 at each step.  Labels are placed in as few header rows as keep them apart;
-what does not fit is left out, its line stays.  matplotlib is imported only
+what does not fit is left out, its line stays.  The time axis ends a little
+after the last ramp's work (``chart_edge``): a server that served for long
+after it and then stopped would otherwise have its ramps in a sliver of the
+width; bars that go on past the edge end in an arrow and the legend says when
+they exited.  Exits are told apart by status: a crash (red) from a worker the
+master stopped on purpose (exit 0 or SIGTERM / SIGINT / SIGQUIT: grey while
+booting, a plain end while serving).  matplotlib is imported only
 when a chart is drawn (``MissingMatplotlib`` otherwise), with the Agg
 canvas, and the image is written through ``files.write_atomic``.  The
 figures come from ``timeline.summaries``; the CLI is ``timeline_cli.py``.
@@ -44,6 +50,8 @@ ALL_COLOR = "#7b3294"
 RAMP_COLOR = "#666666"
 BOOTING_COLOR = "#d9d9d9"
 FAILED_COLOR = "#d62728"
+STOPPED_COLOR = "#777777"
+STOP_SIGNALS = (2, 3, 15)   # SIGINT, SIGQUIT, SIGTERM: how the master (or an operator) stops a worker
 
 FIG_WIDTH = 10.0        # inches
 LEFT, RIGHT = 0.95, 0.3  # margins: worker pids on the left
@@ -77,10 +85,54 @@ def end_time(data: dict) -> float:
     return max(max(times), 1.0)
 
 
-def chart_edge(data: dict) -> float:
-    """Right edge of the x axis: a little after the last event."""
-    end = end_time(data)
-    return end + max(0.03 * end, 0.2)
+def busy_end(data: dict) -> float:
+    """When the last ramp's work was over: its events, every fork and ready, every exit
+    before ready, and the serving workers that a ramp stopped right after it (a reload's
+    old generation).  A server that then serves for minutes and stops adds nothing."""
+    times = [0.0]
+    for p in data["processes"]:
+        times += [t for t in (p["fork"], p["ready"]) if t is not None]
+        if p["ready"] is None and p["exit"] is not None:
+            times.append(p["exit"])             # a boot that failed or was stopped
+    for r in data["ramps"]:
+        failed = r.get("failed") or {}
+        times += [t for t in (r["start"], r.get("end"), r.get("all_ready"), failed.get("t")) if t is not None]
+    times += [e[0] for e in data.get("events", [])]
+    if not data["ramps"]:
+        times += [s[0] for s in data["steps"]]
+    busy = max(times)
+    retired = [p["exit"] for p in data["processes"] if p["ready"] is not None and p["exit"] is not None
+               and busy < p["exit"] <= busy + _margin(busy)]
+    return max([busy, *retired])
+
+
+def _margin(t: float) -> float:
+    return max(0.08 * t, 0.5)
+
+
+LONG_TAIL = 0.25    # a run that served idle for more than this share of its time is cut after its last ramp
+
+
+def chart_edge(data: dict, until: float | None = None) -> float:
+    """Right edge of the x axis: ``until`` if given; else a little after the last event, or,
+    when the server then served for a while (the tail would squeeze the ramps into a sliver
+    of the width), a little after the last ramp's work (``busy_end``)."""
+    if until is not None:
+        return until
+    end, busy = end_time(data), busy_end(data)
+    if end - busy <= max(LONG_TAIL * end, 1.0):
+        return end + max(0.03 * end, 0.2)
+    return busy + _margin(busy)
+
+
+def beyond_edge(data: dict, edge: float) -> str | None:
+    """What the bars cut at ``edge`` go on to: the exits off the chart (None: nothing is cut)."""
+    exits = sorted(p["exit"] for p in data["processes"] if p["ready"] is not None and p["fork"] <= edge
+                   and p["ready"] < edge and p["exit"] is not None and p["exit"] > edge)
+    if not exits:
+        return None
+    when = f"{exits[0]:.1f} s" if exits[-1] - exits[0] < 0.05 else f"{exits[0]:.1f}-{exits[-1]:.1f} s"
+    return f"serving on past {edge:.1f} s (exit{'s' if len(exits) > 1 else ''} at {when})"
 
 
 # -- what the header says -------------------------------------------------------------------
@@ -93,6 +145,8 @@ def _marks(data: dict) -> list[tuple[float, str, str, str]]:
         start, sign = s["start"], "+" if index else ""     # later ramps: seconds after their start
         if index:
             marks.append((start, f"{s['reason']} (ramp {index + 1})", RAMP_COLOR, ":"))
+        if s["abandoned"]:
+            marks.append((s["abandoned"]["t"], f"{s['reason']} (ramp {index + 1}) failed", FAILED_COLOR, "-."))
         if s["first_ready"] is not None:
             marks.append((start + s["first_ready"], f"first ready {sign}{s['first_ready']:.2f} s", FIRST_COLOR, "--"))
         if s["all_ready"] is not None and s["all_ready"] != s["first_ready"]:
@@ -106,7 +160,9 @@ def _figure_lines(data: dict) -> list[str]:
     lines = []
     for index, s in enumerate(summaries(data)):
         where = s["reason"] or "ramp" if index == 0 else f"{s['reason']} at {s['start']:.2f} s"
-        failed = f", {s['failures']} died before ready" if s["failures"] else ""
+        died = sum(1 for f in s["failed"] if not stopped_on_purpose(f))
+        failed = f", {died} died before ready" if died else ""
+        failed += f", {s['failures'] - died} stopped while booting" if s["failures"] > died else ""
         lines.append(f"{where}: {headline(s)}{failed}")
     if len(lines) > MAX_FIGURE_LINES:
         more = len(lines) - MAX_FIGURE_LINES + 1
@@ -236,7 +292,7 @@ def _bars(processes: list[dict], kind: str, end: float) -> tuple[list, list, lis
     return waiting, booting, serving
 
 
-def _draw_bars(ax: Any, processes: list[dict], marks: list, edge: float) -> None:
+def _draw_bars(ax: Any, processes: list[dict], marks: list, edge: float, beyond: str | None = None) -> None:
     ax.set_xlim(0, edge)
     for kind, (light, dark) in (("http", HTTP_COLORS), ("long", LONG_COLORS)):
         waiting, booting, serving = _bars(processes, kind, edge)
@@ -249,11 +305,7 @@ def _draw_bars(ax: Any, processes: list[dict], marks: list, edge: float) -> None
                 ys, lefts, widths = zip(*rows, strict=True)
                 ax.barh(ys, widths, left=lefts, height=0.72, color=color, linewidth=0,
                         label=f"{kind} worker {phase}")
-    failed = [(p["exit"], y) for y, p in enumerate(processes) if p["exit"] is not None and p["ready"] is None]
-    if failed:
-        xs, ys = zip(*failed, strict=True)
-        ax.plot(xs, ys, "x", color=FAILED_COLOR, markersize=7, markeredgewidth=2, label="died before ready",
-                zorder=4)
+    _draw_exits(ax, processes, edge, beyond)
     for x, _, color, style in marks:
         ax.axvline(x, color=color, linestyle=style, linewidth=1.2, zorder=3)
     n = len(processes)
@@ -268,6 +320,53 @@ def _draw_bars(ax: Any, processes: list[dict], marks: list, edge: float) -> None
     ax.tick_params(axis="x", labelbottom=False)
     ax.grid(axis="x", color="#e0e0e0", linewidth=0.8)
     ax.set_axisbelow(True)
+
+
+def stopped_on_purpose(p: dict) -> bool:
+    """Exit 0, or SIGTERM / SIGINT / SIGQUIT: a worker the master stopped (a reload's old
+    generation, a rolled-back or timed-out boot, TTOU, a recycle) or an operator did.  Any
+    other exit is a crash; so is SIGKILL, which the master sends only to a worker that
+    ignored SIGTERM for its grace, and the kernel's OOM killer always."""
+    return p["exit_code"] == 0 or p["exit_signal"] in STOP_SIGNALS
+
+
+EXIT_MARKERS = {    # label: (before ready?, on purpose?, matplotlib style)
+    "died before ready": (True, False, {"marker": "x", "color": FAILED_COLOR, "markersize": 7,
+                                        "markeredgewidth": 2}),
+    "stopped while booting": (True, True, {"marker": "o", "color": STOPPED_COLOR, "markerfacecolor": "white",
+                                           "markersize": 6, "markeredgewidth": 1.5}),
+    "crashed while serving": (False, False, {"marker": "|", "color": FAILED_COLOR, "markersize": 10,
+                                             "markeredgewidth": 2.5}),
+}
+
+
+def _exit_kind(p: dict) -> str | None:
+    """Which ``EXIT_MARKERS`` entry a process's exit is drawn with (None: a plain end of its bar)."""
+    if p["exit"] is None:
+        return None
+    for label, (before_ready, on_purpose, _) in EXIT_MARKERS.items():
+        if (p["ready"] is None) == before_ready and stopped_on_purpose(p) == on_purpose:
+            return label
+    return None     # a serving worker stopped on purpose: its bar just ends
+
+
+def _draw_exits(ax: Any, processes: list[dict], edge: float, beyond: str | None = None) -> None:
+    """A mark where a worker died or was stopped while booting, or crashed while serving, and
+    an arrow at the right edge on every serving bar that goes on past it (``beyond``: its
+    legend text, the same for every panel of a figure)."""
+    for label, (_, _, style) in EXIT_MARKERS.items():
+        points = [(p["exit"], y) for y, p in enumerate(processes) if _exit_kind(p) == label and p["exit"] <= edge]
+        if points:
+            xs, ys = zip(*points, strict=True)
+            ax.plot(xs, ys, linestyle="none", label=label, zorder=4, **style)
+    on = beyond or beyond_edge({"processes": processes}, edge)
+    for kind, (_, dark) in (("http", HTTP_COLORS), ("long", LONG_COLORS)) if on else ():
+        ys = [y for y, p in enumerate(processes) if p["kind"] == kind and p["ready"] is not None
+              and p["ready"] < edge and p["exit"] is not None and p["exit"] > edge]
+        if ys:
+            ax.plot([edge] * len(ys), ys, linestyle="none", marker=">", color=dark, markersize=6,
+                    clip_on=False, zorder=4, label=on)
+            on = "_" + on       # one legend entry (matplotlib skips labels starting with "_")
 
 
 def _draw_background_share(ax: Any, processes: list[dict], steps: list, edge: float) -> None:
@@ -330,15 +429,16 @@ def _panels(fig: Any, panels: list[tuple[dict, str]], edge: float, top: float) -
     width = FIG_WIDTH - LEFT - RIGHT
     plans = []
     for data, title in panels:
-        marks = _marks(data)
+        marks = [mark for mark in _marks(data) if mark[0] <= edge]     # render --until: what it shows
         places = _place(fig, marks, edge, width)
         rows = max([p[0] + 1 for p in places if p is not None], default=1)
         plans.append((data, title, marks, places, rows, _figure_lines(data)))
-    height = top + LEGEND_ROW * _legend_rows(plans) + sum(
+    height = top + LEGEND_ROW * _legend_rows(plans, edge) + sum(
         0.3 + 0.19 * len(lines) + rows * ROW + _bars_height(data) + 0.06 + STRIP + 0.55
         for data, _, _, _, rows, lines in plans)
     fig.set_size_inches(FIG_WIDTH, height)
     handles: dict[str, Any] = {}
+    beyond = _beyond_all(plans, edge)
     y = height - top
     for number, (data, title, marks, places, rows, lines) in enumerate(plans):
         y -= 0.3 + 0.19 * len(lines)
@@ -349,9 +449,10 @@ def _panels(fig: Any, panels: list[tuple[dict, str]], edge: float, top: float) -
         y -= 0.06 + STRIP
         strip = fig.add_axes([LEFT / FIG_WIDTH, y / height, width / FIG_WIDTH, STRIP / height])
         y -= 0.55
-        processes = sorted(data["processes"], key=lambda p: (p["fork"], p["pid"] or 0))  # a pid not known yet is null
+        processes = sorted((p for p in data["processes"] if p["fork"] <= edge),
+                           key=lambda p: (p["fork"], p["pid"] or 0))  # a pid not known yet is null
         _draw_header(header, marks, places, rows, edge, title, lines)
-        _draw_bars(bars, processes, marks, edge)
+        _draw_bars(bars, processes, marks, edge, beyond)
         _draw_strip(strip, data, marks, edge, xlabel=number == len(plans) - 1)
         for ax in (bars, strip):
             for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
@@ -362,36 +463,53 @@ def _panels(fig: Any, panels: list[tuple[dict, str]], edge: float, top: float) -
 WINDOW_LABELS = {"ready": "window (max booting)", "timer": "batch (forks per delay)",
                  "off": "window (off: all at once)"}
 LEGEND_ORDER = (BACKGROUND_LABEL, "http worker booting", "http worker serving", "long worker booting",
-                "long worker serving", "died before ready", "booting now (http)", "of them in the background",
+                "long worker serving", *EXIT_MARKERS, "booting now (http)", "of them in the background",
                 *dict.fromkeys(WINDOW_LABELS.values()))
-LEGEND_COLUMNS = 5      # more entries than this: two rows
+LEGEND_COLUMNS = 5      # more entries than this: two rows, or more of at most MORE_COLUMNS each
+MORE_COLUMNS = 4
 
 
 LEGEND_ROW = 0.3        # inches
 
 
-def _legend_rows(plans: list) -> int:
-    """Rows the legend will take, known before drawing: which kinds, failures, a window."""
+def _legend_rows(plans: list, edge: float) -> int:
+    """Rows the legend will take, known before drawing: which kinds, exits, a window."""
     entries = set()
     for data, *_ in plans:
-        for p in data["processes"]:
+        for p in (p for p in data["processes"] if p["fork"] <= edge):
             entries.add(p["kind"] + " booting")
             if p.get("background"):
                 entries.update((BACKGROUND_LABEL, "of them in the background"))
             if p["ready"] is not None:
                 entries.add(p["kind"] + " serving")
-            elif p["exit"] is not None:
-                entries.add("died before ready")
+            if p["exit"] is not None and p["exit"] <= edge:
+                entries.add(_exit_kind(p))
         if data["steps"]:
             entries.update(("booting now (http)", WINDOW_LABELS.get(_mode(data), WINDOW_LABELS["ready"])))
-    return 1 if len(entries) <= LEGEND_COLUMNS else 2
+    entries.add(_beyond_all(plans, edge))
+    entries.discard(None)
+    return _legend_shape(len(entries))[0]
+
+
+def _beyond_all(plans: list, edge: float) -> str | None:
+    """``beyond_edge`` over every panel: one legend entry for the arrows of them all."""
+    return beyond_edge({"processes": [p for data, *_ in plans for p in data["processes"] if p["fork"] <= edge]},
+                       edge)
+
+
+def _legend_shape(entries: int) -> tuple[int, int]:
+    """(rows, columns) of a legend of so many entries: it must fit the figure's width."""
+    if entries <= LEGEND_COLUMNS:
+        return 1, max(entries, 1)
+    rows = max(2, math.ceil(entries / MORE_COLUMNS))
+    return rows, math.ceil(entries / rows)
 
 
 def _figure_legend(fig: Any, handles: dict[str, Any]) -> None:
     """The legend at the bottom, where it hides nothing: one row, or two when long."""
     labels = sorted(handles, key=lambda label: LEGEND_ORDER.index(label) if label in LEGEND_ORDER else 99)
     if labels:
-        columns = len(labels) if len(labels) <= LEGEND_COLUMNS else math.ceil(len(labels) / 2)
+        columns = _legend_shape(len(labels))[1]
         fig.legend([handles[label] for label in labels], labels, loc="lower center", bbox_to_anchor=(0.5, 0.0),
                    ncols=columns, fontsize=8, frameon=False)
 
@@ -419,22 +537,24 @@ def _panel_title(data: dict, label: str) -> str:
     return f"{label} ({setup})" if setup else label
 
 
-def render(data: dict, path: str, title: str | None = None) -> None:
+def render(data: dict, path: str, title: str | None = None, until: float | None = None) -> None:
     """Draw one timeline to an image file (PNG by its suffix); needs matplotlib.
 
     ``title`` replaces the first line only: the figures of every ramp stay under it.
+    ``until``: the x axis ends there (seconds since the master's start) instead of
+    after the last ramp (``chart_edge``).
     """
     fig = _figure(FIG_WIDTH, 6.0)
-    _figure_legend(fig, _panels(fig, [(data, title or default_title(data))], chart_edge(data), top=0.1))
+    _figure_legend(fig, _panels(fig, [(data, title or default_title(data))], chart_edge(data, until), top=0.1))
     _save(fig, path)
 
 
 def render_compare(first: dict, second: dict, path: str, title: str | None = None,
-                   labels: tuple[str, str] | None = None) -> None:
+                   labels: tuple[str, str] | None = None, until: float | None = None) -> None:
     """Draw two timelines stacked on one time scale, each titled with its label (default: meta mode)."""
     labels = labels or (_mode(first), _mode(second))
     fig = _figure(FIG_WIDTH, 9.0)
-    edge = max(chart_edge(first), chart_edge(second))
+    edge = max(chart_edge(first, until), chart_edge(second, until))
     handles = _panels(fig, [(first, _panel_title(first, labels[0])),
                             (second, _panel_title(second, labels[1]))], edge, top=0.45)
     _figure_legend(fig, handles)

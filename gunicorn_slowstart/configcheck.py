@@ -22,10 +22,11 @@ worker.  ``config_warnings()`` finds those; the master logs them once at start
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from . import settings as settings_mod
@@ -38,12 +39,35 @@ _MARK = "_slowstart_checked"
 
 
 def check(cfg: Any, installation: Any, environ: Mapping[str, str] | None = None) -> tuple[Any, Any]:
-    """Resolve and check the settings as ``SlowStartArbiter.setup()`` does; raises SettingError."""
+    """Resolve and check the settings as ``SlowStartArbiter.setup()`` does; raises SettingError.
+
+    The same three steps in the same order: the settings, the long-worker pool
+    (its target found on the server's ``sys.path``, ``--pythonpath`` included,
+    which gunicorn adds only when it serves), and what ``fork_from =
+    template`` refuses (``--preload``, ``--reload``, mode off, gevent/eventlet,
+    not Linux).
+    """
     from .arbiter import SlowStartArbiter
+    from .template import check_config
 
     resolved = settings_mod.resolve(cfg, installation.namespace, installation.keywords, environ)
-    pool = SlowStartArbiter._pool_from(resolved, installation.pool)
+    with _served_sys_path(cfg):
+        pool = SlowStartArbiter._pool_from(resolved, installation.pool)
+    check_config(resolved.fork_from, resolved.mode, cfg)
     return resolved, pool
+
+
+@contextlib.contextmanager
+def _served_sys_path(cfg: Any) -> Iterator[None]:
+    """``sys.path`` as gunicorn's ``Application.run()`` sets it before building the master."""
+    saved = list(sys.path)
+    for path in (getattr(cfg, "pythonpath", None) or "").split(","):
+        if path and os.path.abspath(path) not in sys.path:
+            sys.path.insert(0, os.path.abspath(path))
+    try:
+        yield
+    finally:
+        sys.path[:] = saved
 
 
 # -- what passes but does nothing -------------------------------------------------------------
@@ -94,18 +118,45 @@ def _pool_without_size(cfg: Any, installation: Any, environ: Mapping[str, str]) 
 
 
 def _effective(resolved: Any) -> dict[str, str]:
-    """What ``auto`` means on this machine, as the master would work it out."""
-    from .cpus import usable_cpus
+    """What ``auto`` means on this machine, as the master would work it out; what only the
+    start or a reload decides says so.  ``memory_admission`` as the docs spell it."""
+    from .cpus import cpu_report
+    from .policy import default_max_batch
 
-    cpus = usable_cpus() if resolved.cpus == "auto" else resolved.cpus
-    shown = {}
+    report = cpu_report()
+    cpus = report.usable if resolved.cpus == "auto" else resolved.cpus
+    cap = default_max_batch(resolved.mode, cpus) if resolved.max_batch == "auto" else resolved.max_batch
+    paced = resolved.mode != "off"
+    shown = {"memory_admission": "on" if resolved.memory_admission else "off"}
     if resolved.cpus == "auto":
         shown["cpus"] = f"auto ({cpus})"
-    if resolved.max_batch == "auto" and resolved.mode != "off":
-        shown["max_batch"] = f"auto ({cpus if resolved.mode == 'ready' else max(1, cpus // 2)})"
+    if resolved.max_batch == "auto" and paced:
+        shown["max_batch"] = f"auto ({cap})"
     if resolved.long_workers == "auto":
         shown["long_workers"] = f"auto ({2 * cpus})"
+    if resolved.initial == "auto" and paced:
+        shown["initial"] = ("auto (1)" if resolved.mode == "timer"   # the timer's batches: 1, 2, 4, ...
+                            else f"auto (decided at start: the idle CPUs, 1 to {cap})")
+    if resolved.reload_surge == "auto" and paced:
+        shown["reload_surge"] = "auto (decided at each reload: as many as may boot at once)"
+    if resolved.reload_max_failures == "auto" and paced:
+        shown["reload_max_failures"] = "auto (decided at each reload: the size of its first step)"
+    if resolved.background_boots == "auto":
+        shown["background_boots"] = f"auto ({_background_text(resolved, report)})"
     return shown
+
+
+def _background_text(resolved: Any, report: Any) -> str:
+    """``on``, or ``off: why``, by the arbiter's rule (``SlowStartArbiter._background``)."""
+    from .priority import unavailable
+
+    if resolved.mode != "ready":
+        return f"off: mode {resolved.mode}"
+    for name in ("initial", "max_batch"):
+        if getattr(resolved, name) != "auto":
+            return f"off: {name} is set"
+    why = unavailable(report.cgroup_quota, min(report.host, report.affinity or report.host))
+    return f"off: {why}" if why else "on"
 
 
 def _source_text(source: str | None, name: str) -> str:
@@ -159,7 +210,7 @@ def check_or_exit(app: Any) -> None:
     installation = current_installation()
     try:
         resolved, pool = check(app.cfg, installation)
-    except settings_mod.SettingError as exc:
+    except (settings_mod.SettingError, RuntimeError) as exc:  # RuntimeError: a worker class gunicorn cannot load
         print(f"\nError: {exc}\n", file=sys.stderr)  # as gunicorn prints the master's RuntimeError
         sys.stderr.flush()
         sys.exit(1)

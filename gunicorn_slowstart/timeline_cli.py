@@ -227,7 +227,21 @@ def _parser() -> argparse.ArgumentParser:
     render_p.add_argument("--compare", nargs=2, metavar=("A", "B"), help="draw two timelines stacked")
     render_p.add_argument("-o", "--output", required=True, help="image file to write, e.g. startup.png")
     render_p.add_argument("--title", help="chart title")
+    render_p.add_argument("--until", type=_seconds, metavar="S",
+                          help="end the time axis at S seconds since the master's start (default: a little "
+                               "after the last ramp, or after the last exit if that comes soon after)")
     return parser
+
+
+def _seconds(text: str) -> float:
+    """``--until``: a positive number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, got {text!r}")
+    return value
 
 
 def _label(data: dict, path: str) -> str:
@@ -246,9 +260,9 @@ def _cmd_render(args: argparse.Namespace) -> int:
     if args.compare:
         first, second = (load(p) for p in args.compare)
         labels = (_label(first, args.compare[0]), _label(second, args.compare[1]))
-        render_compare(first, second, args.output, args.title, labels)
+        render_compare(first, second, args.output, args.title, labels, until=args.until)
     else:
-        render(load(args.file), args.output, args.title)
+        render(load(args.file), args.output, args.title, until=args.until)
     print(f"wrote {args.output}")
     return 0
 

@@ -10,7 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_timeline import scenario
 
+from gunicorn_slowstart import charts
 from gunicorn_slowstart import timeline as tl
+from gunicorn_slowstart.keys import ProcKey
+from gunicorn_slowstart.policy import HTTP
 
 matplotlib = pytest.importorskip("matplotlib")
 matplotlib.use("Agg")
@@ -98,3 +101,113 @@ def test_compare_titles_each_panel_without_repeating_the_mode(tmp_path: Path, ca
     out = tmp_path / "cmp.png"
     assert tl.main(["render", "--compare", str(path), str(path), "-o", str(out)]) == 0
     assert capsys.readouterr().out == f"wrote {out}\n"
+
+
+# -- the time axis: the ramps, not the hours of serving after them ---------------------------
+
+def served(stop_at: float, reload_fails: bool = False) -> dict:
+    """A start of 3 workers ready by 2 s, optionally a reload that fails, then a stop at ``stop_at``."""
+    t = tl.Timeline(0.0, 0.0, {"mode": "ready", "target": 3})
+    t.ramp_started(0.0, 3, "start")
+    for i, pid in enumerate((11, 12, 13)):
+        t.spawned(ProcKey(HTTP, pid), 0.01 * i, pid)
+        t.ready(ProcKey(HTTP, pid), 1.0 + 0.5 * i)
+    t.step(0.0, 1, 2, 1, 0)
+    t.ramp_done(2.0)
+    if reload_fails:
+        t.ramp_started(3.0, 3, "reload")
+        t.spawned(ProcKey(HTTP, 21), 3.0, 21)
+        t.spawned(ProcKey(HTTP, 22), 3.0, 22)
+        t.exited(ProcKey(HTTP, 21), 3.5, code=3)           # the new code crashes
+        t.exited(ProcKey(HTTP, 22), 3.6, signal=15)        # rolled back by the master
+        t.reload_failed(3.6, 2, 1, "worker 21 died")
+    for pid in (11, 12, 13):
+        t.exited(ProcKey(HTTP, pid), stop_at, signal=15)
+    return t.to_dict()
+
+
+def test_a_server_that_served_then_stopped_is_drawn_to_its_last_ramp() -> None:
+    data = served(33.0)
+    edge = charts.chart_edge(data)
+    assert charts.busy_end(data) == 2.0 and 2.0 < edge <= 2.6     # not 33 s: the ramp is the chart
+    assert charts.beyond_edge(data, edge) == f"serving on past {edge:.1f} s (exits at 33.0 s)"
+    assert charts.chart_edge(data, until=40.0) == 40.0 and charts.beyond_edge(data, 40.0) is None
+
+
+def test_a_short_run_keeps_its_whole_axis() -> None:
+    data = served(2.6)
+    assert charts.chart_edge(data) == pytest.approx(2.6 + 0.2)
+    assert charts.beyond_edge(data, charts.chart_edge(data)) is None
+
+
+def test_a_reload_ends_the_axis_after_the_old_workers_it_stopped() -> None:
+    data = scenario().to_dict()      # the old generation stops at 13.1 s, 0.1 s after the reload's last ready
+    assert charts.busy_end(data) == 13.1
+
+
+def test_a_failed_reload_is_marked_and_its_exits_told_apart() -> None:
+    data = served(30.0, reload_fails=True)
+    assert [(x, text) for x, text, _, _ in charts._marks(data)][-2:] == [
+        (3.0, "reload (ramp 2)"), (3.6, "reload (ramp 2) failed")]
+    assert charts.busy_end(data) == 3.6 and charts.chart_edge(data) < 4.2
+    assert charts._figure_lines(data)[1].endswith(", 1 died before ready, 1 stopped while booting")
+    fig = tl._figure(tl.FIG_WIDTH, 5.0)
+    edge = charts.chart_edge(data)
+    handles = charts._panels(fig, [(data, "t")], edge, top=0.1)
+    assert {"died before ready", "stopped while booting", charts.beyond_edge(data, edge)} <= set(handles)
+    assert len(handles) <= charts._legend_shape(len(handles))[0] * charts._legend_shape(len(handles))[1]
+
+
+@pytest.mark.parametrize("ready, code, sig, kind", [
+    (None, 3, None, "died before ready"), (None, None, 11, "died before ready"),
+    (None, None, 9, "died before ready"),      # SIGKILL: the OOM killer's, or a boot that ignored SIGTERM
+    (None, 0, None, "stopped while booting"), (None, None, 15, "stopped while booting"),
+    (1.0, None, 15, None), (1.0, 0, None, None),  # retired, scaled down, shut down: the bar just ends
+    (1.0, 1, None, "crashed while serving"), (1.0, None, 9, "crashed while serving"),
+    (1.0, None, None, "crashed while serving"),   # an exit the master could not read: not shown as a stop
+])
+def test_exits_the_master_made_are_drawn_apart_from_crashes(ready, code, sig, kind) -> None:
+    assert charts._exit_kind({"ready": ready, "exit": 2.0, "exit_code": code, "exit_signal": sig}) == kind
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3000), st.integers(1, 500), st.booleans()), min_size=1, max_size=8),
+       st.integers(0, 100_000))
+def test_every_ramp_mark_is_on_the_chart(workers: list, stop: int) -> None:
+    """Whatever the tail, every fork and every mark lies within the axis, and arrows say what is cut."""
+    t = tl.Timeline(0.0, 0.0, {"mode": "ready", "target": len(workers)})
+    t.ramp_started(0.0, len(workers), "start")
+    for pid, (fork, boot, ok) in enumerate(workers):
+        t.spawned(ProcKey(HTTP, pid), fork / 100, pid)
+        if ok:
+            t.ready(ProcKey(HTTP, pid), (fork + boot) / 100)
+        else:
+            t.exited(ProcKey(HTTP, pid), (fork + boot) / 100, code=3)
+    last = max((f + b) / 100 for f, b, _ in workers)
+    for pid, (_, _, ok) in enumerate(workers):
+        if ok:
+            t.exited(ProcKey(HTTP, pid), last + stop / 100, signal=15)
+    data = t.to_dict()
+    edge = charts.chart_edge(data)
+    assert all(0 <= x <= edge for x, _, _, _ in charts._marks(data))
+    assert all(p["fork"] <= edge and (p["ready"] or 0) <= edge for p in data["processes"])
+    assert edge <= charts.end_time(data) * 1.03 + 0.2
+    cut = any(p["exit"] > edge for p in data["processes"] if p["ready"] is not None)
+    assert (charts.beyond_edge(data, edge) is not None) == cut
+
+
+def test_render_until(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "startup.json"
+    scenario().write(str(path))
+    out = tmp_path / "chart.png"
+    assert tl.main(["render", str(path), "-o", str(out), "--until", "5"]) == 0
+    assert capsys.readouterr().out == f"wrote {out}\n" and out.read_bytes().startswith(b"\x89PNG")
+    fig = tl._figure(tl.FIG_WIDTH, 5.0)
+    tl._panels(fig, [(scenario().to_dict(), "t")], 5.0, top=0.1)
+    assert fig.axes[1].get_xlim()[1] == 5.0
+    assert len(fig.axes[1].get_yticks()) == 6   # the reload's 4 forks after 5 s are left out
+    for bad in ("0", "-1", "soon", "nan"):
+        with pytest.raises(SystemExit) as exc:
+            tl.main(["render", str(path), "-o", str(out), "--until", bad])
+        assert exc.value.code == 2
+    assert "--until: must be a number of seconds > 0, got 'soon'" in capsys.readouterr().err

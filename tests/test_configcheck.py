@@ -3,6 +3,7 @@ warnings for settings that silently do nothing, and imports without side effects
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import subprocess
@@ -45,7 +46,16 @@ REFUSED = {
                      "GUNICORN_SLOWSTART_MAX_BATCH must be a whole number >= 1"),
     "unknown variable": (INSTALL, {"GUNICORN_SLOWSTART_MAX_BACH": "2"},
                          "GUNICORN_SLOWSTART_MAX_BACH: did you mean GUNICORN_SLOWSTART_MAX_BATCH?"),
+    "template and preload": (INSTALL + "preload_app = True\n", {"GUNICORN_SLOWSTART_FORK_FROM": "template"},
+                             "slowstart_fork_from = 'template' and --preload both load the app once"),
+    "template and reload": (INSTALL + "reload = True\n", {"GUNICORN_SLOWSTART_FORK_FROM": "template"},
+                            "slowstart_fork_from = 'template' cannot be combined with --reload"),
+    "template and mode off": (INSTALL + "slowstart_fork_from = 'template'\nslowstart_mode = 'off'\n", {},
+                              "slowstart_fork_from = 'template' needs slowstart_mode 'ready' or 'timer'"),
 }
+if importlib.util.find_spec("gevent") is not None:  # gunicorn's gevent worker imports it
+    REFUSED["template and gevent"] = (INSTALL + "worker_class = 'gevent'\n", {"GUNICORN_SLOWSTART_FORK_FROM":
+                                      "template"}, "slowstart_fork_from = 'template' does not support 'gevent'")
 
 
 @pytest.mark.slow
@@ -61,6 +71,28 @@ def test_check_config_fails_with_the_masters_own_error(tmp_path: Path, case: str
     assert error_lines(checked.stderr) == error_lines(served.stderr) and len(error_lines(checked.stderr)) == 1
     assert words in error_lines(checked.stderr)[0]
     assert "Traceback" not in checked.stderr
+
+
+def test_check_config_refuses_a_template_off_linux(monkeypatch) -> None:
+    cfg = gunicorn.config.Config()
+    inst = installation({"slowstart_fork_from": "template"})
+    assert configcheck.check(cfg, inst, environ={})[0].fork_from == "template"  # Linux: fine
+    monkeypatch.setattr(sys, "platform", "darwin")
+    with pytest.raises(sm.SettingError, match=r"^slowstart_fork_from = 'template' needs Linux "
+                                              r"\(PR_SET_CHILD_SUBREAPER\)$") as refused:
+        configcheck.check(cfg, inst, environ={})
+    assert f"`Error: {refused.value}`" in (ROOT / "README.md").read_text()  # its Troubleshooting row
+
+
+def test_check_config_finds_a_long_worker_target_on_the_pythonpath(tmp_path: Path) -> None:
+    """gunicorn adds --pythonpath only when it serves; the check looks where the server will."""
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "h15_jobs.py").write_text("def run():\n    pass\n")
+    (tmp_path / "conf.py").write_text(INSTALL + "slowstart_long_worker = 'h15_jobs:run'\nslowstart_long_workers = 1\n")
+    args = ["-m", "gunicorn", "--check-config", "-c", "conf.py", "wsgi_app:app"]
+    assert run([*args, "--pythonpath", "lib"], tmp_path).returncode == 0
+    missing = run(args, tmp_path)
+    assert missing.returncode == 1 and "no module named 'h15_jobs'" in missing.stderr
 
 
 def test_check_config_with_the_command_and_a_file_without_install(tmp_path: Path) -> None:
@@ -106,6 +138,27 @@ def test_print_config_shows_resolved_settings_and_their_source(tmp_path: Path) -
         assert len([k for k in rows if k.startswith("slowstart_")]) == len(sm.SPECS)
     assert rows["slowstart_cpus"] == "3  # flag or config file"
     assert rows["slowstart_max_batch"] == "auto (1)  # default"  # timer mode: half the CPUs
+    assert rows["slowstart_background_boots"] == "auto (off: mode timer)  # default"
+    assert rows["slowstart_memory_admission"] == "on  # default"
+    assert rows["slowstart_reload_surge"] == "auto (decided at each reload: as many as may boot at once)  # default"
+
+
+def test_print_config_says_what_auto_resolves_to() -> None:
+    from gunicorn_slowstart.cpus import cpu_report
+    from gunicorn_slowstart.priority import unavailable
+
+    report = cpu_report()
+    why = unavailable(report.cgroup_quota, min(report.host, report.affinity or report.host))
+    shown = configcheck._effective(sm.Settings(cpus=3))
+    assert shown["initial"] == "auto (decided at start: the idle CPUs, 1 to 3)"
+    assert shown["background_boots"] == (f"auto (off: {why})" if why else "auto (on)")
+    assert shown["memory_admission"] == "on" and "cpus" not in shown
+    shown = configcheck._effective(sm.Settings(cpus=4, mode="timer", memory_admission=False, initial=2))
+    assert shown["max_batch"] == "auto (2)" and "initial" not in shown and shown["memory_admission"] == "off"
+    assert shown["background_boots"] == "auto (off: mode timer)"
+    assert configcheck._effective(sm.Settings(max_batch=2))["background_boots"] == "auto (off: max_batch is set)"
+    shown = configcheck._effective(sm.Settings(mode="off", background_boots="off"))
+    assert not {"initial", "max_batch", "reload_surge", "background_boots"} & set(shown)
 
 
 def test_version_names_both() -> None:
@@ -239,6 +292,7 @@ README_CASES = [
     (INSTALL + "slowstart_long_worker = 'myjobs:run'\nslowstart_long_workers = 2\n", {}),
     (INSTALL + "slowstart_long_worker = 'examples.jobs:run'\nmax_batch = 1\n", {}),
     ("from gunicorn_slowstart import install\ninstall(globals(), max_batch=0)\n", {}),
+    *[(text, env) for name, (text, env, _) in REFUSED.items() if name.startswith("template")],
 ]
 
 

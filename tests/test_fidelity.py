@@ -1,4 +1,5 @@
-"""Nothing stock gunicorn gives is lost: its statsd metrics in every mode.
+"""Nothing stock gunicorn gives is lost: its statsd metrics in every mode, its hooks in ready and
+timer mode (worker_abort included).
 
 Four real masters run side by side (stock gunicorn without the plugin, and
 slow start in ``off``, ``ready`` and ``timer`` mode), each sending statsd to
@@ -10,6 +11,7 @@ every mode must have sent at least the same names.
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 
 import pytest
 from support import GUNICORN_MAJOR, get, wait_for
@@ -90,6 +92,7 @@ def pre_fork(server, worker): _log("pre_fork")
 def post_fork(server, worker): _log("post_fork")
 def post_worker_init(worker): _log("post_worker_init")
 def worker_int(worker): _log("worker_int")
+def worker_abort(worker): _log("worker_abort")
 def child_exit(server, worker): _log("child_exit")
 def worker_exit(server, worker): _log("worker_exit")
 def nworkers_changed(server, new, old): _log("nworkers_changed")
@@ -97,20 +100,32 @@ def on_exit(server): _log("on_exit")
 '''
 
 
-def test_every_gunicorn_hook_stock_calls_is_called_in_ready_mode(server, tmp_path):
-    """Start, TTIN, SIGHUP, then SIGINT (quick stop): stock gunicorn and slow start side by side."""
-    import signal
+INSTALL = "from gunicorn_slowstart import install\ninstall(globals())\n"
+HOOK_SERVERS = (("stock", "", {}), ("ready", INSTALL, {}),
+                ("timer", INSTALL, {"GUNICORN_SLOWSTART_MODE": "timer", "GUNICORN_SLOWSTART_DELAY": "0.2"}))
 
+
+def hook_servers(server, tmp_path, app: str, workers: int, args: tuple = ()) -> tuple[dict, Callable]:
+    """Stock gunicorn and slow start in ready and timer mode, each logging its hook calls."""
     servers, logs = {}, {}
-    for name, head in (("stock", ""), ("ready", "from gunicorn_slowstart import install\ninstall(globals())\n")):
+    for name, head, env in HOOK_SERVERS:
         conf = tmp_path / f"{name}.conf.py"
         conf.write_text(head + HOOKS)
         logs[name] = tmp_path / f"{name}.hooks"
-        servers[name] = server(workers=2, boot_cpu=0.05, worker_class="sync", app="wsgi_app:app",
-                               config=str(conf), env={"HOOK_LOG": str(logs[name])}, args=("--log-level", "debug"))
+        servers[name] = server(workers=workers, boot_cpu=0.05, worker_class="sync", app=app, config=str(conf),
+                               env={"HOOK_LOG": str(logs[name]), **env}, args=("--log-level", "debug", *args))
 
     def calls(name: str) -> list[str]:
         return logs[name].read_text().split() if logs[name].exists() else []
+
+    return servers, calls
+
+
+def test_every_gunicorn_hook_stock_calls_is_called_in_ready_and_timer_mode(server, tmp_path):
+    """Start, TTIN, SIGHUP, then SIGINT (quick stop): stock gunicorn and slow start side by side."""
+    import signal
+
+    servers, calls = hook_servers(server, tmp_path, "wsgi_app:app", workers=2)
 
     # SIGHUP goes back to the configured 2 workers, as stock gunicorn does
     for step, sig, inits in (("start", None, 2), ("TTIN", signal.SIGTTIN, 3), ("HUP", signal.SIGHUP, 5)):
@@ -125,16 +140,46 @@ def test_every_gunicorn_hook_stock_calls_is_called_in_ready_mode(server, tmp_pat
         srv.signal(signal.SIGINT)
     for srv in servers.values():
         assert srv.wait_exit(30) == 0
-    stock, ready = calls("stock"), calls("ready")
+    stock = calls("stock")
     assert set(stock) == {"on_starting", "when_ready", "on_reload", "pre_fork", "post_fork", "post_worker_init",
                           "worker_int", "child_exit", "worker_exit", "nworkers_changed", "on_exit"}
-    assert set(stock) <= set(ready), f"missing in ready mode: {sorted(set(stock) - set(ready))}"
-    for hook in ("on_starting", "when_ready", "on_reload", "on_exit"):
-        assert ready.count(hook) == stock.count(hook) == 1, hook
-    for hook in ("pre_fork", "post_fork", "post_worker_init", "child_exit", "worker_exit"):
-        assert ready.count(hook) == stock.count(hook) == 5, hook  # 3 old workers, then 2 new ones
-    assert ready.count("nworkers_changed") == stock.count("nworkers_changed") == 3  # start, TTIN, HUP
-    assert ready.count("worker_int") == stock.count("worker_int") == 2
-    for line in ("[DEBUG] 2 workers", "[DEBUG] 3 workers", "[INFO] Handling signal: ttin", "[INFO] Hang up: Master",
-                 "[INFO] Handling signal: int", "[INFO] Shutting down: Master"):
-        assert line in servers["stock"].log() and line in servers["ready"].log(), line
+    for mode in ("ready", "timer"):
+        slow = calls(mode)
+        assert set(stock) <= set(slow), f"missing in {mode} mode: {sorted(set(stock) - set(slow))}"
+        for hook in ("on_starting", "when_ready", "on_reload", "on_exit"):
+            assert slow.count(hook) == stock.count(hook) == 1, (mode, hook)
+        for hook in ("pre_fork", "post_fork", "post_worker_init", "child_exit", "worker_exit"):
+            assert slow.count(hook) == stock.count(hook) == 5, (mode, hook)  # 3 old workers, then 2 new ones
+        assert slow.count("nworkers_changed") == stock.count("nworkers_changed") == 3, mode  # start, TTIN, HUP
+        assert slow.count("worker_int") == stock.count("worker_int") == 2, mode
+        for line in ("[DEBUG] 2 workers", "[DEBUG] 3 workers", "[INFO] Handling signal: ttin",
+                     "[INFO] Hang up: Master", "[INFO] Handling signal: int", "[INFO] Shutting down: Master"):
+            assert line in servers["stock"].log() and line in servers[mode].log(), (mode, line)
+
+
+def test_worker_abort_runs_for_a_ready_worker_that_hangs_past_the_timeout(server, tmp_path):
+    """A ready worker stuck in a request past gunicorn's --timeout gets SIGABRT from the master's
+    murder_workers; the worker_abort hook runs in it and a replacement is forked, in every mode."""
+    import signal
+
+    servers, calls = hook_servers(server, tmp_path, "abort_app:app", workers=1, args=("--timeout", "3"))
+    for name in servers:
+        wait_for(lambda name=name: calls(name).count("post_worker_init") >= 1, 60, f"{name}: the worker ready")
+    clients = []
+    try:
+        for srv in servers.values():
+            client = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+            client.sendall(b"GET /hang HTTP/1.0\r\nHost: x\r\n\r\n")
+            clients.append(client)
+        for name, srv in servers.items():
+            wait_for(lambda name=name: "worker_abort" in calls(name), 30, f"{name}: worker_abort after --timeout")
+            wait_for(lambda name=name: calls(name).count("post_worker_init") >= 2, 60, f"{name}: a new worker")
+            assert "[CRITICAL] WORKER TIMEOUT (pid:" in srv.log(), name
+    finally:
+        for client in clients:
+            client.close()
+    for name, srv in servers.items():
+        assert _answers(srv.port), name
+        srv.signal(signal.SIGINT)
+        assert srv.wait_exit(30) == 0, name
+        assert calls(name).count("worker_abort") >= 1 and calls(name).count("child_exit") >= 1, name
