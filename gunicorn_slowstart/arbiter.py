@@ -25,9 +25,9 @@ Exits are found by comparing the pids we track with gunicorn's ``WORKERS``
 after gunicorn reaped them; the exit status is peeked just before gunicorn
 reaps (``waitid(..., WNOWAIT)``).  gunicorn stops the server when a worker
 exits 3 / 4 (a boot error); ``rollout.py`` decides per pid whether that halt
-applies: on a first start it does (the first step forks one worker, so a
-broken application stops the server after one fork), on a serving server or
-in a reload it does not, and the exit is an ordinary boot failure.
+applies: on a first start it does (a broken application stops the server
+after its first step, before anything has served), on a serving server or in
+a reload it does not, and the exit is an ordinary boot failure.
 
 SIGHUP is a rolling reload: the config file is executed and checked first (a
 bad one is refused with one error line, nothing changes), gunicorn's
@@ -43,7 +43,11 @@ charge; the master still records readiness, so the timeline compares fairly.
 The rest of a worker's life goes through the same machinery.  Memory
 admission (``admission.py``) caps the forks the policy may make by what fits
 under the memory and pids limits, measured from the ready workers; when
-nothing fits, the policy is held.  Recycling (``recycling.py``) marks one
+nothing fits, the policy is held.  The first step is forked before any
+worker's cost is known (as many as CPUs stand idle, plus a background boot),
+so the memory guard (``_guard_memory``, ``admission.guard``) watches it boot
+and stops the youngest booting worker before the kernel's OOM killer would
+pick a process.  Recycling (``recycling.py``) marks one
 worker at a time as retiring, exactly as a reload marks the old generation,
 so its replacement is paced and it is stopped only once that one is ready.
 The status file (``statusfile.py``) is rewritten at the end of every pass.
@@ -837,8 +841,13 @@ class SlowStartArbiter(Arbiter):
             if pid not in alive:
                 self._admission.forget(pid)
         for pid in alive - self._boots.ids(HTTP) - set(self._admission.uss) - self._retiring:
-            uss, _pss, threads = process_cost(pid)
+            first = self._admission.cost_mb is None
+            uss, pss, threads = process_cost(pid)
             self._admission.measured(pid, uss, threads)
+            if first and self._admission.cost_mb is not None:  # PSS: for the reader; USS is what a fork adds
+                self.log.info("slow start: memory admission: a worker costs ~%.0f MiB USS (PSS %s), %s threads "
+                              "(worker %s)", uss, "?" if pss is None else f"{pss:.0f} MiB",
+                              "?" if threads is None else threads, pid)
 
     def _fork_refused(self, exc: BaseException) -> None:
         """The kernel refused the fork (pids limit, no memory): the server keeps serving with
