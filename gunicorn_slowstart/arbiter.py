@@ -188,6 +188,7 @@ class SlowStartArbiter(Arbiter):
         self._memory_limit_warned = False
         self._unvetted: set[int] = set()  # workers forked while no worker's cost was known: guarded
         self._guard_samples: dict[int, tuple[float, float]] = {}  # pid: (when, MiB grown since fork)
+        self._guard_base: dict[int, float] = {}  # pid: its anonymous resident MiB when it was forked
         self._grown_cost: float | None = None  # MiB a guarded worker had grown by when it was ready
         self._guard_at = 0.0
         self._guard_text = ""
@@ -930,13 +931,16 @@ class SlowStartArbiter(Arbiter):
 
     def _guard_sample(self, now: float) -> tuple[list[Growing], object]:
         """The guarded workers, oldest first, with what each grew since its fork and how fast."""
-        base = anon_resident_mb(self.pid) or 0.0  # a fork starts as a copy of the master
+        master = anon_resident_mb(self.pid) or 0.0  # a fork starts as a copy of the master
+        from_template = self.templates is not None and not self.templates.from_master()
         forked = {pid: self._boots.get(ProcKey(HTTP, pid)) for pid in self._unvetted}
         watched = []
         for pid in sorted(self._unvetted, key=lambda p: forked[p].forked_at if forked[p] else now):
             anon = anon_resident_mb(pid)
             if anon is None:
                 continue
+            # a template's fork starts as a copy of the template (the app loaded): its first look
+            base = self._guard_base.setdefault(pid, anon if from_template else master)
             grown = max(0.0, anon - base)
             then, before = self._guard_samples.get(pid, (now, grown))
             rate = max(0.0, (grown - before) / (now - then)) if now > then else 0.0
@@ -950,6 +954,7 @@ class SlowStartArbiter(Arbiter):
             if pid in self._unvetted:
                 continue
             _, grown = self._guard_samples.pop(pid)
+            self._guard_base.pop(pid, None)
             if pid in self.WORKERS and pid not in self._terminating and not self._booting(pid):
                 self._grown_cost = max(self._grown_cost or 0.0, grown)
 
@@ -965,6 +970,7 @@ class SlowStartArbiter(Arbiter):
             self._terminating[pid] = _Termination(True, Escalation.begin(now, KILL_GRACE))
             self._unvetted.discard(pid)
             self._guard_samples.pop(pid, None)
+            self._guard_base.pop(pid, None)
             self.kill_worker(pid, signal.SIGKILL)
         self._guard_stopped += len(verdict.stop)
         self._guard_text = (f"{GUARD_HOLD} {self._guard_stopped} booting worker(s) to stay under "
