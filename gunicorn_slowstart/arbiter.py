@@ -93,7 +93,18 @@ from dataclasses import dataclass
 from . import _compat
 from . import settings as settings_mod
 from ._compat import Arbiter, HaltServer
-from .admission import Admission, Growing, PidsView, Room, admit, guard, guard_message, hold_message
+from .admission import (
+    Admission,
+    Growing,
+    GuardVerdict,
+    MemoryView,
+    PidsView,
+    Room,
+    admit,
+    guard,
+    guard_message,
+    hold_message,
+)
 from .boots import Boot, Boots
 from .cgroup import pids_limit
 from .cpus import IdleCpuSampler, cpu_report, per_cpu_idle
@@ -124,6 +135,7 @@ ADMIT_POLL = 0.5  # seconds between memory/pids admission checks while workers a
 RECYCLE_POLL = 1.0  # seconds between looks for workers due for recycling (age, USS)
 RECYCLE_PAUSE = 60.0  # after a replacement failed to boot, no recycling for this long
 GUARD_HOLD = "memory guard stopped"  # how a hold set by the memory guard starts
+GUARD_LOOKAHEAD = 0.25  # seconds: the guard projects growth at most this far (a stalled master's gap)
 
 
 @dataclass
@@ -824,7 +836,7 @@ class SlowStartArbiter(Arbiter):
         if self._guard_text:
             reasons.append(self._guard_text)
         if self._room.count == 0:
-                reasons.append(hold_message(self._room, len(self._current()), self.num_workers))
+            reasons.append(hold_message(self._room, len(self._current()), self.num_workers))
         self._set_held("; ".join(reasons), now, wanted)
 
     # -- worker lifecycle: memory admission, recycling, status file ---------------------
@@ -921,7 +933,7 @@ class SlowStartArbiter(Arbiter):
             self._guard_failing = True
             return
         self._guard_failing = False
-        lookahead = max(RAMP_TICK, now - self._guard_at)
+        lookahead = min(max(RAMP_TICK, now - self._guard_at), GUARD_LOOKAHEAD)  # the next look comes as late
         self._guard_at = now
         if memory is None or len(watched) < 2:
             return
@@ -929,7 +941,7 @@ class SlowStartArbiter(Arbiter):
         if verdict.stop:
             self._guard_stop(verdict, memory, watched, now)
 
-    def _guard_sample(self, now: float) -> tuple[list[Growing], object]:
+    def _guard_sample(self, now: float) -> tuple[list[Growing], MemoryView | None]:
         """The guarded workers, oldest first, with what each grew since its fork and how fast."""
         master = anon_resident_mb(self.pid) or 0.0  # a fork starts as a copy of the master
         from_template = self.templates is not None and not self.templates.from_master()
@@ -958,7 +970,7 @@ class SlowStartArbiter(Arbiter):
             if pid in self.WORKERS and pid not in self._terminating and not self._booting(pid):
                 self._grown_cost = max(self._grown_cost or 0.0, grown)
 
-    def _guard_stop(self, verdict, memory, watched: list[Growing], now: float) -> None:
+    def _guard_stop(self, verdict: GuardVerdict, memory: MemoryView, watched: list[Growing], now: float) -> None:
         """SIGKILL (a booting worker serves nobody, and SIGTERM waits for its import to end,
         which is when it allocates): an expected exit, logged with the figures, and a hold."""
         figures = guard_message(verdict, memory, len(watched))
