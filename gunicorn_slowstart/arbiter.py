@@ -984,6 +984,8 @@ class SlowStartArbiter(Arbiter):
             self._guard_samples.pop(pid, None)
             self._guard_base.pop(pid, None)
             self.kill_worker(pid, signal.SIGKILL)
+        if self._admission.cost_mb is not None:
+            return  # the cost is known: admission's room (which counts these boots) holds the ramp
         self._guard_stopped += len(verdict.stop)
         self._guard_text = (f"{GUARD_HOLD} {self._guard_stopped} booting worker(s) to stay under "
                             f"{memory.limit:.0f} MiB, no more forks until a worker's cost is known and one "
