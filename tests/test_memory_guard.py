@@ -61,5 +61,9 @@ def test_the_first_step_never_meets_the_oom_killer(server, tmp_path, case):
             assert f"of {POD_MB} MiB" in line and "MiB left" in line, line
         held = srv.timeline().get("events", [])
         assert held and held[0][1] == "memory held", held
+        if stopped:  # the guard's hold first (with its figures), then admission's, once the cost is known
+            assert "memory guard stopped" in held[0][2] and "MiB left of 700 MiB" in held[0][2], held
+            assert any("workers fit in 700 MiB" in e[2] for e in held if e[1] == "memory held"), held
+            assert any(s.startswith("STATUS=memory held: memory guard stopped") for s in seen), seen
         srv.stop()
         assert limit.oom_kills() == 0
