@@ -13,8 +13,9 @@ file, a clock or a process.
   (memory only it holds; what one more fork adds, since pages shared with the
   master are already paid for) and thread count are sampled when it becomes
   ready, and the cost is the **median** of those samples, so one odd worker
-  does not decide it.  Until the first worker is ready nothing is known and
-  nothing is held (the first step is one worker: the probe).
+  does not decide it.  Until the first worker is ready nothing is known, and
+  admission cannot cap the first step (as many workers as CPUs stand idle,
+  plus one background boot): the **guard** below watches that step instead.
 * **What is left** is the memory really available (the cgroup limit minus the
   cgroup's working set, else ``MemAvailable``) minus a **headroom** (a
   fraction of the limit, 10 % by default: page cache, the master, a request
@@ -27,6 +28,25 @@ file, a clock or a process.
 The arbiter forks at most ``room`` more, logs once when the room runs out
 (``hold_message``) and looks again later: memory freed by a worker that exited
 or by the rest of the cgroup lets the ramp resume.
+
+The guard (``guard``): the first step is forked blind
+-----------------------------------------------------
+Sizing the first step by a guessed cost would either undo the
+work-conserving start (most pods have a memory limit) or be wrong.  So the
+master measures instead: every ramp tick (25 ms) while workers admitted
+without a known cost boot under a memory limit, it reads what is left (the
+same ``MemoryView``) and how much each booting worker has grown since its fork
+(cheap ``/proc/PID/statm`` reads: anonymous resident memory beyond the
+master's, since a fork starts as a copy of it) and how fast.  What each one
+will still take is at least the larger of (a) the biggest growth seen so far
+(from a booting worker, or the growth of the first ones at readiness) minus
+its own, since workers run the same code, and (b) its growth rate over the
+time to the next look.  When what is left, less all of that, falls below the
+headroom, the **youngest** booting workers are stopped (their growth comes
+back) until the rest fit, never the last one.  The kernel's OOM killer would
+instead take the biggest process, which can be a serving worker.  A stop is
+expected (not a boot failure); the ramp holds until a worker's cost is
+known and one more fits.
 """
 
 from __future__ import annotations
@@ -142,6 +162,50 @@ def pids_room(limit: int, current: int, per_worker: int, pending: int = 0) -> in
     if per_worker <= 0:
         raise ValueError("per_worker must be > 0")
     return max(0, (limit - current - pending - SPARE_TASKS) // per_worker)
+
+
+@dataclass(frozen=True)
+class Growing:
+    """A booting worker as the guard sees it: MiB grown since its fork, and how fast (MiB/s)."""
+
+    key: Hashable
+    grown: float
+    rate: float = 0.0
+
+
+@dataclass(frozen=True)
+class GuardVerdict:
+    """What the guard decided: the workers to stop (youngest first) and the figures behind it."""
+
+    stop: tuple
+    left: float  # MiB available under the limit now
+    need: float  # MiB the booting workers will still take, at least (estimated)
+    floor: float  # MiB kept free (the headroom)
+
+
+def guard(memory: MemoryView, booting: list[Growing], grown_cost: float | None = None,
+          lookahead: float = 0.0, headroom: float = HEADROOM) -> GuardVerdict:
+    """Which booting workers (``booting`` oldest first) to stop so that the others can
+    finish booting with ``headroom`` x the limit still free.  ``grown_cost``: MiB a worker
+    had grown by when it became ready, once one has; ``lookahead``: seconds to the next look."""
+    largest = max([b.grown for b in booting] + [grown_cost or 0.0])
+    need = {b.key: max(0.0, largest - b.grown, b.rate * max(0.0, lookahead)) for b in booting}
+    floor = headroom * memory.limit
+    left = memory.available - sum(need.values())
+    stop = []
+    for b in reversed(booting):  # the youngest first: the least boot time is lost
+        if left >= floor or len(booting) - len(stop) <= 1:
+            break
+        stop.append(b.key)
+        left += need[b.key] + b.grown  # what it would still take, and what it holds, come back
+    return GuardVerdict(tuple(stop), memory.available, sum(need.values()), floor)
+
+
+def guard_message(verdict: GuardVerdict, memory: MemoryView, booting: int) -> str:
+    """The figures behind a stop, for the log and the hold: ``95 MiB left of 700 MiB, ...``."""
+    where = "cgroup limit" if memory.source == "cgroup" else "MemTotal"
+    return (f"{verdict.left:.0f} MiB left of {memory.limit:.0f} MiB ({where}), {booting} booting workers "
+            f"need ~{verdict.need:.0f} MiB more, headroom {verdict.floor:.0f} MiB")
 
 
 def admit(wanted: int, room: Room) -> int:

@@ -25,9 +25,9 @@ Exits are found by comparing the pids we track with gunicorn's ``WORKERS``
 after gunicorn reaped them; the exit status is peeked just before gunicorn
 reaps (``waitid(..., WNOWAIT)``).  gunicorn stops the server when a worker
 exits 3 / 4 (a boot error); ``rollout.py`` decides per pid whether that halt
-applies: on a first start it does (the first step forks one worker, so a
-broken application stops the server after one fork), on a serving server or
-in a reload it does not, and the exit is an ordinary boot failure.
+applies: on a first start it does (a broken application stops the server
+after its first step, before anything has served), on a serving server or in
+a reload it does not, and the exit is an ordinary boot failure.
 
 SIGHUP is a rolling reload: the config file is executed and checked first (a
 bad one is refused with one error line, nothing changes), gunicorn's
@@ -43,7 +43,11 @@ charge; the master still records readiness, so the timeline compares fairly.
 The rest of a worker's life goes through the same machinery.  Memory
 admission (``admission.py``) caps the forks the policy may make by what fits
 under the memory and pids limits, measured from the ready workers; when
-nothing fits, the policy is held.  Recycling (``recycling.py``) marks one
+nothing fits, the policy is held.  The first step is forked before any
+worker's cost is known (as many as CPUs stand idle, plus a background boot),
+so the memory guard (``_guard_memory``, ``admission.guard``) watches it boot
+and stops the youngest booting worker before the kernel's OOM killer would
+pick a process.  Recycling (``recycling.py``) marks one
 worker at a time as retiring, exactly as a reload marks the old generation,
 so its replacement is paced and it is stopped only once that one is ready.
 The status file (``statusfile.py``) is rewritten at the end of every pass.
@@ -89,13 +93,24 @@ from dataclasses import dataclass
 from . import _compat
 from . import settings as settings_mod
 from ._compat import Arbiter, HaltServer
-from .admission import Admission, PidsView, Room, admit, hold_message
+from .admission import (
+    Admission,
+    Growing,
+    GuardVerdict,
+    MemoryView,
+    PidsView,
+    Room,
+    admit,
+    guard,
+    guard_message,
+    hold_message,
+)
 from .boots import Boot, Boots
 from .cgroup import pids_limit
 from .cpus import IdleCpuSampler, cpu_report, per_cpu_idle
 from .escalation import Escalation
 from .keys import ProcKey
-from .memory import available_memory_mb, memory_view, process_cost
+from .memory import anon_resident_mb, available_memory_mb, memory_view, process_cost
 from .policy import HTTP, LONG, BackoffConfig, PolicyConfig, SlowStartPolicy, default_max_batch
 from .pool.api import LongWorkerPool
 from .pool.link import READY, SPAWNED, PoolEvent, PoolLink
@@ -119,6 +134,8 @@ ADMIT_POLL = 0.5  # seconds between memory/pids admission checks while workers a
 # the last check are subtracted from its room, so a longer interval only delays seeing memory freed)
 RECYCLE_POLL = 1.0  # seconds between looks for workers due for recycling (age, USS)
 RECYCLE_PAUSE = 60.0  # after a replacement failed to boot, no recycling for this long
+GUARD_HOLD = "memory guard stopped"  # how a hold set by the memory guard starts
+GUARD_LOOKAHEAD = 0.25  # seconds: the guard projects growth at most this far (a stalled master's gap)
 
 
 @dataclass
@@ -181,6 +198,14 @@ class SlowStartArbiter(Arbiter):
         self._fork_failing = False
         self._status_failing = False
         self._memory_limit_warned = False
+        self._unvetted: set[int] = set()  # workers forked while no worker's cost was known: guarded
+        self._guard_samples: dict[int, tuple[float, float]] = {}  # pid: (when, MiB grown since fork)
+        self._guard_base: dict[int, float] = {}  # pid: its anonymous resident MiB when it was forked
+        self._grown_cost: float | None = None  # MiB a guarded worker had grown by when it was ready
+        self._guard_at = 0.0
+        self._guard_text = ""
+        self._guard_stopped = 0  # booting workers the guard stopped since its hold began
+        self._guard_failing = False
         super().__init__(app)  # calls setup(), which resolves the settings
 
     # -- configuration ----------------------------------------------------------
@@ -409,6 +434,7 @@ class SlowStartArbiter(Arbiter):
             self._report(time.monotonic())
             self._write_status(time.monotonic())
             return
+        self._guard_memory(now)
         self._scale_down()
         self._recycle(now)
         self._retire_old()
@@ -805,8 +831,12 @@ class SlowStartArbiter(Arbiter):
         self._room = Room(None)
         if self.slowstart.memory_admission and wanted > 0:
             self._room = self._measure_room()
-            if self._room.count == 0:
-                reasons.append(hold_message(self._room, len(self._current()), self.num_workers))
+        if self._guard_text and self._admission.cost_mb is not None:
+            self._guard_text, self._guard_stopped = "", 0  # a worker's cost is known: admission decides
+        if self._guard_text:
+            reasons.append(self._guard_text)
+        if self._room.count == 0:
+            reasons.append(hold_message(self._room, len(self._current()), self.num_workers))
         self._set_held("; ".join(reasons), now, wanted)
 
     # -- worker lifecycle: memory admission, recycling, status file ---------------------
@@ -824,8 +854,13 @@ class SlowStartArbiter(Arbiter):
             if pid not in alive:
                 self._admission.forget(pid)
         for pid in alive - self._boots.ids(HTTP) - set(self._admission.uss) - self._retiring:
-            uss, _pss, threads = process_cost(pid)
+            first = self._admission.cost_mb is None
+            uss, pss, threads = process_cost(pid)
             self._admission.measured(pid, uss, threads)
+            if first and self._admission.cost_mb is not None:  # PSS: for the reader; USS is what a fork adds
+                self.log.info("slow start: memory admission: a worker costs ~%.0f MiB USS (PSS %s), %s threads "
+                              "(worker %s)", uss, "?" if pss is None else f"{pss:.0f} MiB",
+                              "?" if threads is None else threads, pid)
 
     def _fork_refused(self, exc: BaseException) -> None:
         """The kernel refused the fork (pids limit, no memory): the server keeps serving with
@@ -865,14 +900,97 @@ class SlowStartArbiter(Arbiter):
         was = self._held_text
         self._held_text = text
         self.policy.set_hold(bool(text))
-        if text and not was:
+        after_guard = GUARD_HOLD in was and text and GUARD_HOLD not in text  # its reason changed
+        if text and (not was or after_guard):
             self.log.warning("slow start: holding the ramp: %s", text)
         elif was and not text and wanted > 0:
             self.log.info("slow start: memory recovered, ramp resumes")
         elif was and not text:
             self.log.info("slow start: memory hold ended: no more workers wanted")
-        if bool(text) != bool(was):
+        if bool(text) != bool(was) or after_guard:
             self.status.memory_held(now, bool(text), text or was)
+
+    def _guard_memory(self, now: float) -> None:
+        """The first step is forked before any worker's cost is known, so admission cannot
+        cap it: watch those workers boot (every ramp tick) and stop the youngest before the
+        kernel's OOM killer, which takes the biggest process (maybe a serving worker), would
+        (``admission.guard``).  Then hold until a worker's cost is known and one more fits."""
+        if not self.slowstart.memory_admission or self.mode == "off":
+            return
+        booting = [key.id for key in self._boots.keys(HTTP)
+                   if key.id in self.WORKERS and key.id not in self._terminating]
+        if self._admission.cost_mb is None:
+            self._unvetted.update(booting)
+        self._unvetted.intersection_update(booting)
+        self._learn_grown_cost()
+        if not self._unvetted:
+            return
+        try:
+            watched, memory = self._guard_sample(now)
+        except Exception as exc:  # noqa: BLE001 - a measurement must never stop a serving master
+            if not self._guard_failing:
+                self.log.warning("slow start: memory guard could not measure: %r", exc)
+            self._guard_failing = True
+            return
+        self._guard_failing = False
+        lookahead = min(max(RAMP_TICK, now - self._guard_at), GUARD_LOOKAHEAD)  # the next look comes as late
+        self._guard_at = now
+        if memory is None or len(watched) < 2:
+            return
+        verdict = guard(memory, watched, self._grown_cost, lookahead, self._admission.headroom)
+        if verdict.stop:
+            self._guard_stop(verdict, memory, watched, now)
+
+    def _guard_sample(self, now: float) -> tuple[list[Growing], MemoryView | None]:
+        """The guarded workers, oldest first, with what each grew since its fork and how fast."""
+        master = anon_resident_mb(self.pid) or 0.0  # a fork starts as a copy of the master
+        from_template = self.templates is not None and not self.templates.from_master()
+        forked = {pid: self._boots.get(ProcKey(HTTP, pid)) for pid in self._unvetted}
+        watched = []
+        for pid in sorted(self._unvetted, key=lambda p: forked[p].forked_at if forked[p] else now):
+            anon = anon_resident_mb(pid)
+            if anon is None:
+                continue
+            # a template's fork starts as a copy of the template (the app loaded): its first look
+            base = self._guard_base.setdefault(pid, anon if from_template else master)
+            grown = max(0.0, anon - base)
+            then, before = self._guard_samples.get(pid, (now, grown))
+            rate = max(0.0, (grown - before) / (now - then)) if now > then else 0.0
+            self._guard_samples[pid] = (now, grown)
+            watched.append(Growing(pid, grown, rate))
+        return watched, memory_view()
+
+    def _learn_grown_cost(self) -> None:
+        """A guarded worker that became ready tells how much a worker grows while it boots."""
+        for pid in list(self._guard_samples):
+            if pid in self._unvetted:
+                continue
+            _, grown = self._guard_samples.pop(pid)
+            self._guard_base.pop(pid, None)
+            if pid in self.WORKERS and pid not in self._terminating and not self._booting(pid):
+                self._grown_cost = max(self._grown_cost or 0.0, grown)
+
+    def _guard_stop(self, verdict: GuardVerdict, memory: MemoryView, watched: list[Growing], now: float) -> None:
+        """SIGKILL (a booting worker serves nobody, and SIGTERM waits for its import to end,
+        which is when it allocates): an expected exit, logged with the figures, and a hold."""
+        figures = guard_message(verdict, memory, len(watched))
+        grown = {w.key: w.grown for w in watched}
+        for pid in verdict.stop:
+            self.log.warning("slow start: memory guard: stopping booting worker %s (+%.0f MiB since fork), the "
+                             "youngest, before the kernel's OOM killer picks a process: %s", pid, grown[pid],
+                             figures)
+            self._terminating[pid] = _Termination(True, Escalation.begin(now, KILL_GRACE))
+            self._unvetted.discard(pid)
+            self._guard_samples.pop(pid, None)
+            self._guard_base.pop(pid, None)
+            self.kill_worker(pid, signal.SIGKILL)
+        if self._admission.cost_mb is not None:
+            return  # the cost is known: admission's room (which counts these boots) holds the ramp
+        self._guard_stopped += len(verdict.stop)
+        self._guard_text = (f"{GUARD_HOLD} {self._guard_stopped} booting worker(s) to stay under "
+                            f"{memory.limit:.0f} MiB, no more forks until a worker's cost is known and one "
+                            f"more fits: {figures}")
+        self._set_held(self._guard_text, now, self.num_workers - len(self._current()))  # min_free_mb: next look
 
     def _recycle(self, now: float) -> None:
         """max_worker_age / max_worker_memory: mark one due worker as retiring; the rolling

@@ -12,8 +12,12 @@ Not ready when: the file is missing or unreadable (the master has not
 written it yet), older than ``--max-age`` seconds (the master is stuck or
 gone), names a master pid that is not running, says ``stopping``, or has
 fewer ready workers than ``--min-ready K`` (default 1) or
-``--min-ready-fraction F`` of the target.  The probe runs in the server's
-container (same pid namespace), as an ``exec`` probe does.
+``--min-ready-fraction F`` of the target, or is in a state named by
+``--fail-on STATE`` (e.g. ``--fail-on 'reload failed'`` for a deploy
+pipeline that wants to know the new code was rolled back; by default a
+server that rolled a reload back still serves, so a readiness probe passes).
+The probe runs in the server's container (same pid namespace), as an
+``exec`` probe does.
 """
 
 from __future__ import annotations
@@ -25,14 +29,14 @@ import sys
 import time
 from typing import Any
 
-from .statusfile import read
+from .statusfile import STATES, read
 
 OK, NOT_READY = 0, 1
 
 
 def verdict(data: dict[str, Any], now: float, min_ready: int | None = None,
             min_fraction: float | None = None, max_age: float | None = None,
-            pid_alive: bool = True) -> tuple[bool, str]:
+            pid_alive: bool = True, fail_on: tuple[str, ...] = ()) -> tuple[bool, str]:
     """(ready enough?, one line): pure, from a status record and the wall-clock time."""
     ready, target, state = int(data["ready"]), int(data["target"]), str(data["state"])
     age = now - float(data["updated_at"])
@@ -43,6 +47,8 @@ def verdict(data: dict[str, Any], now: float, min_ready: int | None = None,
         return False, f"master pid {data['pid']} is not running"
     if state == "stopping":
         return False, f"server is stopping ({ready}/{target} ready)"
+    if state in fail_on:
+        return False, f"state {state} (--fail-on){detail}; {ready}/{target} workers ready"
     need = _needed(target, min_ready, min_fraction)
     if ready < need:
         return False, f"{ready}/{target} workers ready, need {need}; state {state}{detail}"
@@ -98,11 +104,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-age", type=_seconds, metavar="S",
                         help="fail when the file was not rewritten for S seconds (the master writes it "
                              "at least every 2 s)")
+    parser.add_argument("--fail-on", action="append", choices=STATES, default=[], metavar="STATE",
+                        help="also fail while the master reports this state (repeatable), e.g. 'reload failed'")
     args = parser.parse_args(argv)
     try:
         data = read(args.file)
         ok, line = verdict(data, time.time(), args.min_ready, args.min_ready_fraction, args.max_age,
-                           _pid_alive(data.get("pid")))
+                           _pid_alive(data.get("pid")), tuple(args.fail_on))
     except (OSError, ValueError, TypeError, KeyError) as exc:
         ok, line = False, f"cannot read status file {args.file}: {exc}"
     print(("ready: " if ok else "not ready: ") + line, file=sys.stdout if ok else sys.stderr)

@@ -14,7 +14,8 @@ live master from a stale file)::
 
 ``state`` is one of ``starting`` (no ramp has completed yet), ``serving``,
 ``reloading`` (a SIGHUP generation is being rolled in), ``reload failed``,
-``memory held`` (admission holds the ramp; ``detail`` says why) and
+``memory held`` (admission, or the memory guard of the first step, holds the
+ramp; ``detail`` says why) and
 ``stopping``.  ``generation`` is the generation that serves (1 at start, one more per completed SIGHUP reload).
 ``updated_at`` is wall-clock time (``time.time()``), comparable across
 processes.  ``python -m gunicorn_slowstart.probe`` reads it.

@@ -178,3 +178,63 @@ def test_process_cost_of_this_process_and_of_a_missing_one():
     assert uss is not None and uss > 1 and threads >= 1
     assert pss is None or pss >= 0
     assert process_cost(2**22 + 12345) == (None, None, None)
+
+
+# -- the guard: the first step, forked before any worker's cost is known ------------------
+
+
+def test_guard_stops_the_youngest_until_the_rest_fit():
+    """The issue's pod: 700 MiB, a master of ~40: four workers booting, the oldest already at
+    +150 MiB: the others will grow at least as much; stopping the youngest gives back what it
+    holds and what it would still take."""
+    from gunicorn_slowstart.admission import Growing, guard
+
+    booting = [Growing("a", 150), Growing("b", 40), Growing("c", 30), Growing("d", 20)]
+    verdict = guard(MemoryView(700 - 40 - 240, 700), booting)
+    assert verdict.stop == ("d",)  # 420 - 360 < 70; without d: 420 - 230 + 20 >= 70
+    assert verdict.floor == 70 and verdict.need == 0 + 110 + 120 + 130
+
+
+def test_guard_leaves_workers_that_fit_alone():
+    from gunicorn_slowstart.admission import Growing, guard
+
+    booting = [Growing("a", 150), Growing("b", 140)]
+    assert guard(MemoryView(2000, 4000), booting).stop == ()
+    assert guard(MemoryView(2000, 4000), []).stop == ()
+
+
+def test_guard_never_stops_the_last_booting_worker():
+    from gunicorn_slowstart.admission import Growing, guard
+
+    assert guard(MemoryView(10, 700), [Growing("a", 300)]).stop == ()
+    assert guard(MemoryView(10, 700), [Growing("a", 300), Growing("b", 300)]).stop == ("b",)
+
+
+def test_guard_looks_ahead_by_the_growth_rate():
+    """Workers growing in step (none ahead of the others) still cannot outrun the next look."""
+    from gunicorn_slowstart.admission import Growing, guard
+
+    booting = [Growing("a", 100, rate=800), Growing("b", 100, rate=800)]
+    assert guard(MemoryView(150, 700), booting, lookahead=0.025).stop == ()  # 150 - 40 >= 70
+    assert guard(MemoryView(150, 700), booting, lookahead=0.06).stop == ("b",)  # 150 - 96 < 70
+
+
+def test_guard_uses_what_a_worker_grew_by_when_it_became_ready():
+    from gunicorn_slowstart.admission import Growing, guard
+
+    booting = [Growing("b", 20), Growing("c", 20)]
+    assert guard(MemoryView(400, 700), booting).stop == ()
+    assert guard(MemoryView(400, 700), booting, grown_cost=200).stop == ("c",)  # 400 - 360 < 70
+
+
+@given(st.lists(st.tuples(st.floats(0, 500), st.floats(0, 2000)), max_size=8), st.floats(0, 4000),
+       st.floats(100, 8000), st.floats(0, 0.5))
+def test_guard_properties(workers, available, limit, lookahead):
+    from gunicorn_slowstart.admission import Growing, guard
+
+    booting = [Growing(i, grown, rate) for i, (grown, rate) in enumerate(workers)]
+    verdict = guard(MemoryView(available, limit), booting, lookahead=lookahead)
+    assert len(verdict.stop) <= max(0, len(booting) - 1)  # never the last one
+    assert list(verdict.stop) == [b.key for b in reversed(booting)][:len(verdict.stop)]  # youngest first
+    if available - verdict.need >= 0.1 * limit:
+        assert verdict.stop == ()

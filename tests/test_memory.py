@@ -210,3 +210,17 @@ def test_real_machine() -> None:
     total_mib = next(int(line.split()[1]) / 1024 for line in Path("/proc/meminfo").read_text().splitlines()
                      if line.startswith("MemTotal:"))
     assert 0 < free <= total_mib
+
+
+def test_anon_resident_from_statm(tmp_path: Path) -> None:
+    """resident - shared pages (statm's 2nd and 3rd fields), in MiB; None when unreadable."""
+    import os
+
+    from gunicorn_slowstart.memory import PAGE, anon_resident_mb
+
+    write(tmp_path, "proc/42/statm", f"{10 * 2**20 // PAGE} {3 * 2**20 // PAGE} {2**20 // PAGE} 1 0 5 0\n")
+    assert anon_resident_mb(42, str(tmp_path)) == 2.0
+    write(tmp_path, "proc/43/statm", "garbage\n")
+    assert anon_resident_mb(43, str(tmp_path)) is None
+    assert anon_resident_mb(44, str(tmp_path)) is None  # gone
+    assert anon_resident_mb(os.getpid()) > 1  # this interpreter, for real

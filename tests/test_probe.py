@@ -135,3 +135,17 @@ def probe_parser_accepts(args: list[str]) -> None:
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
         code = probe.main([*args])  # the file does not exist here: 1, not a usage error (2)
     assert code == 1, out.getvalue()
+
+
+def test_fail_on_names_states_that_fail_the_probe():
+    record = {**RECORD, "ready": 8, "state": "reload failed", "updated_at": time.time()}
+    assert probe.verdict(record, time.time())[0]  # a rolled-back reload still serves
+    ok, line = probe.verdict(record, time.time(), fail_on=("reload failed",))
+    assert not ok and line.startswith("state reload failed (--fail-on)") and "8/8 workers ready" in line
+    assert probe.verdict({**record, "state": "serving"}, time.time(), fail_on=("reload failed",))[0]
+
+
+def test_fail_on_rejects_unknown_states(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    with pytest.raises(SystemExit) as exited:
+        probe.main([str(tmp_path / "s.json"), "--fail-on", "broken"])
+    assert exited.value.code == 2 and "--fail-on" in capsys.readouterr().err
