@@ -17,7 +17,7 @@ import types
 
 import psutil
 import pytest
-from support import UVICORN_WORKER, alive, wait_for
+from support import GUNICORN_MAJOR, UVICORN_WORKER, alive, wait_for
 from test_template import (
     THREAD_AT_IMPORT,
     Hammer,
@@ -84,8 +84,13 @@ def test_reload_under_traffic_and_a_broken_reload(server, tmp_path, worker_class
         wait_for(lambda: not (set(kids) & set(workers(srv))), 30, "old workers gone")
         n = len(hammer.results)
         wait_for(lambda: len(hammer.results) >= n + 5, 30, "requests after the reload")
-    assert hammer.results and all(r is not None and r[0] == 200 for r in hammer.results), hammer.results
-    assert len(hammer.retried) <= 2, hammer.retried
+    if GUNICORN_MAJOR < 24 and worker_class == "gthread":
+        # gunicorn 23's gthread worker, told to stop, cancels the requests queued in its thread pool
+        # and closes their connections unanswered, forked from the master or not (README: Limits)
+        assert any(hammer.results) and all(r is None or r[0] == 200 for r in hammer.results), hammer.results
+    else:
+        assert hammer.results and all(r is not None and r[0] == 200 for r in hammer.results), hammer.results
+        assert len(hammer.retried) <= 2, hammer.retried
     assert all(r.startswith("version 2 ") for r in answers(srv, 6))
     assert len(imports(tmp_path)) == 2 and set(workers(srv).values()) == {master}
 
