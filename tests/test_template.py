@@ -318,6 +318,9 @@ def test_first_import_fails_exits_4_without_forking_a_worker(server, tmp_path):
     assert "ModuleNotFoundError: No module named 'this_module_does_not_exist'" in log
     assert "App failed to load in the template" in log
     assert "Booting worker" not in log
+    rows = srv.timeline().get("templates", [])  # the failed import is in the timeline, with its error
+    assert [(r["generation"], r["outcome"], r["loaded"]) for r in rows] == [(1, "failed", None)], rows
+    assert "ModuleNotFoundError" in rows[0]["error"], rows
 
 
 @pytest.mark.slow
