@@ -7,8 +7,8 @@ its first and its last worker ready), one bar per process (light: booting,
 dark: serving; HTTP and long workers in their own colours, failed boots in
 red), with a row per template process on top (``fork_from = template``: its
 import of the app, labelled with its wall and CPU time, then the time it
-stays to fork workers) and a strip with the window, the cap and how many booted and served
-at each step.  Labels are placed in as few header rows as keep them apart;
+stays to fork workers), and a strip with the window, the cap and how many
+booted and served at each step.  Labels are placed in as few header rows as keep them apart;
 what does not fit is left out, its line stays.  matplotlib is imported only
 when a chart is drawn (``MissingMatplotlib`` otherwise), with the Agg
 canvas, and the image is written through ``files.write_atomic``.  The
@@ -285,9 +285,9 @@ def _draw_templates(ax: Any, templates: list[dict], edge: float) -> None:
                     bbox=None if inside else {"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.85})
 
 
-def _draw_bars(ax: Any, processes: list[dict], marks: list, edge: float, templates: list[dict] = ()) -> None:
+def _draw_bars(ax: Any, processes: list[dict], marks: list, edge: float, templates: list[dict] | None = None) -> None:
     ax.set_xlim(0, edge)
-    templates = list(templates)
+    templates = templates or []
     _draw_templates(ax, templates, edge)
     first = len(templates)
     for kind, (light, dark) in (("http", HTTP_COLORS), ("long", LONG_COLORS)):
