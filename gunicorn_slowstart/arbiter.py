@@ -1226,7 +1226,7 @@ class SlowStartArbiter(Arbiter):
     def _poll_templates(self, now: float) -> None:
         """Start the template when needed, read its reports; the first failed import halts (exit 4)."""
         if self.templates is None and self.slowstart.fork_from == "template":
-            self.templates = TemplateSpawner(self.log)
+            self.templates = TemplateSpawner(self.log, self.status)
         if self.templates is not None and self.templates.poll(self, now) == RELOAD_FAILED:
             self._abandon_template_reload(now)
 
@@ -1245,7 +1245,7 @@ class SlowStartArbiter(Arbiter):
             self.templates.stop()
             self.templates = None
         elif self.slowstart.fork_from == "template":
-            self.templates = self.templates or TemplateSpawner(self.log)
+            self.templates = self.templates or TemplateSpawner(self.log, self.status)
             self.templates.reload(self)
 
     # -- shutting down ------------------------------------------------------------

@@ -5,15 +5,17 @@ Theory of operation
 A chart has, per timeline, a header of labelled marks (each ramp's start,
 its first and its last worker ready), one bar per process (light: booting,
 dark: serving; HTTP and long workers in their own colours, failed boots in
-red) and a strip with the window, the cap and how many booted and served
-at each step.  Labels are placed in as few header rows as keep them apart;
-what does not fit is left out, its line stays.  The time axis ends a little
-after the last ramp's work (``chart_edge``): a server that served for long
-after it and then stopped would otherwise have its ramps in a sliver of the
-width; bars that go on past the edge end in an arrow and the legend says when
-they exited.  Exits are told apart by status: a crash (red) from a worker the
-master stopped on purpose (exit 0 or SIGTERM / SIGINT / SIGQUIT: grey while
-booting, a plain end while serving).  matplotlib is imported only
+red), with a row per template process on top (``fork_from = template``: its
+import of the app, labelled with its wall and CPU time, then the time it
+stays to fork workers), and a strip with the window, the cap and how many
+booted and served at each step.  Labels are placed in as few header rows as
+keep them apart; what does not fit is left out, its line stays.  The time
+axis ends a little after the last ramp's work (``chart_edge``): a server that
+served for long after it and then stopped would otherwise have its ramps in a
+sliver of the width; bars that go on past the edge end in an arrow and the
+legend says when they exited.  Exits are told apart by status: a crash (red)
+from a worker the master stopped on purpose (exit 0 or SIGTERM / SIGINT /
+SIGQUIT: grey while booting, a plain end while serving).  matplotlib is imported only
 when a chart is drawn (``MissingMatplotlib`` otherwise), with the Agg
 canvas, and the image is written through ``files.write_atomic``.  The
 figures come from ``timeline.summaries``; the CLI is ``timeline_cli.py``.
@@ -52,6 +54,10 @@ BOOTING_COLOR = "#d9d9d9"
 FAILED_COLOR = "#d62728"
 STOPPED_COLOR = "#777777"
 STOP_SIGNALS = (2, 3, 15)   # SIGINT, SIGQUIT, SIGTERM: how the master (or an operator) stops a worker
+TEMPLATE_COLORS = ("#c2a5cf", "#762a83")  # importing the app, loaded (forking workers)
+TEMPLATE_LABELS = ("template importing the app", "template loaded (workers fork from it)")
+TEMPLATE_LABEL_INSIDE = 0.3  # an import bar this share of the axis wide holds its label
+FAILED_OUTCOMES = ("failed", "lost")  # a template that ended so before loading: marked like a failed boot
 
 FIG_WIDTH = 10.0        # inches
 LEFT, RIGHT = 0.95, 0.3  # margins: worker pids on the left
@@ -80,6 +86,8 @@ def end_time(data: dict) -> float:
     for p in data["processes"]:
         times += [t for t in (p["fork"], p["ready"], p["exit"]) if t is not None]
     times += [s[0] for s in data["steps"]]
+    for row in data.get("templates", []):
+        times += [t for t in (row["fork"], row["loaded"], row["end"]) if t is not None]
     for r in data["ramps"]:
         times += [t for t in (r["start"], r.get("end"), r.get("all_ready")) if t is not None]
     return max(max(times), 1.0)
@@ -273,10 +281,11 @@ def _background_end(p: dict, end: float) -> float | None:
     return end
 
 
-def _bars(processes: list[dict], kind: str, end: float) -> tuple[list, list, list]:
-    """(y, left, width) rows of the background, booting and serving bars of one kind."""
+def _bars(processes: list[dict], kind: str, end: float, first: int = 0) -> tuple[list, list, list]:
+    """(y, left, width) rows of the background, booting and serving bars of one kind (the
+    processes' rows from ``first`` on)."""
     waiting, booting, serving = [], [], []
-    for y, p in enumerate(processes):
+    for y, p in enumerate(processes, first):
         if p["kind"] != kind:
             continue
         boot_end = p["ready"] if p["ready"] is not None else (p["exit"] if p["exit"] is not None else end)
@@ -292,10 +301,54 @@ def _bars(processes: list[dict], kind: str, end: float) -> tuple[list, list, lis
     return waiting, booting, serving
 
 
-def _draw_bars(ax: Any, processes: list[dict], marks: list, edge: float, beyond: str | None = None) -> None:
+def template_text(row: dict) -> str:
+    """``template 1: app loaded in 1.02 s (0.98 s CPU)``: what a template's bar is labelled."""
+    name = f"template {row['generation']}"
+    if row["loaded"] is not None:
+        cpu = f" ({row['cpu']:.2f} s CPU)" if row.get("cpu") is not None else ""
+        return f"{name}: app loaded in {row['loaded'] - row['fork']:.2f} s{cpu}"
+    if row["outcome"] is not None:
+        return f"{name}: {row['outcome']} after {row['end'] - row['fork']:.2f} s"
+    return f"{name}: importing the app"
+
+
+def _template_label_place(fork: float, loaded: float, edge: float) -> tuple[float, str, bool]:
+    """(x, alignment, inside the bar) of a template's label: inside a wide import bar, else
+    after it, or before it when the bar ends late on the axis."""
+    if (loaded - fork) / edge > TEMPLATE_LABEL_INSIDE:
+        return fork, "left", True
+    if loaded / edge < 0.6:
+        return loaded, "left", False
+    return fork, "right", False
+
+
+def _draw_templates(ax: Any, templates: list[dict], edge: float) -> None:
+    """A row per template: its import (wide, labelled), then the time it forks workers (thin)."""
+    for y, row in enumerate(templates):
+        loaded = row["loaded"] if row["loaded"] is not None else (row["end"] if row["end"] is not None else edge)
+        ax.barh(y, max(loaded - row["fork"], 0.0), left=row["fork"], height=0.72, color=TEMPLATE_COLORS[0],
+                linewidth=0, label=TEMPLATE_LABELS[0])
+        if row["loaded"] is not None:
+            stop = row["end"] if row["end"] is not None else edge
+            ax.barh(y, max(stop - loaded, 0.0), left=loaded, height=0.3, color=TEMPLATE_COLORS[1], linewidth=0,
+                    label=TEMPLATE_LABELS[1])
+        elif row["outcome"] in FAILED_OUTCOMES:
+            ax.plot([row["end"]], [y], "x", color=FAILED_COLOR, markersize=7, markeredgewidth=2,
+                    label="died before ready", zorder=4)
+        at, align, inside = _template_label_place(row["fork"], loaded, edge)
+        ax.annotate(template_text(row), (at, y), xytext=(-4 if align == "right" else 4, 0), textcoords="offset points",
+                    ha=align, va="center", fontsize=7, color="black" if inside else TEMPLATE_COLORS[1], zorder=5,
+                    bbox=None if inside else {"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.85})
+
+
+def _draw_bars(ax: Any, processes: list[dict], marks: list, edge: float, beyond: str | None = None,
+               templates: list[dict] | None = None) -> None:
     ax.set_xlim(0, edge)
+    templates = templates or []
+    _draw_templates(ax, templates, edge)
+    first = len(templates)
     for kind, (light, dark) in (("http", HTTP_COLORS), ("long", LONG_COLORS)):
-        waiting, booting, serving = _bars(processes, kind, edge)
+        waiting, booting, serving = _bars(processes, kind, edge, first)
         if waiting:
             ys, lefts, widths = zip(*waiting, strict=True)
             ax.barh(ys, widths, left=lefts, height=0.72, color=BACKGROUND_COLOR, edgecolor=light, hatch="////",
@@ -305,14 +358,18 @@ def _draw_bars(ax: Any, processes: list[dict], marks: list, edge: float, beyond:
                 ys, lefts, widths = zip(*rows, strict=True)
                 ax.barh(ys, widths, left=lefts, height=0.72, color=color, linewidth=0,
                         label=f"{kind} worker {phase}")
-    _draw_exits(ax, processes, edge, beyond)
+    _draw_exits(ax, processes, edge, beyond, first)
     for x, _, color, style in marks:
         ax.axvline(x, color=color, linestyle=style, linewidth=1.2, zorder=3)
-    n = len(processes)
+    n = len(processes) + first
     ax.set_ylim(max(n, 1) - 0.5, -0.5)      # first fork on top
     if 0 < n <= 30:
-        ax.set_yticks(range(n), [str(p["pid"]) for p in processes], fontsize=7 if n <= 20 else 6)
+        names = [f"template {row['generation']}" for row in templates] + [str(p["pid"]) for p in processes]
+        ax.set_yticks(range(n), names, fontsize=7 if n <= 20 else 6)
         ax.set_ylabel("worker pid, in fork order", fontsize=9)
+    elif first:
+        ax.set_yticks(range(first), [f"template {row['generation']}" for row in templates], fontsize=7)
+        ax.set_ylabel("workers, in fork order", fontsize=9)
     else:
         ax.set_yticks([])
         ax.set_ylabel("workers, in fork order" if n else "no worker recorded", fontsize=9)
@@ -350,18 +407,19 @@ def _exit_kind(p: dict) -> str | None:
     return None     # a serving worker stopped on purpose: its bar just ends
 
 
-def _draw_exits(ax: Any, processes: list[dict], edge: float, beyond: str | None = None) -> None:
+def _draw_exits(ax: Any, processes: list[dict], edge: float, beyond: str | None = None, first: int = 0) -> None:
     """A mark where a worker died or was stopped while booting, or crashed while serving, and
     an arrow at the right edge on every serving bar that goes on past it (``beyond``: its
-    legend text, the same for every panel of a figure)."""
+    legend text, the same for every panel of a figure).  The processes' rows start at ``first``."""
     for label, (_, _, style) in EXIT_MARKERS.items():
-        points = [(p["exit"], y) for y, p in enumerate(processes) if _exit_kind(p) == label and p["exit"] <= edge]
+        points = [(p["exit"], y) for y, p in enumerate(processes, first)
+                  if _exit_kind(p) == label and p["exit"] <= edge]
         if points:
             xs, ys = zip(*points, strict=True)
             ax.plot(xs, ys, linestyle="none", label=label, zorder=4, **style)
     on = beyond or beyond_edge({"processes": processes}, edge)
     for kind, (_, dark) in (("http", HTTP_COLORS), ("long", LONG_COLORS)) if on else ():
-        ys = [y for y, p in enumerate(processes) if p["kind"] == kind and p["ready"] is not None
+        ys = [y for y, p in enumerate(processes, first) if p["kind"] == kind and p["ready"] is not None
               and p["ready"] < edge and p["exit"] is not None and p["exit"] > edge]
         if ys:
             ax.plot([edge] * len(ys), ys, linestyle="none", marker=">", color=dark, markersize=6,
@@ -421,7 +479,7 @@ def _draw_strip(ax: Any, data: dict, marks: list, edge: float, xlabel: bool) -> 
 
 
 def _bars_height(data: dict) -> float:
-    return min(max(0.2 * len(data["processes"]), 1.4), 5.5)
+    return min(max(0.2 * (len(data["processes"]) + len(data.get("templates", []))), 1.4), 5.5)
 
 
 def _panels(fig: Any, panels: list[tuple[dict, str]], edge: float, top: float) -> dict[str, Any]:
@@ -452,7 +510,7 @@ def _panels(fig: Any, panels: list[tuple[dict, str]], edge: float, top: float) -
         processes = sorted((p for p in data["processes"] if p["fork"] <= edge),
                            key=lambda p: (p["fork"], p["pid"] or 0))  # a pid not known yet is null
         _draw_header(header, marks, places, rows, edge, title, lines)
-        _draw_bars(bars, processes, marks, edge, beyond)
+        _draw_bars(bars, processes, marks, edge, beyond, data.get("templates", []))
         _draw_strip(strip, data, marks, edge, xlabel=number == len(plans) - 1)
         for ax in (bars, strip):
             for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
@@ -462,8 +520,9 @@ def _panels(fig: Any, panels: list[tuple[dict, str]], edge: float, top: float) -
 
 WINDOW_LABELS = {"ready": "window (max booting)", "timer": "batch (forks per delay)",
                  "off": "window (off: all at once)"}
-LEGEND_ORDER = (BACKGROUND_LABEL, "http worker booting", "http worker serving", "long worker booting",
-                "long worker serving", *EXIT_MARKERS, "booting now (http)", "of them in the background",
+LEGEND_ORDER = (*TEMPLATE_LABELS, BACKGROUND_LABEL, "http worker booting", "http worker serving",
+                "long worker booting", "long worker serving", *EXIT_MARKERS, "booting now (http)",
+                "of them in the background",
                 *dict.fromkeys(WINDOW_LABELS.values()))
 LEGEND_COLUMNS = 5      # more entries than this: two rows, or more of at most MORE_COLUMNS each
 MORE_COLUMNS = 4
@@ -484,6 +543,12 @@ def _legend_rows(plans: list, edge: float) -> int:
                 entries.add(p["kind"] + " serving")
             if p["exit"] is not None and p["exit"] <= edge:
                 entries.add(_exit_kind(p))
+        for row in data.get("templates", []):
+            entries.add(TEMPLATE_LABELS[0])
+            if row["loaded"] is not None:
+                entries.add(TEMPLATE_LABELS[1])
+            elif row["outcome"] in FAILED_OUTCOMES:
+                entries.add("died before ready")
         if data["steps"]:
             entries.update(("booting now (http)", WINDOW_LABELS.get(_mode(data), WINDOW_LABELS["ready"])))
     entries.add(_beyond_all(plans, edge))
@@ -525,6 +590,7 @@ def _setup_text(data: dict, mode: bool = True) -> str:
     parts += [f"{meta['target']} workers"] if "target" in meta else []
     parts += [f"cap {meta['cap']}"] if meta.get("cap") is not None else []
     parts += [f"{meta['cpus']} CPUs"] if "cpus" in meta else []
+    parts += ["forked from a template"] if data.get("templates") else []
     return ", ".join(parts)
 
 

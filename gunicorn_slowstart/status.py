@@ -86,6 +86,19 @@ class StatusReporter:
         self._notify(f"memory held: {text}" if held else "memory released; ramp resumes")
         self.write(now)
 
+    def template_started(self, now: float, generation: int, pid: int, reason: str) -> None:
+        """``fork_from = template``: a template was forked to import the app."""
+        self.dirty = True
+        self.timeline.template_started(generation, now, pid, reason)
+
+    def template_loaded(self, now: float, generation: int, cpu: float | None) -> None:
+        self.dirty = True
+        self.timeline.template_loaded(generation, now, cpu)
+
+    def template_ended(self, now: float, generation: int, outcome: str, error: str | None = None) -> None:
+        self.dirty = True
+        self.timeline.template_ended(generation, now, outcome, error)
+
     def ramp_done(self, now: float, ready: int, target: int) -> None:
         self.timeline.ramp_done(now)
         self._notify(f"{ready}/{target} workers ready")

@@ -30,9 +30,9 @@ preloader and pitchfork's "mold" do:
   workers do.  From the master's side it is a worker like any other:
   reaped, timed out, signalled, counted, paced.
 
-Fork safety: before every fork the template runs the user's
-``template_pre_fork`` hook (close connections the app opened at import), then
-refuses to fork if another OS thread is alive, CUDA is initialised, or gRPC is
+Fork safety: once the app is loaded, and again before every fork, the
+template runs the user's ``template_pre_fork`` hook (close connections the
+app opened at import), then refuses to fork if another OS thread is alive, CUDA is initialised, or gRPC is
 imported without fork support.  A refusal is one log line in the master,
 which then forks that generation's workers itself (as without a template).
 
@@ -184,8 +184,9 @@ class TemplateSpawner:
     ``Generations`` decides which template is current; this class does the I/O.
     """
 
-    def __init__(self, log: Any) -> None:
+    def __init__(self, log: Any, status: Any = None) -> None:
         self.log = log
+        self.status = status  # the master's StatusReporter: the timeline records each template
         self.book = Generations()
         self.links: dict[int, _Link] = {}  # generation -> its template
         self.subreaper = _set_child_subreaper()
@@ -222,7 +223,7 @@ class TemplateSpawner:
             self.log.error("slow start: template pid %s (generation %d) exited; starting a new one (serving "
                            "workers are not affected)", link.pid, link.generation)
             book.lost()
-            self._retire(link.generation)
+            self._retire(link.generation, "lost")
         reason = book.due(now)
         if reason is not None:
             self.start(arbiter, reason)
@@ -242,13 +243,15 @@ class TemplateSpawner:
         theirs.close()
         ours.setblocking(False)
         self.links[generation] = _Link(pid, ours, generation, reason, time.monotonic())
+        if self.status is not None:
+            self.status.template_started(self.links[generation].started, generation, pid, reason)
         self.log.info("slow start: template pid %s (generation %d) is loading the app", pid, generation)
 
     def reload(self, arbiter: Any) -> None:
         """SIGHUP: a new template loads the new code; the old one serves respawns until then."""
         superseded, reason = self.book.reload()
         if superseded is not None:
-            self._retire(superseded, signal.SIGTERM)  # still importing the code this SIGHUP replaces
+            self._retire(superseded, "superseded", signal.SIGTERM)  # still importing the code this SIGHUP replaces
         self.start(arbiter, reason)
 
     def spawn(self, arbiter: Any) -> int | None:
@@ -276,14 +279,14 @@ class TemplateSpawner:
             self.log.error("slow start: template pid %s did not fork a worker (%s); starting a new template",
                            link.pid, reply.get("error", "no answer"))
             self.book.lost()
-            self._retire(link.generation, signal.SIGKILL)  # it may be hung
+            self._retire(link.generation, "lost", signal.SIGKILL, reply.get("error"))  # it may be hung
         return None
 
     def stop(self) -> None:
         """Shutdown: the templates exit (the master reaps them with its other children)."""
         loading = self.book.loading
         for generation in list(self.links):
-            self._retire(generation, signal.SIGTERM if generation == loading else None)
+            self._retire(generation, "stopped", signal.SIGTERM if generation == loading else None)
         self.book = Generations()
 
     # -- internals ----------------------------------------------------------------------
@@ -292,8 +295,8 @@ class TemplateSpawner:
         message = _receive(link.sock)
         limit = arbiter.slowstart.boot_timeout
         if message is None and limit and now - link.started > limit:
-            self._retire(link.generation, signal.SIGKILL)
             message = {"op": "failed", "error": f"not loaded {limit:g} s after its fork (boot_timeout)"}
+            self._retire(link.generation, "failed", signal.SIGKILL, message["error"])
         if message is None:
             return None
         op = message.get("op")
@@ -301,7 +304,7 @@ class TemplateSpawner:
             self._loaded(link, message, now)
             return None
         if op == "unsafe":
-            self._retire(link.generation)
+            self._retire(link.generation, "unsafe", error=message.get("reason"))
             self._fall_back(message.get("reason", "?"), loading=True)
             return None
         return self._load_failed(link, message.get("error") or "the template exited while loading the app", now)
@@ -310,12 +313,14 @@ class TemplateSpawner:
         self.log.info("slow start: template pid %s loaded the app in %.2f s (%.2f s CPU, generation %d); "
                       "workers fork from it", link.pid, message.get("seconds", now - link.started),
                       message.get("cpu", 0.0), link.generation)
+        if self.status is not None:
+            self.status.template_loaded(now, link.generation, message.get("cpu"))
         old = self.book.loaded(link.generation)
         if old is not None:
-            self._retire(old)
+            self._retire(old, "retired")
 
     def _load_failed(self, link: _Link, error: str, now: float) -> str | None:
-        self._retire(link.generation)
+        self._retire(link.generation, "failed", error=error)
         failure = self.book.failed(link.generation, now)
         if failure.outcome == HALT:
             raise HaltServer(f"App failed to load in the template: {error}", APP_LOAD_ERROR)
@@ -330,17 +335,19 @@ class TemplateSpawner:
     def _fall_back(self, reason: str, loading: bool = False) -> None:
         old = self.book.refused_to_load(reason) if loading else self.book.refused(reason)
         if old is not None:
-            self._retire(old)
+            self._retire(old, "unsafe", error=reason)
         self.log.warning("slow start: not forking from a template: %s; forking workers from the master instead",
                          reason)
 
-    def _retire(self, generation: int, sig: int | None = None) -> None:
+    def _retire(self, generation: int, outcome: str, sig: int | None = None, error: str | None = None) -> None:
         """A template waiting for requests exits when its socket closes; one busy importing
-        (or hung) is sent ``sig`` as well."""
+        (or hung) is sent ``sig`` as well.  ``outcome`` (and ``error``) go to the timeline."""
         link = self.links.pop(generation, None)
         if link is None:
             return
         link.sock.close()
+        if self.status is not None:
+            self.status.template_ended(time.monotonic(), generation, outcome, error)
         if sig is not None:
             try:
                 os.kill(link.pid, sig)

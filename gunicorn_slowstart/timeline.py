@@ -47,6 +47,19 @@ All times are seconds relative to ``t0`` (the master's start), rounded to
                 "first_ready": 1.2, "all_ready": 9.8}, ...],
      "summary": {...}}
 
+An optional ``"templates"`` list (``fork_from = template``) holds one row
+per template process, the app's import in it::
+
+     "templates": [{"generation": 1, "pid": 120, "reason": "start", "fork": 0.004,
+                    "loaded": 1.031, "cpu": 0.982, "end": 12.5, "outcome": "retired"}, ...]
+
+``loaded`` is when the master heard the app was loaded (null if never),
+``cpu`` the template's CPU seconds for it; ``end`` and ``outcome`` (null
+while it lives) say how it ended: ``retired`` (a newer one loaded),
+``failed`` (the import failed: ``error`` says why), ``superseded`` (a
+SIGHUP came while it imported), ``unsafe`` (a fork-safety refusal),
+``lost`` (it died or stopped answering) or ``stopped`` (shutdown).
+
 ``kind`` is ``"http"`` or ``"long"``.  A process that booted in the
 background (idle CPU priority, ``priority.py``) also has ``"background":
 true`` and ``"raised"``: when it was raised to normal priority (null if it
@@ -75,7 +88,8 @@ exited processes forked in them are dropped and counted in ``dropped``
 (``{"ramps": n, "processes": n, "steps": n}``).  Live processes are always
 kept (the second ramp's members may then include a live process of a
 dropped ramp).  Steps keep the first ramp's and the last ``KEEP_STEPS``;
-exited processes, at most ``KEEP_EXITED`` newest beyond those.  Trimming runs
+exited processes, at most ``KEEP_EXITED`` newest beyond those; templates, the
+first and the newest ``KEEP_TEMPLATES - 1`` (live ones always).  Trimming runs
 in batches, so an event costs O(1) amortised and a write is bounded by what
 is kept, not by the master's age.
 
@@ -103,6 +117,7 @@ KEEP_RAMPS = 32       # ramps kept in full: the first two and the newest
 KEEP_STEPS = 256      # newest steps kept beyond the first ramp's
 KEEP_EXITED = 256     # newest exited processes kept at most
 KEEP_EVENTS = 256     # newest events (memory held / released) kept at most
+KEEP_TEMPLATES = 32   # templates kept: the first and the newest (a template replaced every 30 s for days)
 TRIM_SLACK = 0.5      # trim once a list is this much over its bound: amortised O(1) per event
 
 
@@ -125,7 +140,9 @@ class Timeline:
         self._steps: list[list] = []
         self._ramps: list[dict] = []
         self._events: list[list] = []  # [t, what, text]: e.g. "memory held" / "memory released"
-        self.dropped = {"ramps": 0, "processes": 0, "steps": 0, "events": 0}
+        self._templates: list[dict] = []  # fork_from = template: one row per template process
+        self._live_templates: dict[int, dict] = {}  # generation -> its row, until it ends
+        self.dropped = {"ramps": 0, "processes": 0, "steps": 0, "events": 0, "templates": 0}
         self._head_steps = 0  # leading steps of the first ramp, fixed when it ends
 
     def _rel(self, t: float) -> float:
@@ -189,6 +206,36 @@ class Timeline:
             self.dropped["events"] += len(self._events) - KEEP_EVENTS
             self._events = self._events[-KEEP_EVENTS:]
 
+    def template_started(self, generation: int, t: float, pid: int, reason: str) -> None:
+        """A template was forked at ``t`` to import the app (``reason``: start, reload, replace)."""
+        row = {"generation": generation, "pid": pid, "reason": reason, "fork": self._rel(t),
+               "loaded": None, "cpu": None, "end": None, "outcome": None}
+        self._templates.append(row)
+        self._live_templates[generation] = row
+        if len(self._templates) > KEEP_TEMPLATES * (1 + TRIM_SLACK):
+            self._trim_templates()
+
+    def template_loaded(self, generation: int, t: float, cpu: float | None) -> None:
+        """The template has the app loaded (``cpu`` seconds of its own): workers fork from it."""
+        row = self._live_templates.get(generation)
+        if row is not None and row["loaded"] is None:
+            row.update(loaded=self._rel(t), cpu=cpu)
+
+    def template_ended(self, generation: int, t: float, outcome: str, error: str | None = None) -> None:
+        """The template is gone or told to go (``outcome``: see the schema); ``error`` if it failed."""
+        row = self._live_templates.pop(generation, None)
+        if row is not None:
+            row.update(end=self._rel(t), outcome=outcome)
+            if error:
+                row["error"] = error
+
+    def _trim_templates(self) -> None:
+        """Keep the first template, the newest and the live ones."""
+        newest = self._templates[-(KEEP_TEMPLATES - 1):]
+        kept = [row for row in self._templates[1:-(KEEP_TEMPLATES - 1)] if row["end"] is None]
+        self.dropped["templates"] += len(self._templates) - 1 - len(newest) - len(kept)
+        self._templates = self._templates[:1] + kept + newest
+
     def ramp_done(self, t: float) -> None:
         if self._ramps and self._ramps[-1]["end"] is None:
             self._ramps[-1]["end"] = self._rel(t)
@@ -244,6 +291,8 @@ class Timeline:
                 "dropped": dict(self.dropped)}
         if self._events:
             data["events"] = [list(e) for e in self._events]
+        if self._templates:
+            data["templates"] = [dict(row) for row in self._templates]
         fill_ramps(data)
         data["summary"] = summarize(data)
         return data

@@ -68,6 +68,14 @@ def _step_problem(s: Any) -> str | None:
     return None
 
 
+def _template_problem(row: Any) -> str | None:
+    if not isinstance(row, dict) or not isinstance(row.get("generation"), int) or not _is_number(row.get("fork")):
+        return "a template has no generation or fork time"
+    if not (_is_time(row.get("loaded")) and _is_time(row.get("end")) and _is_time(row.get("cpu"))):
+        return f"template {row['generation']} has a time that is not a number"
+    return None
+
+
 def _schema_problem(data: Any) -> str | None:
     if not isinstance(data, dict):
         return f"the top level is a JSON {type(data).__name__}, not an object"
@@ -81,7 +89,9 @@ def _schema_problem(data: Any) -> str | None:
                 return problem
     if not isinstance(data.get("meta", {}), dict):
         return "'meta' is not an object"
-    return None
+    if not isinstance(data.get("templates", []), list):
+        return "'templates' is not a list"
+    return next(filter(None, map(_template_problem, data.get("templates", []))), None)
 
 
 def _normalize(data: dict) -> None:
@@ -93,6 +103,9 @@ def _normalize(data: dict) -> None:
     for r in data["ramps"]:
         r.setdefault("reason", None)
         r.setdefault("end", None)
+    for row in data.setdefault("templates", []):
+        for key in ("pid", "reason", "loaded", "cpu", "end", "outcome"):
+            row.setdefault(key, None)
     fill_ramps(data)
 
 
@@ -197,8 +210,33 @@ def format_summary(data: dict, name: str = "timeline") -> str:
             rows.insert(2, ("background", _background_text(s["background"])))
         lines.append(f"{_ramp_heading(s, index)}: {headline(s)}")
         lines += [f"  {label:<13} {value}" for label, value in rows]
+    lines += _template_lines(data.get("templates", []))
     lines += _event_lines(data.get("events"))
     return "\n".join(lines)
+
+
+def template_line(row: dict) -> str:
+    """One template (``fork_from = template``): when it was forked, its import, how it ended."""
+    head = f"generation {row['generation']} ({row['reason'] or '?'}), pid {row['pid']}, forked at {row['fork']:.2f} s"
+    if row["loaded"] is not None:
+        cpu = f", {row['cpu']:.2f} s CPU" if row.get("cpu") is not None else ""
+        head += f": app loaded after {row['loaded'] - row['fork']:.2f} s{cpu}"
+    elif row["end"] is None:
+        head += ": importing the app"
+    if row["end"] is not None:
+        error = f" ({row['error']})" if row.get("error") else ""
+        head += f"; {row['outcome']}{error} at {row['end']:.2f} s"
+    return head
+
+
+def _template_lines(templates: list, limit: int = 10) -> list[str]:
+    """The template processes (their import of the app), the last ``limit`` of them."""
+    if not templates:
+        return []
+    lines = ["templates (fork_from = template: the app imported once per generation):"]
+    if len(templates) > limit:
+        lines.append(f"  ... {len(templates) - limit} earlier templates")
+    return lines + [f"  {template_line(row)}" for row in templates[-limit:]]
 
 
 def _event_lines(events: Any, limit: int = 10) -> list[str]:
