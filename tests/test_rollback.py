@@ -7,6 +7,7 @@ request every 20 ms the whole time; failed requests are counted.
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import socket
@@ -265,6 +266,62 @@ def test_respawn_failing_at_lifespan_startup_backs_off_then_recovers(server, tmp
     # the full count within one back-off step (the longest so far) after the recovery
     longest = max(float(d) for d, _ in backoffs)
     assert recovered_after <= longest + 10, (recovered_after, backoffs)  # + a boot on a shared machine
+
+
+def test_broken_reload_during_the_first_ramp_keeps_the_target_and_fills_it_later(server, tmp_path):
+    """SIGHUP with a broken deploy while the first ramp is under way (1 of 4 ready): the reload
+    is abandoned, the target stays 4 (the missing places are respawns that back off while the
+    code on disk is broken), never fewer ready than before; fixed code + SIGHUP: 4 new workers."""
+    deploy = Deploy(tmp_path)
+    status = tmp_path / "status.json"
+    srv = rollback_server(server, tmp_path, deploy, workers=4, boot_cpu=0.8,  # slow boots: a long ramp
+                          env={"GUNICORN_SLOWSTART_MAX_BATCH": "1", "GUNICORN_SLOWSTART_STATUS_FILE": str(status)})
+    first = wait_for(lambda: live_ready(srv), 30, "the first ready worker")
+    assert len(first) == 1 and len(http(srv)) < 4 + 1, "the ramp is still under way"
+
+    def state() -> dict:
+        try:
+            return json.loads(status.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    with Client(srv.port) as client:
+        deploy.set("import")
+        wall_t0 = srv.timeline()["wall_t0"]
+        t_hup = time.time() - wall_t0
+        srv.signal(signal.SIGHUP)
+        wait_for(lambda: "abandoned" in srv.log(), 30, "the broken reload abandoned")
+        t_abandoned = time.monotonic()
+
+        def backoffs() -> list[str]:
+            log = srv.log()
+            return re.findall(r"back-off after \d+ consecutive boot failures\), (\d+) of 4 serving",
+                              log[log.index("abandoned"):])
+
+        # the missing places are tried again, backing off, while the target stays 4
+        while len(backoffs()) < 2 and time.monotonic() - t_abandoned < 40:
+            assert srv.proc.poll() is None, srv.tail()
+            now = state()
+            assert not now or now["target"] == 4, now
+            time.sleep(0.05)
+        assert len(backoffs()) >= 2, srv.tail()
+        t_fix = time.time() - wall_t0
+        deploy.set("ok")
+        srv.signal(signal.SIGHUP)
+        new = wait_for(lambda: (w := settled(srv, 4)) and not set(w) & set(first) and w, 60,
+                       "4 new workers of the fixed code")
+        client.more()
+    log = srv.log()
+    assert "Reason:" not in log, srv.tail()
+    assert re.search(r"1 of 4 workers serve after the abandoned reload( \(\d+ still booting\))?; the \d missing "
+                     r"places are filled as respawns, which fork from the master and load the code on disk now", log), \
+        srv.tail()
+    assert log.count("after the abandoned reload") == 1, "said once"
+    procs = http(srv)
+    probes = [t_hup + i * 0.02 for i in range(int((t_fix - t_hup) / 0.02) + 1)]
+    assert min(ready_at(procs, t) for t in probes) >= 1, "fewer ready workers than before the SIGHUP"
+    assert len(new) == 4 and state()["target"] == 4
+    assert not client.failed(), client.failed()
 
 
 def test_every_kind_of_failed_boot_rolls_a_reload_back(server, tmp_path):
