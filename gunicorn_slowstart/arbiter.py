@@ -227,7 +227,7 @@ class SlowStartArbiter(Arbiter):
         self.pool = pool
         self.pool_size = 0 if pool is None else 2 * self.cpus if pool.size == "auto" else pool.size
         if self._pool_link is not None and pool is not None:
-            self.policy.forget_failures(LONG)  # a pool that gave up tries the new code
+            self.policy.forget_failures(LONG)  # a pool backing off tries the new code at once
             self._pool_link.reload(pool, self.pool_size)
         elif self._pool_link is not None and self._pool_link.size:
             self._remove_pool()
@@ -453,10 +453,6 @@ class SlowStartArbiter(Arbiter):
             failures = self.policy.failures(HTTP)
             reason = f"{failures} consecutive boot failures; last: {self._last_failure}"
             raise HaltServer(reason, self.WORKER_BOOT_ERROR)
-        if LONG in decision.exhausted and link and link.give_up():
-            self.log.error("slow start: long worker %r failed %d times in a row; no longer restarting "
-                           "it (the HTTP server keeps serving)", link.pool.name,
-                           self.policy.failures(LONG))
         self._promote(decision.promote)
         for _ in range(decision.spawn):
             self.spawn_worker()

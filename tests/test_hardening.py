@@ -108,7 +108,6 @@ def test_a_crashing_pool_keeps_retrying(server, tmp_path):
 
     # rounds at about 0, 1, 3, 7 s: 8 crashed processes, where the old rule gave up at 5
     wait_for(lambda: len(crashed()) >= 7, 60, "seven crashed long workers")
-    assert "no longer restarting" not in srv.log()
     assert get(srv.port)[0] == 200
 
 
