@@ -360,6 +360,35 @@ def test_broken_reload_during_the_first_ramp_keeps_the_target_and_fills_it_later
     assert not client.failed(), client.failed()
 
 
+def test_broken_reload_during_the_first_ramp_with_a_template_fills_the_target_from_the_old_one(server, tmp_path):
+    """fork_from = template: the new code fails to import in its template during the first
+    ramp; the reload is abandoned and the missing places fork from the old template, so the
+    target of 4 is reached with the old code.  (Timer mode paces the ramp: the SIGHUP
+    lands while it is under way, however fast warm forks are ready.)"""
+    deploy = Deploy(tmp_path)
+    deploy.set("ok", "1")
+    srv = rollback_server(server, tmp_path, deploy, workers=4, boot_cpu=0.1, env={
+        "GUNICORN_SLOWSTART_FORK_FROM": "template", "GUNICORN_SLOWSTART_MODE": "timer",
+        "GUNICORN_SLOWSTART_DELAY": "1.5", "GUNICORN_SLOWSTART_MAX_BATCH": "1"})
+    first = wait_for(lambda: live_ready(srv), 30, "the first ready worker")
+    with Client(srv.port) as client:
+        deploy.set("import", "2")
+        srv.signal(signal.SIGHUP)
+        wait_for(lambda: "reload failed: the new code did not load in template" in srv.log(), 30,
+                 "the broken reload abandoned")
+        assert len(live_ready(srv)) < 4, "the first ramp was over before the SIGHUP"
+        ready = wait_for(lambda: settled(srv, 4), 30, "4 ready workers from the old template")
+        assert set(first) <= set(ready)
+        client.more()
+        assert client.versions(time.monotonic() - 0.5) == {"1"}
+    log = srv.log()
+    said = re.search(r"\d of 4 workers serve after the abandoned reload( \(\d+ still booting\))?; the \d missing "
+                     r"places are filled as respawns, which fork from the template of the last code that loaded", log)
+    assert said, srv.tail()
+    assert srv.proc.poll() is None and "Reason:" not in log
+    assert not client.failed(), client.failed()
+
+
 def test_every_kind_of_failed_boot_rolls_a_reload_back(server, tmp_path):
     """Failing lifespan (exit 3), crash (exit 1), no app (exit 4), hang past boot_timeout:
     each SIGHUP is abandoned, the same old workers serve throughout, 0 failed requests."""
