@@ -1098,6 +1098,8 @@ class SlowStartArbiter(Arbiter):
             if self.rollout.of.get(other) == reload.generation and other in self.WORKERS:
                 self._terminate(other, now, expected=True)
         self._retiring.clear()  # the old generation is the current one again
+        if len(self._current()) > self.num_workers:  # a smaller `workers` in the failed config stops none
+            self.num_workers = len(self._current())
         self._ramp = None
         self._settled_target = self.num_workers
         self._next_reason = "respawn"
