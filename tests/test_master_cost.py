@@ -14,7 +14,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.slow  # real forks (no HTTP), ~3 s
 
 
 def test_master_cost_drives_the_real_arbiter_through_respawns(tmp_path: Path) -> None:
