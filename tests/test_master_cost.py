@@ -27,11 +27,11 @@ def test_master_cost_drives_the_real_arbiter_through_respawns(tmp_path: Path) ->
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     context = f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
     assert proc.returncode == 0, context
-    rows = re.findall(r"^\s+(\d+) events:\s+([\d.]+) us/event\s+RSS\s+([\d.]+) MiB\s+timeline\s+(\d+) bytes"
-                      r"\s+workers forked (\d+)$", proc.stdout, re.M)
+    rows = re.findall(r"^\s+(\d+) events:\s+([\d.]+) us/event \(\s*([\d.]+) in fork\)\s+RSS\s+([\d.]+) MiB"
+                      r"\s+timeline\s+(\d+) bytes\s+workers forked (\d+)$", proc.stdout, re.M)
     assert [int(r[0]) for r in rows] == [50, 150], context
-    for events, cost, _rss, timeline, forked in rows:
+    for events, cost, in_fork, _rss, timeline, forked in rows:
         assert int(forked) == int(events) + 4, "one real fork per respawn event, after the first 4"
-        assert int(timeline) > 0 and float(cost) > 0, context
-    assert float(rows[1][2]) - float(rows[0][2]) < 5, "the master's RSS grows with history"
+        assert int(timeline) > 0 and 0 < float(in_fork) < float(cost), context
+    assert float(rows[1][3]) - float(rows[0][3]) < 5, "the master's RSS grows with history"
     assert not list(tmp_path.iterdir()), "the temporary timeline and status file are removed"
