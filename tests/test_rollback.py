@@ -299,9 +299,9 @@ def test_respawn_failing_at_lifespan_startup_backs_off_then_recovers(server, tmp
     due = failures[-1]["exit"] + 16.0
     after = [p for p in procs if p["fork"] >= t_fix_rel]
     assert len(after) == 1 and after[0]["ready"] is not None, after  # one fork, and it served
-    assert due - 0.5 <= after[0]["fork"] <= due + 1.0, (due, after)
-    assert after[0]["ready"] - due < 8.0, (due, after)
-    assert recovered_after < due - t_fix_rel + 8.0, (recovered_after, due - t_fix_rel)
+    assert due - 0.5 <= after[0]["fork"] <= due + 5.0, (due, after)  # on time, on a busy machine
+    assert after[0]["ready"] - due < 10.0, (due, after)
+    assert recovered_after < due - t_fix_rel + 10.0, (recovered_after, due - t_fix_rel)
 
 
 def test_broken_reload_during_the_first_ramp_keeps_the_target_and_fills_it_later(server, tmp_path):
