@@ -1121,8 +1121,9 @@ class SlowStartArbiter(Arbiter):
                       f"to boot (as generation {generation} did) they back off (1, 2, 4 ... 30 s)")
         still = f" ({booting} still booting)" if booting else ""
         self.log.warning("slow start: %d of %d workers serve after the abandoned reload%s; the %d missing "
-                         "places are filled as respawns, which %s; the serving workers keep serving",
-                         serving, self.num_workers, still, self.num_workers - len(current), source)
+                         "places are filled as respawns, which %s%s", serving, self.num_workers, still,
+                         self.num_workers - len(current), source,
+                         "; the serving workers keep serving" if serving else "")
     # -- fork_from = "template" (template.py) -----------------------------------------
 
     def _poll_templates(self, now: float) -> None:
