@@ -237,8 +237,8 @@ class Listener:
 
 
 def test_respawn_failing_at_lifespan_startup_backs_off_then_recovers(server, tmp_path):
-    """A serving server whose respawns fail: a crash before ready, a hang past boot_timeout,
-    then lifespan start-up failing for 20 s (a database outage).  Each is a boot failure with
+    """A serving server whose respawns fail: no app (exit 4), a crash before ready, a hang past
+    boot_timeout, then lifespan start-up failing for 20 s (a database outage).  Each is a boot failure with
     back-off while the others serve: at most 1 failed request per worker the test kills (the
     request it held), none otherwise; back-off 1, 2, 4, 8, 16 s in the log; and the full count
     again within the back-off step that was running when the outage ended."""
@@ -259,8 +259,11 @@ def test_respawn_failing_at_lifespan_startup_backs_off_then_recovers(server, tmp
         return mark
 
     with Client(srv.port) as client:
-        # a crash before ready (exit 1), then a hang killed by boot_timeout, each on a serving server
-        mark = kill_one("crash")
+        # no app (exit 4, gunicorn's halt code), then a crash before ready (exit 1), then a hang
+        # killed by boot_timeout, each on a serving server
+        mark = kill_one("noapp")
+        wait_for(lambda: "(exit code 4) before it was ready" in srv.log()[mark:], 20, "a respawn without its app")
+        deploy.set("crash")
         wait_for(lambda: "(exit code 1) before it was ready" in srv.log()[mark:], 20, "a respawn crashing")
         deploy.set("ok")
         wait_for(lambda: settled(srv, 4), 30, "4 ready workers after the crash")
