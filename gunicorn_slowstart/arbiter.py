@@ -252,7 +252,7 @@ class SlowStartArbiter(Arbiter):
         self.pool = pool
         self.pool_size = 0 if pool is None else 2 * self.cpus if pool.size == "auto" else pool.size
         if self._pool_link is not None and pool is not None:
-            self.policy.forget_failures(LONG)  # a pool that gave up tries the new code
+            self.policy.forget_failures(LONG)  # a pool backing off tries the new code at once
             self._pool_link.reload(pool, self.pool_size)
         elif self._pool_link is not None and self._pool_link.size:
             self._remove_pool()
@@ -479,10 +479,6 @@ class SlowStartArbiter(Arbiter):
             failures = self.policy.failures(HTTP)
             reason = f"{failures} consecutive boot failures; last: {self._last_failure}"
             raise HaltServer(reason, self.WORKER_BOOT_ERROR)
-        if LONG in decision.exhausted and link and link.give_up():
-            self.log.error("slow start: long worker %r failed %d times in a row; no longer restarting "
-                           "it (the HTTP server keeps serving)", link.pool.name,
-                           self.policy.failures(LONG))
         self._promote(decision.promote)
         for _ in range(decision.spawn):
             self.spawn_worker()
@@ -1207,20 +1203,45 @@ class SlowStartArbiter(Arbiter):
                        reload.generation, reload.failures, reload.last_failure, meaning, pid,
                        self.rollout.serving, len(current))
         self.status.reload_failed(now, reload.generation, self.rollout.serving, reload.last_failure)
+        self._say_missing(reload.generation)
 
     def _roll_back(self, now: float):
-        """Stop what is left of the reload's generation; the serving one is current again."""
+        """Stop what is left of the reload's generation; the serving one is current again.
+
+        The target is never lowered: a reload abandoned while the old generation was
+        still ramping (or short of workers) leaves places missing, and those are filled
+        as any respawn is, paced and backed off (``_say_missing``)."""
         reload = self.rollout.abandon()
         for other in [key.id for key in self._boots.keys(HTTP)]:
             if self.rollout.of.get(other) == reload.generation and other in self.WORKERS:
                 self._terminate(other, now, expected=True)
         self._retiring.clear()  # the old generation is the current one again
-        current = self._current()
-        if current:
-            self.num_workers = len(current)  # nothing more of the new generation is forked
+        if len(self._current()) > self.num_workers:  # a smaller `workers` in the failed config stops none
+            self.num_workers = len(self._current())
         self._ramp = None
         self._settled_target = self.num_workers
+        self._next_reason = "respawn"
         return reload
+
+    def _say_missing(self, generation: int) -> None:
+        """One line when the abandoned reload leaves fewer workers than the target: how
+        many serve, and how the missing places will be filled."""
+        current = self._current()
+        if len(current) >= self.num_workers:
+            return
+        booting = sum(1 for pid in current if self._booting(pid))
+        serving = len(current) - booting
+        if self.templates is not None and self.templates.active():
+            source = ("fork from the template of the last code that loaded, backing off (1, 2, 4 ... 30 s) "
+                      "while they fail to boot")
+        else:
+            source = (f"fork from the master and load the code on disk now: while that still fails "
+                      f"to boot (as generation {generation} did) they back off (1, 2, 4 ... 30 s)")
+        still = f" ({booting} still booting)" if booting else ""
+        self.log.warning("slow start: %d of %d workers serve after the abandoned reload%s; the %d missing "
+                         "places are filled as respawns, which %s%s", serving, self.num_workers, still,
+                         self.num_workers - len(current), source,
+                         "; the serving workers keep serving" if serving else "")
     # -- fork_from = "template" (template.py) -----------------------------------------
 
     def _poll_templates(self, now: float) -> None:
@@ -1238,6 +1259,7 @@ class SlowStartArbiter(Arbiter):
         reload = self._roll_back(now)
         reload.last_failure = "the new code did not load in its template"
         self.status.reload_failed(now, reload.generation, self.rollout.serving, reload.last_failure)
+        self._say_missing(reload.generation)
 
     def _reload_templates(self) -> None:
         """SIGHUP: the new generation forks from a new template (or from the master again)."""

@@ -25,7 +25,7 @@ import time
 
 import psutil
 import pytest
-from support import running, try_get, wait_for
+from support import ready_at, running, try_get, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -256,15 +256,24 @@ def test_broken_deploy_at_a_random_moment_never_stops_a_serving_master(server, t
     waited(lambda: any(p["ready"] is not None for p in live()), 20, "a serving worker")
     time.sleep(delay)  # the deliberate random moment
     (deploy / "fault").write_text("import")
+    wall_t0 = waited(lambda: srv.timeline().get("wall_t0"), 5, "timeline")
+    t_hup = time.time() - wall_t0
     srv.signal(signal.SIGHUP)
     srv.remember_children()
     waited(lambda: "abandoned" in srv.log(), 20, "the broken reload abandoned")
     waited(stable(lambda: srv.proc.poll() is None and try_get(srv.port, timeout=2) is not None, 1.0), 10,
            "the master serving after the broken reload")
+    # the target stays 4 after the abandon: all serve, or the missing places are respawned (backing off)
+    abandoned = next(line for line in srv.log().splitlines() if "abandoned" in line)
+    assert (f"with {WORKERS // 2} workers;" in abandoned
+            or f"of {WORKERS // 2} workers serve after the abandoned reload" in srv.log()), ctx()
 
     (deploy / "fault").write_text("ok")
-    wall_t0 = waited(lambda: srv.timeline().get("wall_t0"), 5, "timeline")
     t_fix = time.time() - wall_t0
+    procs = [p for p in srv.timeline().get("processes", []) if p["kind"] == "http"]
+    before = ready_at(procs, t_hup)
+    probes = [t_hup + i * 0.02 for i in range(int((t_fix - t_hup) / 0.02) + 1)]
+    assert min(ready_at(procs, t) for t in probes) >= before, f"fewer than {before} ready after the SIGHUP; {ctx()}"
     srv.signal(signal.SIGHUP)
 
     def settled() -> bool:

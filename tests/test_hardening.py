@@ -65,7 +65,11 @@ def test_long_workers_hanging_at_import_do_not_delay_an_http_respawn(server):
                 if p["pid"] not in before and p["ready"] is not None and p["exit"] is None]
 
     # one boot (~0.1 s of CPU) plus a back-off of at most a few seconds; before the fix: ready_timeout
-    wait_for(replaced, 60, "the killed HTTP worker replaced while two long workers hang")
+    new = wait_for(replaced, 60, "the killed HTTP worker replaced while two long workers hang")[0]
+    died = wait_for(lambda: next(p["exit"] for p in http_workers(srv.timeline()) if p["pid"] == victim), 10,
+                    "the victim's exit in the timeline")
+    # seconds, not ready_timeout (300 s here; 30 s by default): generous for a shared machine
+    assert new["ready"] - died < 15.0, (died, new)
     assert "no longer holding back the ramp" not in srv.log()
     assert get(srv.port)[0] == 200
 
@@ -108,7 +112,6 @@ def test_a_crashing_pool_keeps_retrying(server, tmp_path):
 
     # rounds at about 0, 1, 3, 7 s: 8 crashed processes, where the old rule gave up at 5
     wait_for(lambda: len(crashed()) >= 7, 60, "seven crashed long workers")
-    assert "no longer restarting" not in srv.log()
     assert get(srv.port)[0] == 200
 
 

@@ -51,13 +51,6 @@ def test_the_pool_link_reports_events_and_feeds_nothing_itself():
     assert link.poll() == []  # no manager: nothing to read
 
 
-def test_giving_up_is_reported_once():
-    link = _link()
-    assert link.give_up() is True
-    assert link.give_up() is False
-    assert link.wanted() == 0
-
-
 def test_a_dead_manager_reports_its_workers_killed():
     """No pid was reported (nothing to signal) and the manager is not replaced (nothing forked)."""
     link = _link()

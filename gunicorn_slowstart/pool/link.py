@@ -73,7 +73,6 @@ class PoolLink:
         self.current: set[int] = set()  # alive long workers of the current generation
         self.retiring: set[int] = set()
         self.pids: dict[int, int] = {}
-        self.gave_up = False
         self.restarts = 0
         self.started_at = 0.0
 
@@ -97,7 +96,7 @@ class PoolLink:
                       self.pool.name, self.size, pid)
 
     def wanted(self) -> int:
-        if self.gave_up or not self.pid:
+        if not self.pid:
             return 0
         return max(0, self.size - len(self.current) - len(self.pending))
 
@@ -122,14 +121,9 @@ class PoolLink:
     def pid_of(self, key: ProcKey) -> int | None:
         return self.pids.get(key.id)
 
-    def give_up(self) -> bool:
-        """Stop asking for long workers (until the next reload); True the first time."""
-        first, self.gave_up = not self.gave_up, True
-        return first
-
     def reload(self, pool: LongWorkerPool, size: int) -> None:
         """Rolling restart: the current workers become old; new ones are ramped."""
-        self.pool, self.size, self.gave_up = pool, size, False
+        self.pool, self.size = pool, size
         self.retiring |= self.current | self.pending  # a grant in flight was made for the old code
         self.current = set()
         self._send({"op": "reload", "target": _target_text(pool.target), "size": size})
