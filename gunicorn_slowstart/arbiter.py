@@ -1242,6 +1242,7 @@ class SlowStartArbiter(Arbiter):
                          "places are filled as respawns, which %s%s", serving, self.num_workers, still,
                          self.num_workers - len(current), source,
                          "; the serving workers keep serving" if serving else "")
+
     # -- fork_from = "template" (template.py) -----------------------------------------
 
     def _poll_templates(self, now: float) -> None:
