@@ -827,8 +827,10 @@ class SlowStartArbiter(Arbiter):
         self._room = Room(None)
         if self.slowstart.memory_admission and wanted > 0:
             self._room = self._measure_room()
-        if self._guard_text and self._admission.cost_mb is not None:
-            self._guard_text, self._guard_stopped = "", 0  # a worker's cost is known: admission decides
+        if self._guard_text and (self._admission.cost_mb is not None or not self._guarded_boots()):
+            # a worker's cost is known: admission decides; or no worker the guard let boot is left
+            # (it died before ready): nothing will make the cost known, so the policy's back-off decides
+            self._guard_text, self._guard_stopped = "", 0
         if self._guard_text:
             reasons.append(self._guard_text)
         if self._room.count == 0:
@@ -906,6 +908,11 @@ class SlowStartArbiter(Arbiter):
         if bool(text) != bool(was) or after_guard:
             self.status.memory_held(now, bool(text), text or was)
 
+    def _guarded_boots(self) -> list[int]:
+        """Booting HTTP workers the master is not stopping: the ones a guard hold waits for."""
+        return [key.id for key in self._boots.keys(HTTP)
+                if key.id in self.WORKERS and key.id not in self._terminating]
+
     def _guard_memory(self, now: float) -> None:
         """The first step is forked before any worker's cost is known, so admission cannot
         cap it: watch those workers boot (every ramp tick) and stop the youngest before the
@@ -913,8 +920,7 @@ class SlowStartArbiter(Arbiter):
         (``admission.guard``).  Then hold until a worker's cost is known and one more fits."""
         if not self.slowstart.memory_admission or self.mode == "off":
             return
-        booting = [key.id for key in self._boots.keys(HTTP)
-                   if key.id in self.WORKERS and key.id not in self._terminating]
+        booting = self._guarded_boots()
         if self._admission.cost_mb is None:
             self._unvetted.update(booting)
         self._unvetted.intersection_update(booting)
