@@ -318,6 +318,7 @@ class SlowStartArbiter(Arbiter):
         workers back."""
         if (resolved.background_boots == "off" or resolved.mode != "ready" or resolved.max_batch != "auto"
                 or resolved.initial != "auto"):  # initial = 1 is a single probe, max_batch = N a limit
+            self._confine_quota, self._priorities.confine_to = None, None  # a reload turned them off
             return 0
         report = self._cpu_report
         cores = min(report.host, report.affinity or report.host)

@@ -372,3 +372,29 @@ def test_a_worker_that_cannot_be_raised_is_stopped_not_served_and_background_boo
     assert arbiter.policy.config.background == 0 and arbiter.status.meta["background"] == 0
     arbiter._promote((key(HTTP, 100),))  # a promotion that fails stops that worker too
     assert arbiter._terminate.call_count == 1  # 100 was never lowered: nothing to raise
+
+
+def test_a_reload_that_turns_background_boots_off_ends_the_confinement():
+    """SIGHUP with background_boots = off (or mode timer, an explicit initial / max_batch): the
+    next boots are not confined to the quota's whole CPUs any more."""
+    from types import SimpleNamespace
+    from unittest import mock
+
+    from gunicorn_slowstart.arbiter import SlowStartArbiter
+    from gunicorn_slowstart.cpus import CpuReport
+
+    arbiter = SlowStartArbiter.__new__(SlowStartArbiter)
+    arbiter.log, arbiter._background_said = mock.Mock(), None
+    arbiter._confine_quota, arbiter._idle_per_cpu = None, {}
+    arbiter._priorities = priority.Priorities()
+    arbiter._priorities.home = {0, 1, 2, 3}
+    arbiter._cpu_report = mock.Mock(spec=CpuReport, host=4, affinity=4, cgroup_quota=1.0)
+    on = SimpleNamespace(background_boots="auto", mode="ready", max_batch="auto", initial="auto")
+    with mock.patch("gunicorn_slowstart.arbiter.priority_unavailable", return_value=None):
+        assert arbiter._background(on) == 1  # a master that may raise workers back: confined under the quota
+    arbiter._choose_confinement()
+    assert arbiter._priorities.confine_to is not None and len(arbiter._priorities.confine_to) == 1
+    for off in ({"background_boots": "off"}, {"mode": "timer"}, {"initial": 2}, {"max_batch": 2}):
+        assert arbiter._background(SimpleNamespace(**{**vars(on), **off})) == 0
+        arbiter._choose_confinement()  # the reload's ramp
+        assert arbiter._priorities.confine_to is None, off
