@@ -159,6 +159,8 @@ class Priorities:
             return True
         try:
             os.sched_setaffinity(pid, self.confine_to)
+        except ProcessLookupError:
+            return True  # it died (and was reaped) already: nothing boots, nothing to confine
         except OSError as exc:
             self.broken = f"cannot confine worker {pid} to CPUs {_cpus(self.confine_to)}: {exc.strerror or exc}"
             return False

@@ -398,3 +398,13 @@ def test_a_reload_that_turns_background_boots_off_ends_the_confinement():
         assert arbiter._background(SimpleNamespace(**{**vars(on), **off})) == 0
         arbiter._choose_confinement()  # the reload's ramp
         assert arbiter._priorities.confine_to is None, off
+
+
+def test_a_worker_gone_before_it_is_confined_does_not_end_background_boots():
+    """gunicorn 23 reaps in its SIGCHLD handler: a worker that died at once is gone before the
+    master confines it.  That is its boot failure, not a kernel refusing to confine."""
+    prios = priority.Priorities()
+    prios.confine_to = (0,)
+    gone = psutil.Popen(["true"])
+    gone.wait()  # reaped: its pid names nothing now
+    assert prios.confine(gone.pid) and prios.broken is None
