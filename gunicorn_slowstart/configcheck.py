@@ -53,7 +53,7 @@ def check(cfg: Any, installation: Any, environ: Mapping[str, str] | None = None)
     resolved = settings_mod.resolve(cfg, installation.namespace, installation.keywords, environ)
     with _served_sys_path(cfg):
         pool = SlowStartArbiter._pool_from(resolved, installation.pool)
-    check_config(resolved.fork_from, resolved.mode, cfg)
+        check_config(resolved.fork_from, resolved.mode, cfg)  # loads the worker class: --pythonpath too
     return resolved, pool
 
 

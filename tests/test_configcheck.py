@@ -95,6 +95,18 @@ def test_check_config_finds_a_long_worker_target_on_the_pythonpath(tmp_path: Pat
     assert missing.returncode == 1 and "no module named 'h15_jobs'" in missing.stderr
 
 
+def test_check_config_finds_a_template_servers_worker_class_on_the_pythonpath(tmp_path: Path) -> None:
+    """fork_from = template loads the worker class to refuse gevent / eventlet: a class on
+    --pythonpath, which the server finds, must not make --check-config fail."""
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "r3_worker.py").write_text("from gunicorn.workers.sync import SyncWorker as Worker\n")
+    (tmp_path / "conf.py").write_text(INSTALL + "slowstart_fork_from = 'template'\n"
+                                      "worker_class = 'r3_worker.Worker'\n")
+    args = ["-m", "gunicorn", "--check-config", "-c", "conf.py", "wsgi_app:app"]
+    found = run([*args, "--pythonpath", "lib"], tmp_path)
+    assert found.returncode == 0, found.stderr
+
+
 def test_check_config_with_the_command_and_a_file_without_install(tmp_path: Path) -> None:
     (tmp_path / "conf.py").write_text("slowstart_max_bacth = 4\n")
     result = run(["-m", "gunicorn_slowstart.cli", "--check-config", "-c", "conf.py", "wsgi_app:app"], tmp_path)
