@@ -173,9 +173,11 @@ class Priorities:
         if pid not in self.confined:
             return
         self.confined.discard(pid)
-        for tid in (tid for proc in tree(pid) for tid in threads(proc)):
-            with contextlib.suppress(OSError):
-                os.sched_setaffinity(tid, self.home)
+        procs = tree(pid)
+        for _ in range(2):  # as raise_: a thread started during the first pass inherited the confinement
+            for tid in (tid for proc in procs for tid in threads(proc)):
+                with contextlib.suppress(OSError):
+                    os.sched_setaffinity(tid, self.home)
 
     def lower(self, pid: int) -> bool:
         """Boot ``pid`` in the background; False if that did not work (it boots normally)."""

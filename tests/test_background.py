@@ -408,3 +408,17 @@ def test_a_worker_gone_before_it_is_confined_does_not_end_background_boots():
     gone = psutil.Popen(["true"])
     gone.wait()  # reaped: its pid names nothing now
     assert prios.confine(gone.pid) and prios.broken is None
+
+
+def test_release_also_frees_a_thread_started_while_it_went_through_the_threads(monkeypatch):
+    """A serving gthread worker starts pool threads as requests come: one started by a thread
+    not yet released inherits the confined mask, and must not serve on fewer CPUs for ever."""
+    prios = priority.Priorities()
+    prios.home, prios.confined = {0, 1, 2, 3}, {100}
+    listed = iter([[100], [100, 101]])  # thread 101 appears after the first listing
+    monkeypatch.setattr(priority, "tree", lambda pid: [pid])
+    monkeypatch.setattr(priority, "threads", lambda pid: next(listed, [100, 101]))
+    masks = {}
+    monkeypatch.setattr(priority.os, "sched_setaffinity", lambda tid, cpus: masks.__setitem__(tid, set(cpus)))
+    prios.release(100)
+    assert masks == {100: {0, 1, 2, 3}, 101: {0, 1, 2, 3}}
