@@ -151,6 +151,7 @@ class Priorities:
         self.confine_to: tuple[int, ...] | None = None  # set by the arbiter (``confinement``)
         self.home: set[int] = set()  # the mask a worker gets back: the master's own
         self.confined: set[int] = set()
+        self.confined_to: dict[int, tuple[int, ...]] = {}  # pid: the CPUs it was confined to
 
     def confine(self, pid: int) -> bool:
         """Boot ``pid`` on ``confine_to`` (a worker just forked: it has one thread, the ones it
@@ -158,6 +159,8 @@ class Priorities:
         if self.confine_to is None:
             return True
         try:
+            if self.home and set(os.sched_getaffinity(pid)) != self.home:
+                return True  # the worker chose its CPUs itself (a post_fork hook pinning it): its choice
             os.sched_setaffinity(pid, self.confine_to)
         except ProcessLookupError:
             return True  # it died (and was reaped) already: nothing boots, nothing to confine
@@ -165,6 +168,7 @@ class Priorities:
             self.broken = f"cannot confine worker {pid} to CPUs {_cpus(self.confine_to)}: {exc.strerror or exc}"
             return False
         self.confined.add(pid)
+        self.confined_to[pid] = self.confine_to
         return True
 
     def release(self, pid: int) -> None:
@@ -173,11 +177,13 @@ class Priorities:
         if pid not in self.confined:
             return
         self.confined.discard(pid)
+        mask = self.confined_to.pop(pid, ())
         procs = tree(pid)
         for _ in range(2):  # as raise_: a thread started during the first pass inherited the confinement
             for tid in (tid for proc in procs for tid in threads(proc)):
                 with contextlib.suppress(OSError):
-                    os.sched_setaffinity(tid, self.home)
+                    if set(os.sched_getaffinity(tid)) == set(mask):  # another mask: the worker set it itself
+                        os.sched_setaffinity(tid, self.home)
 
     def lower(self, pid: int) -> bool:
         """Boot ``pid`` in the background; False if that did not work (it boots normally)."""
@@ -215,6 +221,7 @@ class Priorities:
     def forget(self, pid: int) -> None:
         self.lowered.discard(pid)
         self.confined.discard(pid)
+        self.confined_to.pop(pid, None)
 
 
 def _cpus(cpus: Collection[int]) -> str:

@@ -414,11 +414,37 @@ def test_release_also_frees_a_thread_started_while_it_went_through_the_threads(m
     """A serving gthread worker starts pool threads as requests come: one started by a thread
     not yet released inherits the confined mask, and must not serve on fewer CPUs for ever."""
     prios = priority.Priorities()
-    prios.home, prios.confined = {0, 1, 2, 3}, {100}
+    prios.home, prios.confined, prios.confined_to = {0, 1, 2, 3}, {100}, {100: (1,)}
     listed = iter([[100], [100, 101]])  # thread 101 appears after the first listing
     monkeypatch.setattr(priority, "tree", lambda pid: [pid])
     monkeypatch.setattr(priority, "threads", lambda pid: next(listed, [100, 101]))
-    masks = {}
+    masks = {100: {1}, 101: {1}}
+    monkeypatch.setattr(priority.os, "sched_getaffinity", lambda tid: masks[tid])
     monkeypatch.setattr(priority.os, "sched_setaffinity", lambda tid, cpus: masks.__setitem__(tid, set(cpus)))
     prios.release(100)
     assert masks == {100: {0, 1, 2, 3}, 101: {0, 1, 2, 3}}
+
+
+def test_a_worker_that_pins_itself_keeps_its_cpus(monkeypatch):
+    """A post_fork hook that pins each worker to a CPU (NUMA, cache locality): before the
+    master confines it, or after, the worker serves on the CPU it chose, not the master's mask."""
+    masks = {}
+    monkeypatch.setattr(priority.os, "sched_getaffinity", lambda tid: masks[tid])
+    monkeypatch.setattr(priority.os, "sched_setaffinity", lambda tid, cpus: masks.__setitem__(tid, set(cpus)))
+    monkeypatch.setattr(priority, "tree", lambda pid: [pid])
+    monkeypatch.setattr(priority, "threads", lambda pid: [pid])
+    prios = priority.Priorities()
+    prios.home, prios.confine_to = {0, 1, 2, 3}, (0,)
+    masks[100] = {3}  # pinned by its post_fork before the master looked
+    assert prios.confine(100) and masks[100] == {3}
+    prios.release(100)
+    assert masks[100] == {3}
+    masks[101] = {0, 1, 2, 3}
+    assert prios.confine(101) and masks[101] == {0}
+    masks[101] = {2}  # its post_fork pinned it after the master confined it
+    prios.release(101)
+    assert masks[101] == {2}
+    masks[102] = {0, 1, 2, 3}
+    assert prios.confine(102) and masks[102] == {0}
+    prios.release(102)  # a worker that left its mask alone gets the master's back
+    assert masks[102] == {0, 1, 2, 3}
