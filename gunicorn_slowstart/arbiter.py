@@ -354,6 +354,8 @@ class SlowStartArbiter(Arbiter):
     def _timeout(self, default: float) -> float:
         if self._active_boots() or self._active_long_boots() or (self.templates and self.templates.busy()):
             return RAMP_TICK
+        if any(self._booting(pid) for pid in self._unvetted):
+            return RAMP_TICK  # the memory guard watches boots past ready_timeout too (a big model's load)
         times = [t.escalation.next_at() for t in self._terminating.values()]
         if self._wake_at is not None:
             times.append(self._wake_at)

@@ -46,3 +46,19 @@ def test_the_guard_hold_ends_when_the_survivor_died_before_ready():
     arbiter._check_memory(1.0)
     assert not arbiter.policy.held and arbiter._held_text == ""  # the policy's back-off paces the retry
     assert arbiter._guard_text == "" and arbiter._guard_stopped == 0
+
+
+def test_the_guard_looks_every_ramp_tick_at_boots_past_ready_timeout():
+    """A worker loading a big model for longer than ready_timeout no longer holds back the
+    ramp, but the guard still watches it grow: every tick, not once a second."""
+    from gunicorn_slowstart.arbiter import RAMP_TICK
+
+    arbiter = _held_master()
+    arbiter.policy.spawned(ProcKey(HTTP, 100), 0.0)
+    arbiter.policy.booting[ProcKey(HTTP, 100)].stale = True  # past ready_timeout
+    arbiter._pool_link, arbiter.templates, arbiter._wake_at = None, None, None
+    arbiter._unvetted = {100}
+    assert arbiter._active_boots() == []
+    assert arbiter._timeout(1.0) == RAMP_TICK
+    arbiter._boots.pop(ProcKey(HTTP, 100))  # gone, still listed (the guard looks no more: mode off)
+    assert arbiter._timeout(1.0) == 1.0
