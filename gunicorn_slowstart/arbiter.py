@@ -960,7 +960,9 @@ class SlowStartArbiter(Arbiter):
             base = self._guard_base.setdefault(pid, anon if from_template else master)
             grown = max(0.0, anon - base)
             then, before = self._guard_samples.get(pid, (now, grown))
-            rate = max(0.0, (grown - before) / (now - then)) if now > then else 0.0
+            # over a tick at least: two looks a millisecond apart (a SIGCHLD's extra pass) would make
+            # a burst of page faults a rate, projected over the next tick: a stop for nothing
+            rate = max(0.0, (grown - before) / max(now - then, RAMP_TICK)) if now > then else 0.0
             self._guard_samples[pid] = (now, grown)
             watched.append(Growing(pid, grown, rate))
         return watched, memory_view()

@@ -62,3 +62,21 @@ def test_the_guard_looks_every_ramp_tick_at_boots_past_ready_timeout():
     assert arbiter._timeout(1.0) == RAMP_TICK
     arbiter._boots.pop(ProcKey(HTTP, 100))  # gone, still listed (the guard looks no more: mode off)
     assert arbiter._timeout(1.0) == 1.0
+
+
+def test_two_looks_a_moment_apart_do_not_make_a_burst_a_rate(monkeypatch):
+    """A pass right after the last (a SIGCHLD) sees a 10 MiB burst of page faults in 1 ms:
+    not 10 GiB/s, which projected over a 25 ms tick would be 250 MiB it does not need."""
+    from gunicorn_slowstart import arbiter as arbiter_mod
+
+    arbiter = _held_master()
+    arbiter.pid, arbiter.templates = 1, None
+    arbiter._unvetted, arbiter._guard_base, arbiter._guard_samples = {100}, {}, {}
+    anon = {1: 50.0, 100: 150.0}  # the worker grew 100 MiB beyond the master's 50
+    monkeypatch.setattr(arbiter_mod, "anon_resident_mb", lambda pid: anon[pid])
+    monkeypatch.setattr(arbiter_mod, "memory_view", lambda: None)
+    arbiter._guard_sample(10.0)
+    anon[100] = 160.0
+    watched, _ = arbiter._guard_sample(10.001)
+    assert watched[0].grown == 110.0
+    assert watched[0].rate * arbiter_mod.RAMP_TICK <= 10.0 + 1e-9  # no more than it grew
