@@ -448,3 +448,30 @@ def test_a_worker_that_pins_itself_keeps_its_cpus(monkeypatch):
     assert prios.confine(102) and masks[102] == {0}
     prios.release(102)  # a worker that left its mask alone gets the master's back
     assert masks[102] == {0, 1, 2, 3}
+
+
+def test_a_boot_that_cannot_be_confined_boots_in_front_and_background_boots_end(monkeypatch):
+    """sched_setaffinity refused (a cpuset changed under the master): that boot is not lowered
+    (unconfined, it would spend the quota on a free core) and no later boot is either."""
+    import errno
+
+    prios = priority.Priorities()
+    prios.confine_to = (0,)
+
+    def refuse(pid, cpus):
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+    monkeypatch.setattr(priority.os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr(priority.os, "sched_setaffinity", refuse)
+    arbiter, key = _arbiter_with(prios)
+    arbiter._confine_quota = 1.0
+    lowered = []
+    monkeypatch.setattr(prios, "lower", lambda pid: lowered.append(pid) or True)
+    arbiter.policy.spawned(key(HTTP, 102), 0.0)
+    assert arbiter.policy.is_background(key(HTTP, 102))
+    arbiter._place(key(HTTP, 102), 0.0)
+    assert "cannot confine worker 102 to CPUs 0" in arbiter.log.error.call_args[0][1]
+    assert lowered == [] and not arbiter.policy.is_background(key(HTTP, 102))
+    assert arbiter.policy.config.background == 0 and arbiter.status.meta["background"] == 0
+    assert prios.confine_to is None and arbiter._confine_quota is None
+    arbiter.status.background.assert_not_called()
