@@ -239,7 +239,7 @@ class SimConfig:
         """Background boots under a quota below the cores: the product confines every booting
         worker to ``usable`` CPUs (``priority.confinement``), so that a ``SCHED_IDLE`` boot
         yields to the foreground ones instead of spending the quota on a free core."""
-        return self.mode != "off" and self.background > 0 and self.quota is not None and self.quota < self.cores
+        return self.mode == "ready" and self.background > 0 and self.quota is not None and self.quota < self.cores
 
     @property
     def policy_cap(self) -> int | None:

@@ -1185,6 +1185,7 @@ class SlowStartArbiter(Arbiter):
         super().reload()
 
     def _reload_rolling(self) -> None:
+        target = self.num_workers  # the serving generation's, should this reload be rolled back
         self._reloading = True
         try:
             with _compat.workers_hidden(self) as workers:
@@ -1194,7 +1195,7 @@ class SlowStartArbiter(Arbiter):
         self.reap_workers()
         self._retiring.update(pid for pid in workers if pid not in self._terminating)
         limit = self.slowstart.reload_max_failures
-        self.rollout.begin_reload(self.policy.first_step() if limit == "auto" else limit)
+        self.rollout.begin_reload(self.policy.first_step() if limit == "auto" else limit, target)
         self.policy.forget_failures(HTTP)  # new code: the old code's failures say nothing about it
         self._ramp = None
         self._next_reason = "reload"
@@ -1219,7 +1220,9 @@ class SlowStartArbiter(Arbiter):
     def _roll_back(self, now: float):
         """Stop what is left of the reload's generation; the serving one is current again.
 
-        The target is never lowered: a reload abandoned while the old generation was
+        The target is the serving generation's again (a failed config's other ``workers``
+        does not take effect: its extra places would fork the code that failed), never
+        below the workers that serve.  A reload abandoned while the old generation was
         still ramping (or short of workers) leaves places missing, and those are filled
         as any respawn is, paced and backed off (``_say_missing``)."""
         reload = self.rollout.abandon()
@@ -1227,8 +1230,9 @@ class SlowStartArbiter(Arbiter):
             if self.rollout.of.get(other) == reload.generation and other in self.WORKERS:
                 self._terminate(other, now, expected=True)
         self._retiring.clear()  # the old generation is the current one again
-        if len(self._current()) > self.num_workers:  # a smaller `workers` in the failed config stops none
-            self.num_workers = len(self._current())
+        target = max(reload.target or 0, len(self._current()))  # a smaller `workers` stops none either
+        if target and target != self.num_workers:
+            self.num_workers = target
         self._ramp = None
         self._settled_target = self.num_workers
         self._next_reason = "respawn"

@@ -43,6 +43,7 @@ class Reload:
 
     generation: int
     max_failures: int  # 0: never abandon
+    target: int | None = None  # the serving generation's worker count when the reload began
     failures: int = 0
     ready: int = 0
     last_failure: str = ""
@@ -61,10 +62,10 @@ class Rollout:
 
     # -- events -----------------------------------------------------------------
 
-    def begin_reload(self, max_failures: int) -> int:
+    def begin_reload(self, max_failures: int, target: int | None = None) -> int:
         """SIGHUP: a new generation; a reload still running is superseded by it."""
         self.generation += 1
-        self.reload = Reload(self.generation, max_failures)
+        self.reload = Reload(self.generation, max_failures, target)
         return self.generation
 
     def spawned(self, pid: int) -> None:
