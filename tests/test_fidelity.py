@@ -62,7 +62,8 @@ def test_stock_statsd_metrics_are_sent_in_every_mode(server):
                          f"{mode}: every metric stock gunicorn sent")
             except AssertionError as exc:
                 raise AssertionError(f"{exc}: missing {sorted(stock - names[mode])}") from None
-            assert "gunicorn.slowstart.ready" in names[mode]
+            wait_for(lambda mode=mode: "gunicorn.slowstart.ready" in recv_names(sockets[mode], names[mode]), 10,
+                     f"{mode}: gunicorn.slowstart.ready among {sorted(names[mode])}; {servers[mode].tail()}")
         assert "slow start: " not in servers["stock"].log()
     finally:
         for sock in sockets.values():
