@@ -1220,9 +1220,9 @@ class SlowStartArbiter(Arbiter):
     def _roll_back(self, now: float):
         """Stop what is left of the reload's generation; the serving one is current again.
 
-        The target is the serving generation's again (a failed config's other ``workers``
-        does not take effect: its extra places would fork the code that failed), never
-        below the workers that serve.  A reload abandoned while the old generation was
+        A failed config's larger ``workers`` does not take effect (its extra places would
+        fork the code that failed); a smaller one does, as any SIGHUP drops TTIN's workers,
+        but the roll-back itself stops no serving worker.  A reload abandoned while the old generation was
         still ramping (or short of workers) leaves places missing, and those are filled
         as any respawn is, paced and backed off (``_say_missing``)."""
         reload = self.rollout.abandon()
@@ -1230,8 +1230,9 @@ class SlowStartArbiter(Arbiter):
             if self.rollout.of.get(other) == reload.generation and other in self.WORKERS:
                 self._terminate(other, now, expected=True)
         self._retiring.clear()  # the old generation is the current one again
-        target = max(reload.target or 0, len(self._current()))  # a smaller `workers` stops none either
-        if target and target != self.num_workers:
+        target = min(self.num_workers, reload.target or self.num_workers)  # lowering forks no failed code
+        target = max(target, len(self._current()))  # nor does the roll-back stop a serving worker
+        if target != self.num_workers:
             self.num_workers = target
         self._ramp = None
         self._settled_target = self.num_workers
