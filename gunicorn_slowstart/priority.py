@@ -150,8 +150,7 @@ class Priorities:
         self.broken: str | None = None  # set when a raise failed: no more background boots
         self.confine_to: tuple[int, ...] | None = None  # set by the arbiter (``confinement``)
         self.home: set[int] = set()  # the mask a worker gets back: the master's own
-        self.confined: set[int] = set()
-        self.confined_to: dict[int, tuple[int, ...]] = {}  # pid: the CPUs it was confined to
+        self.confined: dict[int, tuple[int, ...]] = {}  # pid: the CPUs it was confined to
 
     def confine(self, pid: int) -> bool:
         """Boot ``pid`` on ``confine_to`` (a worker just forked: it has one thread, the ones it
@@ -167,17 +166,15 @@ class Priorities:
         except OSError as exc:
             self.broken = f"cannot confine worker {pid} to CPUs {_cpus(self.confine_to)}: {exc.strerror or exc}"
             return False
-        self.confined.add(pid)
-        self.confined_to[pid] = self.confine_to
+        self.confined[pid] = self.confine_to
         return True
 
     def release(self, pid: int) -> None:
         """Every thread of ``pid`` and of what it started back on the master's CPUs (a worker
         left confined would serve on fewer CPUs: slower, never wrong, so failures pass)."""
-        if pid not in self.confined:
+        mask = self.confined.pop(pid, None)
+        if mask is None:
             return
-        self.confined.discard(pid)
-        mask = self.confined_to.pop(pid, ())
         procs = tree(pid)
         for _ in range(2):  # as raise_: a thread started during the first pass inherited the confinement
             for tid in (tid for proc in procs for tid in threads(proc)):
@@ -220,8 +217,7 @@ class Priorities:
 
     def forget(self, pid: int) -> None:
         self.lowered.discard(pid)
-        self.confined.discard(pid)
-        self.confined_to.pop(pid, None)
+        self.confined.pop(pid, None)
 
 
 def _cpus(cpus: Collection[int]) -> str:

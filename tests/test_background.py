@@ -414,7 +414,7 @@ def test_release_also_frees_a_thread_started_while_it_went_through_the_threads(m
     """A serving gthread worker starts pool threads as requests come: one started by a thread
     not yet released inherits the confined mask, and must not serve on fewer CPUs for ever."""
     prios = priority.Priorities()
-    prios.home, prios.confined, prios.confined_to = {0, 1, 2, 3}, {100}, {100: (1,)}
+    prios.home, prios.confined = {0, 1, 2, 3}, {100: (1,)}
     listed = iter([[100], [100, 101]])  # thread 101 appears after the first listing
     monkeypatch.setattr(priority, "tree", lambda pid: [pid])
     monkeypatch.setattr(priority, "threads", lambda pid: next(listed, [100, 101]))
