@@ -115,7 +115,7 @@ from .policy import HTTP, LONG, BackoffConfig, PolicyConfig, SlowStartPolicy, de
 from .pool.api import LongWorkerPool
 from .pool.link import READY, SPAWNED, PoolEvent, PoolLink
 from .pool.target import check_target
-from .priority import Priorities
+from .priority import Priorities, cpu_list
 from .priority import confinement as priority_confinement
 from .priority import unavailable as priority_unavailable
 from .recycling import age_limit, due, next_recycle
@@ -275,7 +275,8 @@ class SlowStartArbiter(Arbiter):
         growth).  Taken before gunicorn's own set-up, which becomes the interval the
         first fork's sample measures: no wait the user can see."""
         self._cpu_report = cpu_report()  # also what _background asks of the cgroup quota
-        self._idle_per_cpu = per_cpu_idle()  # which CPUs stand idlest, should boots be confined
+        if self._cpu_report.cgroup_quota is not None:  # which CPUs stand idlest, should boots be confined
+            self._idle_per_cpu = per_cpu_idle()
         if hasattr(os, "sched_getaffinity"):
             self._priorities.home = set(os.sched_getaffinity(0))
         self.cpus = self._cpu_report.usable if resolved.cpus == "auto" else resolved.cpus
@@ -342,8 +343,8 @@ class SlowStartArbiter(Arbiter):
         self._priorities.confine_to = priority_confinement(self._confine_quota, self._priorities.home, since)
         if self._priorities.confine_to is not None:
             self.log.info("slow start: booting workers share CPU %s (the cgroup's %g CPU quota), so that "
-                          "a background boot only takes what the others leave", ",".join(
-                              str(cpu) for cpu in self._priorities.confine_to), self._confine_quota)
+                          "a background boot only takes what the others leave",
+                          cpu_list(self._priorities.confine_to), self._confine_quota)
 
     @property
     def mode(self) -> str:
@@ -1222,9 +1223,9 @@ class SlowStartArbiter(Arbiter):
 
         A failed config's larger ``workers`` does not take effect (its extra places would
         fork the code that failed); a smaller one does, as any SIGHUP drops TTIN's workers,
-        but the roll-back itself stops no serving worker.  A reload abandoned while the old generation was
-        still ramping (or short of workers) leaves places missing, and those are filled
-        as any respawn is, paced and backed off (``_say_missing``)."""
+        but the roll-back itself stops no serving worker.  A reload abandoned while the old
+        generation was still ramping (or short of workers) leaves places missing, and those
+        are filled as any respawn is, paced and backed off (``_say_missing``)."""
         reload = self.rollout.abandon()
         for other in [key.id for key in self._boots.keys(HTTP)]:
             if self.rollout.of.get(other) == reload.generation and other in self.WORKERS:

@@ -47,6 +47,7 @@ import logging
 import os
 import posixpath
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from .cgroup import CgroupDir, find_cgroup, parse_int, read_text
@@ -262,20 +263,10 @@ def _read_usage(path: str) -> float | None:
 
 
 def _read_proc_stat(path: str) -> tuple[float, float] | None:
-    """(idle + iowait, total) jiffies from the aggregate ``cpu`` line of /proc/stat.
-
-    The total is the first eight fields: guest time is already counted in user."""
-    text = read_text(path, log)
-    if text is None:
-        return None
-    for line in text.splitlines():
-        fields = line.split()
-        if fields and fields[0] == "cpu":
-            try:
-                values = [int(v) for v in fields[1:9]]
-                return float(values[3] + values[4]), float(sum(values))
-            except (ValueError, IndexError):
-                break
+    """(idle + iowait, total) jiffies from the aggregate ``cpu`` line of /proc/stat."""
+    for name, idle, total in _cpu_lines(read_text(path, log) or ""):
+        if name == "cpu":
+            return idle, total
     log.debug("no usable aggregate cpu line in %s", path)
     return None
 
@@ -284,12 +275,19 @@ def per_cpu_idle(root: str = "/") -> dict[int, float]:
     """Idle + iowait jiffies of each CPU (the ``cpuN`` lines of /proc/stat); {} where unreadable.
     Two readings tell which CPUs stood idlest in between (``priority.confinement``)."""
     text = read_text(os.path.join(root, "proc/stat"), log) or ""
-    idle = {}
+    return {int(name[3:]): idle for name, idle, _ in _cpu_lines(text) if name[3:].isdigit()}
+
+
+def _cpu_lines(text: str) -> Iterator[tuple[str, float, float]]:
+    """(name, idle + iowait, total) of every well-formed ``cpu`` / ``cpuN`` line of /proc/stat.
+
+    The total is the first eight fields: guest time is already counted in user."""
     for line in text.splitlines():
         fields = line.split()
-        if fields and fields[0].startswith("cpu") and fields[0][3:].isdigit():
-            try:
-                idle[int(fields[0][3:])] = float(int(fields[4]) + int(fields[5]))
-            except (ValueError, IndexError):
-                continue
-    return idle
+        if not fields or not fields[0].startswith("cpu"):
+            continue
+        try:
+            values = [int(v) for v in fields[1:9]]
+            yield fields[0], float(values[3] + values[4]), float(sum(values))
+        except (ValueError, IndexError):
+            continue

@@ -164,7 +164,7 @@ class Priorities:
         except ProcessLookupError:
             return True  # it died (and was reaped) already: nothing boots, nothing to confine
         except OSError as exc:
-            self.broken = f"cannot confine worker {pid} to CPUs {_cpus(self.confine_to)}: {exc.strerror or exc}"
+            self.broken = f"cannot confine worker {pid} to CPUs {cpu_list(self.confine_to)}: {exc.strerror or exc}"
             return False
         self.confined[pid] = self.confine_to
         return True
@@ -220,5 +220,6 @@ class Priorities:
         self.confined.pop(pid, None)
 
 
-def _cpus(cpus: Collection[int]) -> str:
+def cpu_list(cpus: Collection[int]) -> str:
+    """``0,1,3``: CPUs as ``taskset -c`` writes them."""
     return ",".join(str(cpu) for cpu in sorted(cpus))
