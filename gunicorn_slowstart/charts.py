@@ -202,17 +202,29 @@ def _place(fig: Any, marks: list, edge: float, width: float) -> list[tuple[int, 
     No two labels overlap, and no mark's line (which runs from the bars up to
     its label) crosses another label.
     """
-    placed: list[tuple[int, float, float, float]] = []     # row, left, right, line x (inches)
-    result: list[tuple[int, str] | None] = []
     lines = [x / edge * width for x, _, _, _ in marks]
+    widths = [_label_width(fig, text) for _, text, _, _ in marks]
+    best = _place_in_order(list(range(len(marks))), lines, widths, width)
+    if None in best:  # placing greedily from the left can box in a label near the right edge
+        other = _place_in_order(list(reversed(range(len(marks)))), lines, widths, width)
+        if other.count(None) < best.count(None):
+            best = other
+    return best
+
+
+def _place_in_order(order: list[int], lines: list[float], widths: list[float],
+                    width: float) -> list[tuple[int, str] | None]:
+    """``_place``, the labels taken in ``order`` (indices into ``lines``)."""
+    placed: list[tuple[int, float, float, float]] = []     # row, left, right, line x (inches)
+    result: list[tuple[int, str] | None] = [None] * len(lines)
     gap = 0.08
-    for index, (_, text, _, _) in enumerate(marks):
-        w, at = _label_width(fig, text), lines[index]
+    for position, index in enumerate(order):
+        w, at = widths[index], lines[index]
         spans = [(*label_span(at, w, "left"), "left"), (*label_span(at, w, "right"), "right")]
         if spans[0][1] > width:
             spans.reverse()
         spans = [span for span in spans if span[0] >= -LEFT + 0.1 and span[1] <= width + 0.1] or spans
-        others = lines[index + 1:]      # lines still to place: better not covered by this label
+        others = [lines[i] for i in order[position + 1:]]  # lines still to place: better not covered
         # first a place that covers none of them; else high enough to leave the rows below to them
         choice = next(((row, left, right, align) for row in range(MAX_ROWS) for left, right, align in spans
                        if not _covered(others, left, right, gap) and _free(placed, row, left, right, at, gap)),
@@ -224,11 +236,10 @@ def _place(fig: Any, marks: list, edge: float, width: float) -> list[tuple[int, 
             if choice is not None:
                 break
         if choice is None:
-            result.append(None)
             continue
         row, left, right, align = choice
         placed.append((row, left, right, at))
-        result.append((row, align))
+        result[index] = (row, align)
     return result
 
 
