@@ -32,7 +32,9 @@ Model and assumptions
   the decision time (the arbiter is blocked while it forks, so no decision can
   come in between).
 * Readiness is seen ``detect_lag`` seconds after the boot ends (the arbiter
-  polls every 25 ms: the default is the worst case).  ``first_ready`` and
+  is woken by the kernel within a millisecond where it can watch the heartbeat
+  files, ``wakeups.py``, and polls every 25 ms where it cannot: the default is
+  that worst case).  ``first_ready`` and
   ``all_ready`` are these *seen* times, in every mode, so the modes compare
   on equal terms.
 * ``off``: at t=0 the master runs gunicorn's loop ``for _ in range(N - len(

@@ -50,7 +50,7 @@ NOTIFIED_SKEW = 86400.0  # a notified heartbeat mtime (monotonic) is this far fr
 
 # Arbiter methods SlowStartArbiter overrides, and the ones it calls; by the gunicorn that has them.
 OVERRIDDEN = ("setup", "spawn_worker", "spawn_workers", "manage_workers", "reap_workers", "reload",
-              "halt", "stop")
+              "halt", "stop", "wakeup")
 OVERRIDDEN_24 = ("wait_for_signals",)  # gunicorn >= 24
 OVERRIDDEN_23 = ("sleep",)  # gunicorn 23's main-loop wait
 # gunicorn >= 25 (the control socket): the override only defers gunicorn's own call, so where
@@ -96,7 +96,8 @@ def _body_problems() -> list[str]:
         (Arbiter.manage_workers, ("_last_logged_active_worker_count",),
          "Arbiter.manage_workers() no longer logs the worker count through _last_logged_active_worker_count"),
         (WorkerTmp.notify, ("monotonic", "utime"),
-         "WorkerTmp.notify() no longer sets the mtime to time.monotonic() (readiness is read from it)"),
+         "WorkerTmp.notify() no longer sets the mtime to time.monotonic() with utime (readiness is read from "
+         "it, and watched as an inotify IN_ATTRIB event)"),
         (WorkerTmp.last_update, ("st_mtime",), "WorkerTmp.last_update() no longer returns the file's mtime"),
         (WorkerTmp.close, ("self._tmp",), "WorkerTmp no longer keeps its file as self._tmp"),
         (Statsd.__init__, ("self.prefix",), "the statsd logger no longer has a prefix attribute"),
@@ -141,10 +142,16 @@ check()
 
 # -- the main loop's wait ------------------------------------------------------------
 
-def wait_on_signal_pipe(arbiter: Any, timeout: float) -> None:
-    """gunicorn 23's ``Arbiter.sleep()`` with a shorter time-out: wait on the signal pipe."""
+def wait_on_signal_pipe(arbiter: Any, timeout: float,
+                        wait: Callable[[float, list[int]], list[int]] | None = None) -> None:
+    """gunicorn 23's ``Arbiter.sleep()`` with a shorter time-out: wait on the signal pipe
+    (with ``wait``, e.g. ``Wakeups.wait``: on it and on what ``wait`` selects on)."""
     try:
-        if select.select([arbiter.PIPE[0]], [], [], timeout)[0]:
+        if wait is not None:
+            readable = wait(timeout, [arbiter.PIPE[0]])
+        else:
+            readable = select.select([arbiter.PIPE[0]], [], [], timeout)[0]
+        if readable:
             while os.read(arbiter.PIPE[0], 1):
                 pass
     except OSError as exc:

@@ -11,7 +11,11 @@ may fork now.  The master never sleeps to pace: while a ramp is in progress it
 shortens gunicorn's own wait (``wait_for_signals`` in gunicorn 27, ``sleep`` in
 gunicorn 23) to ``RAMP_TICK`` so that it sees readiness within tens of
 milliseconds and still handles every signal at once; after the ramp it is back
-on gunicorn's 1 s loop.
+on gunicorn's 1 s loop.  Where the kernel can watch the booting workers'
+heartbeat files (``wakeups.py``: inotify) the wait ends the moment one of them
+notifies instead, and the master wakes only every ``WATCHED_TICK`` otherwise:
+40 passes of the loop a second cost the master's CPU, which a container's
+quota shares with the booting workers.
 
 Readiness is read from the worker's heartbeat file, which the master already
 holds.  ``WorkerTmp`` is created by ``mkstemp`` with the wall-clock time as
@@ -123,8 +127,10 @@ from .rollout import Rollout, to_retire
 from .status import StatusReporter
 from .statusfile import StatusFile, status_state
 from .template import RELOAD_FAILED, TemplateSpawner, check_config
+from .wakeups import Wakeups
 
 RAMP_TICK = 0.025  # seconds between readiness checks while workers boot
+WATCHED_TICK = 0.25  # the same while every booting worker is watched (its readiness wakes the master)
 KILL_GRACE = 5.0  # a booting worker we stop: SIGTERM, then SIGKILL this much later
 RESEND = 1.0  # re-send SIGTERM this often: one sent in the instant after fork can be lost
 SHUTDOWN_REAP = 1.0  # after gunicorn's stop(), wait this long to record SIGKILLed workers
@@ -136,6 +142,7 @@ RECYCLE_POLL = 1.0  # seconds between looks for workers due for recycling (age, 
 RECYCLE_PAUSE = 60.0  # after a replacement failed to boot, no recycling for this long
 GUARD_HOLD = "memory guard stopped"  # how a hold set by the memory guard starts
 GUARD_LOOKAHEAD = 0.25  # seconds: the guard projects growth at most this far (a stalled master's gap)
+GUARD_BURST = 256.0  # MiB a booting worker may allocate in WATCHED_TICK (1 GiB/s; a bytearray fills at 0.77)
 
 
 @dataclass
@@ -161,6 +168,7 @@ class SlowStartArbiter(Arbiter):
         self.cpus = 1
         self.cap = 1
         self._boots = Boots()  # who is booting, both kinds (see the theory of operation)
+        self._wakeups = Wakeups(signal_pipe=_compat.WAITS_FOR_SIGNALS)  # booting workers' readiness wakes us
         self._tracked: dict[int, float] = {}  # HTTP workers forked and not seen exit: their fork time
         self._retiring: set[int] = set()
         self._terminating: dict[int, _Termination] = {}
@@ -206,6 +214,7 @@ class SlowStartArbiter(Arbiter):
         self._guard_text = ""
         self._guard_stopped = 0  # booting workers the guard stopped since its hold began
         self._guard_failing = False
+        self._guard_look: float | None = None  # seconds to the memory guard's next look (see _guard_memory)
         super().__init__(app)  # calls setup(), which resolves the settings
 
     # -- configuration ----------------------------------------------------------
@@ -353,16 +362,24 @@ class SlowStartArbiter(Arbiter):
     # -- gunicorn's main loop, with a short wait while a ramp is in progress ------
 
     def _timeout(self, default: float) -> float:
-        if self._active_boots() or self._active_long_boots() or (self.templates and self.templates.busy()):
+        """How long the main loop may wait: a tick while something boots that only a look
+        reveals, ``WATCHED_TICK`` while every boot is watched, else until the next timer."""
+        boots = self._active_boots()
+        if self._active_long_boots() or (self.templates and self.templates.busy()):
             return RAMP_TICK
-        if any(self._booting(pid) for pid in self._unvetted):
+        if self._guard_look == RAMP_TICK:
             return RAMP_TICK  # the memory guard watches boots past ready_timeout too (a big model's load)
+        if any(not self._wakeups.watching(pid) for pid in boots):
+            return RAMP_TICK
+        now = time.monotonic()
         times = [t.escalation.next_at() for t in self._terminating.values()]
         if self._wake_at is not None:
             times.append(self._wake_at)
+        if boots or self._guard_look:
+            times.append(now + WATCHED_TICK)
         if not times:
             return default
-        return max(RAMP_TICK, min(default, min(times) - time.monotonic()))
+        return max(RAMP_TICK, min(default, min(times) - now))
 
     def _active_boots(self) -> list[int]:
         """Booting HTTP workers that still hold back the ramp (not past ready_timeout)."""
@@ -376,13 +393,29 @@ class SlowStartArbiter(Arbiter):
         return ProcKey(HTTP, pid) in self._boots
 
     def wait_for_signals(self, timeout: float = 1.0):  # gunicorn >= 24
-        return super().wait_for_signals(timeout=self._timeout(timeout))
+        watched = self._wakeups.watched()  # first: it may find the wake-up fd taken, and stop watching
+        timeout = self._timeout(timeout)
+        if not watched:
+            return super().wait_for_signals(timeout=timeout)
+        signals = super().wait_for_signals(timeout=0)  # what came while the master worked
+        if not signals:
+            self._wakeups.wait(timeout)  # a signal writes to the wake-up pipe: no wake is lost
+            signals = super().wait_for_signals(timeout=0)
+        return signals
 
     def sleep(self) -> None:  # gunicorn 23: the same wait, on the signal pipe
+        watched = self._wakeups.watched()
         timeout = self._timeout(1.0)
+        if watched:
+            return _compat.wait_on_signal_pipe(self, timeout, self._wakeups.wait)
         if timeout >= 1.0:
             return super().sleep()
         _compat.wait_on_signal_pipe(self, timeout)
+
+    def wakeup(self) -> None:
+        """gunicorn's own wake-up (its control socket's thread calls it) ends our wait too."""
+        super().wakeup()
+        self._wakeups.poke()
 
     # -- creating workers ---------------------------------------------------------
 
@@ -405,6 +438,8 @@ class SlowStartArbiter(Arbiter):
         worker = self.WORKERS.get(pid)
         baseline = _compat.heartbeat(worker) if worker is not None else 0.0
         self._boots.add(ProcKey(HTTP, pid), now, baseline, time.time())
+        if worker is not None:
+            self._wakeups.watch(pid, _compat.heartbeat_fd(worker))
         self._tracked[pid] = now
         self.policy.spawned(ProcKey(HTTP, pid), now, HTTP)
         self.status.spawned(ProcKey(HTTP, pid), now, pid)
@@ -595,6 +630,7 @@ class SlowStartArbiter(Arbiter):
             worker = self.WORKERS.get(key.id)
             if worker is not None and self._notified(worker, boot):
                 self._on_ready(key.id, now)
+        self._wakeups.keep(self._boots.ids(HTTP))  # ready or gone: its heartbeats no longer wake us
 
     def _on_pool_events(self, events: list[PoolEvent], now: float) -> None:
         """What the long-worker pool reported, fed to the policy and the status reporter."""
@@ -922,6 +958,7 @@ class SlowStartArbiter(Arbiter):
         cap it: watch those workers boot (every ramp tick) and stop the youngest before the
         kernel's OOM killer, which takes the biggest process (maybe a serving worker), would
         (``admission.guard``).  Then hold until a worker's cost is known and one more fits."""
+        self._guard_look = None
         if not self.slowstart.memory_admission or self.mode == "off":
             return
         booting = self._guarded_boots()
@@ -942,10 +979,18 @@ class SlowStartArbiter(Arbiter):
         lookahead = min(max(RAMP_TICK, now - self._guard_at), GUARD_LOOKAHEAD)  # the next look comes as late
         self._guard_at = now
         if memory is None or len(watched) < 2:
-            return
-        verdict = guard(memory, watched, self._grown_cost, lookahead, self._admission.headroom)
+            return  # it never stops the last booting worker: nothing to look for
+        headroom = self._admission.headroom
+        verdict = guard(memory, watched, self._grown_cost, lookahead, headroom)
         if verdict.stop:
             self._guard_stop(verdict, memory, watched, now)
+        # Look again in a tick, unless every guarded boot fits growing at its current rate until
+        # a look WATCHED_TICK away, and either what a worker grows by is known or memory to spare
+        # covers a burst from each (plenty of memory: no need to wake 40 times a second).
+        later = guard(memory, watched, self._grown_cost, WATCHED_TICK, headroom)
+        spare = later.left - later.need - later.floor
+        close = bool(verdict.stop or later.stop) or (self._grown_cost is None and spare < GUARD_BURST * len(watched))
+        self._guard_look = RAMP_TICK if close else WATCHED_TICK
 
     def _guard_sample(self, now: float) -> tuple[list[Growing], MemoryView | None]:
         """The guarded workers, oldest first, with what each grew since its fork and how fast."""
@@ -1312,6 +1357,7 @@ class SlowStartArbiter(Arbiter):
             self._on_pool_events(link.poll(), time.monotonic())
         self._record_exits(time.monotonic())
         self.status.close(time.monotonic())
+        self._wakeups.close()
 
 
 def _already_loaded() -> None:

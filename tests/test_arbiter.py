@@ -104,7 +104,8 @@ def test_sighup_is_a_rolling_reload(server):
     finally:
         stop.set()
         client.join(15)
-    assert results and all(r is not None and r[0] == 200 for r in results), results
+    failed = [(i, r) for i, r in enumerate(results) if r is None or r[0] != 200]
+    assert results and not failed, (failed, len(results), srv.tail(40))
     timeline = srv.timeline()
     procs = http_workers(timeline)
     assert len(procs) == 8

@@ -48,19 +48,51 @@ def test_the_guard_hold_ends_when_the_survivor_died_before_ready():
     assert arbiter._guard_text == "" and arbiter._guard_stopped == 0
 
 
-def test_the_guard_looks_every_ramp_tick_at_boots_past_ready_timeout():
-    """A worker loading a big model for longer than ready_timeout no longer holds back the
-    ramp, but the guard still watches it grow: every tick, not once a second."""
-    from gunicorn_slowstart.arbiter import RAMP_TICK
+def test_the_guard_looks_every_ramp_tick_at_boots_past_ready_timeout(monkeypatch):
+    """Workers loading a big model for longer than ready_timeout no longer hold back the
+    ramp, but the guard still watches them grow: every tick while memory is close (or, while
+    what a worker grows by is unknown, less than a burst from each is to spare), every
+    WATCHED_TICK otherwise, and not at all once one is left (it never stops the last one)."""
+    from gunicorn_slowstart import arbiter as arbiter_mod
+    from gunicorn_slowstart.memory import MemoryView
+    from gunicorn_slowstart.wakeups import Wakeups
 
     arbiter = _held_master()
-    arbiter.policy.spawned(ProcKey(HTTP, 100), 0.0)
-    arbiter.policy.booting[ProcKey(HTTP, 100)].stale = True  # past ready_timeout
+    arbiter.pid = 1
+    arbiter.slowstart.mode = "ready"
+    arbiter.WORKERS[101] = object()
+    arbiter._boots.add(ProcKey(HTTP, 101), 0.0)
+    for pid in (100, 101):
+        arbiter.policy.spawned(ProcKey(HTTP, pid), 0.0)
+        arbiter.policy.booting[ProcKey(HTTP, pid)].stale = True  # past ready_timeout
     arbiter._pool_link, arbiter.templates, arbiter._wake_at = None, None, None
-    arbiter._unvetted = {100}
+    arbiter._wakeups = Wakeups(signal_pipe=False)
+    arbiter._unvetted, arbiter._guard_base, arbiter._guard_samples = {100, 101}, {}, {}
+    arbiter._grown_cost, arbiter._guard_at, arbiter._guard_failing = None, 0.0, False
+    anon = {1: 50.0, 100: 150.0, 101: 150.0}
+    view = {"memory": MemoryView(available=8000.0, limit=16000.0, source="host")}
+    monkeypatch.setattr(arbiter_mod, "anon_resident_mb", lambda pid: anon.get(pid))
+    monkeypatch.setattr(arbiter_mod, "memory_view", lambda: view["memory"])
     assert arbiter._active_boots() == []
-    assert arbiter._timeout(1.0) == RAMP_TICK
-    arbiter._boots.pop(ProcKey(HTTP, 100))  # gone, still listed (the guard looks no more: mode off)
+
+    view["memory"] = MemoryView(available=2000.0, limit=16000.0, source="host")  # headroom: 1600 MiB
+    arbiter._guard_memory(1.0)  # what a worker grows by is not known, 400 MiB to spare: a burst could take it
+    assert arbiter._timeout(1.0) == arbiter_mod.RAMP_TICK
+    view["memory"] = MemoryView(available=8000.0, limit=16000.0, source="host")
+    arbiter._guard_memory(1.25)  # not known, but 6.4 GB to spare
+    assert arbiter._timeout(1.0) == arbiter_mod.WATCHED_TICK
+    arbiter._grown_cost = 120.0  # known: both fit
+    arbiter._guard_memory(1.5)
+    assert arbiter._timeout(1.0) == arbiter_mod.WATCHED_TICK
+    view["memory"] = MemoryView(available=1700.0, limit=16000.0, source="host")  # headroom: 1600 MiB
+    arbiter._guard_memory(2.0)
+    assert arbiter._timeout(1.0) == arbiter_mod.WATCHED_TICK  # still 40 MiB to grow, 100 to spare
+    anon[100] = 160.0  # 10 MiB in a tick, 400 MiB/s: fits until the next tick, not until 0.25 s
+    arbiter._guard_memory(2.025)
+    assert arbiter._timeout(1.0) == arbiter_mod.RAMP_TICK
+    arbiter._boots.pop(ProcKey(HTTP, 101))  # one boot left: the guard would never stop it
+    del arbiter.WORKERS[101]
+    arbiter._guard_memory(2.5)
     assert arbiter._timeout(1.0) == 1.0
 
 

@@ -1,0 +1,207 @@
+"""``Wakeups``: the kernel (inotify) wakes the master when a booting worker's heartbeat is touched.
+
+The pure parts are exercised on real descriptors (a real inotify instance, a real unlinked
+file touched by a real forked child, real signals); the last test looks at a real master:
+it watches exactly its booting workers, none once they are ready, and no worker inherits
+the watch or the wake-up pipe.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import sys
+import tempfile
+import time
+
+import pytest
+from support import GUNICORN_MAJOR, wait_for
+
+from gunicorn_slowstart.wakeups import Wakeups
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify is Linux's")
+
+
+def _readable(fd: int) -> bool:
+    return bool(select.select([fd], [], [], 0)[0])
+
+
+@pytest.fixture
+def heartbeat():
+    """An unlinked file held open, as gunicorn's WorkerTmp is."""
+    fd, name = tempfile.mkstemp(prefix="wgunicorn-")
+    os.unlink(name)
+    yield fd
+    os.close(fd)
+
+
+def _touch_from_child(fd: int) -> None:
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        now = time.monotonic()
+        os.utime(fd, (now, now))  # what WorkerTmp.notify() does
+        os._exit(0)
+    os.waitpid(pid, 0)
+
+
+def test_a_touch_by_another_process_wakes_the_wait_and_is_drained(heartbeat):
+    wakeups = Wakeups(signal_pipe=False)
+    try:
+        assert wakeups.watch(1, heartbeat) and wakeups.watching(1) and wakeups.watched()
+        (inotify,) = wakeups.fds()
+        assert not _readable(inotify)
+        _touch_from_child(heartbeat)
+        assert _readable(inotify)
+        started = time.monotonic()
+        assert wakeups.wait(30.0) == []  # returns at once: the event is there
+        assert time.monotonic() - started < 30.0
+        assert not _readable(inotify)  # drained: the next wait sleeps
+    finally:
+        wakeups.close()
+    assert wakeups.fds() == [] and not wakeups.watched()
+
+
+def test_a_worker_no_longer_booting_wakes_nothing(heartbeat):
+    wakeups = Wakeups(signal_pipe=False)
+    try:
+        assert wakeups.watch(7, heartbeat)
+        wakeups.keep({8})  # 7 is ready or gone
+        assert not wakeups.watching(7) and not wakeups.watched()
+        wakeups.wait(0)  # the kernel says IN_IGNORED for the removed watch: one spurious look at most
+        _touch_from_child(heartbeat)
+        assert not _readable(wakeups.fds()[0])
+    finally:
+        wakeups.close()
+
+
+def test_what_cannot_be_watched_is_polled():
+    wakeups = Wakeups(signal_pipe=False)
+    try:
+        assert not wakeups.watch(1, 987654)  # no such descriptor: the arbiter polls this one
+        assert not wakeups.watching(1)
+    finally:
+        wakeups.close()
+
+
+def test_a_signal_ends_the_wait_through_the_wake_up_pipe(heartbeat):
+    """gunicorn 24+ only queues a signal: the C-level handler's byte must end the wait."""
+    caught = []
+    previous = signal.signal(signal.SIGUSR1, lambda *_: caught.append(1))
+    wakeups = Wakeups(signal_pipe=True)
+    try:
+        assert wakeups.watch(1, heartbeat) and wakeups.watched() and len(wakeups.fds()) == 2
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            time.sleep(0.2)
+            os.kill(os.getppid(), signal.SIGUSR1)
+            os._exit(0)
+        started = time.monotonic()
+        wakeups.wait(30.0)
+        assert time.monotonic() - started < 30.0 and caught
+        os.waitpid(pid, 0)
+        wakeups.poke()  # gunicorn's wakeup() from another thread
+        started = time.monotonic()
+        wakeups.wait(30.0)
+        assert time.monotonic() - started < 30.0
+    finally:
+        wakeups.close()
+        signal.signal(signal.SIGUSR1, previous)
+    assert signal.set_wakeup_fd(-1) == -1  # put back as it was
+
+
+def test_a_wake_up_fd_someone_else_owns_is_left_alone(heartbeat):
+    read, write = os.pipe2(os.O_NONBLOCK)
+    signal.set_wakeup_fd(write)
+    wakeups = Wakeups(signal_pipe=True)
+    try:
+        assert not wakeups.watch(1, heartbeat)  # no way to be woken by signals: poll instead
+        assert not wakeups.watched() and wakeups.fds() == []
+        assert signal.set_wakeup_fd(write) == write  # still theirs
+    finally:
+        wakeups.close()
+        signal.set_wakeup_fd(-1)
+        os.close(read)
+        os.close(write)
+
+
+def test_taken_later_it_falls_back_to_polling(heartbeat):
+    """An event loop in the master (a preloaded app) sets its own wake-up fd after ours."""
+    read, write = os.pipe2(os.O_NONBLOCK)
+    wakeups = Wakeups(signal_pipe=True)
+    try:
+        assert wakeups.watch(1, heartbeat)
+        signal.set_wakeup_fd(write)
+        assert not wakeups.watched()  # noticed before the next wait
+        assert signal.set_wakeup_fd(write) == write and wakeups.fds() == []
+    finally:
+        wakeups.close()
+        signal.set_wakeup_fd(-1)
+        os.close(read)
+        os.close(write)
+
+
+def test_a_forked_child_keeps_nothing(heartbeat):
+    wakeups = Wakeups(signal_pipe=True)
+    try:
+        assert wakeups.watch(1, heartbeat)
+        fds = wakeups.fds()
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            closed = all(_closed(fd) for fd in fds)
+            clean = closed and signal.set_wakeup_fd(-1) == -1 and not wakeups.watched()
+            os.write(write, b"1" if clean else b"0")
+            os._exit(0)
+        os.close(write)
+        assert os.read(read, 1) == b"1"
+        os.close(read)
+        os.waitpid(pid, 0)
+        assert wakeups.watched()  # the parent's are untouched
+    finally:
+        wakeups.close()
+
+
+def _closed(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return True
+    return False
+
+
+# -- a real master ------------------------------------------------------------------------------
+
+
+def _inotify_watches(pid: int) -> int | None:
+    """How many inotify watches process ``pid`` holds (None: it has no inotify descriptor)."""
+    found = None
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") == "anon_inode:inotify":
+                with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                    found = (found or 0) + sum(line.startswith("inotify ") for line in f)
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.slow
+def test_a_real_master_watches_its_booting_workers_only(server):
+    srv = server(workers=3, boot_cpu=1.0, env={"GUNICORN_SLOWSTART_INITIAL": "1"})
+    seen = wait_for(lambda: _inotify_watches(srv.pid), 30, "the master watching a booting worker")
+    assert seen >= 1
+    timeline = srv.wait_ready(60)
+    assert all(p["ready"] is not None for p in timeline["processes"])
+    wait_for(lambda: _inotify_watches(srv.pid) == 0, 10, "no watch left once all are ready")
+    for worker in srv.workers():
+        assert _inotify_watches(worker) is None, f"worker {worker} inherited the master's inotify descriptor"
+    if GUNICORN_MAJOR >= 24:  # the wake-up pipe is the master's, not a worker's
+        master_pipes = {os.readlink(f"/proc/{srv.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{srv.pid}/fd")}
+        for worker in srv.workers():
+            worker_fds = {os.readlink(f"/proc/{worker}/fd/{fd}") for fd in os.listdir(f"/proc/{worker}/fd")}
+            shared = {p for p in master_pipes & worker_fds if p.startswith("pipe:")}
+            assert not shared, f"worker {worker} shares pipes {shared} with the master"
+    srv.signal(signal.SIGTTIN)  # a fourth worker: watched while it boots, signals still handled
+    srv.wait_ready(60, count=2)
+    wait_for(lambda: _inotify_watches(srv.pid) == 0, 10, "no watch left after TTIN's ramp")
