@@ -866,7 +866,7 @@ class SlowStartArbiter(Arbiter):
             reasons.append(f"{free:.0f} MiB available, below min_free_mb {floor:.0f}")
         self._room = Room(None)
         if self.slowstart.memory_admission and wanted > 0:
-            self._room = self._measure_room()
+            self._room = self._measure_room(wanted)
         if self._guard_text and (self._admission.cost_mb is not None or not self._guarded_boots()):
             # a worker's cost is known: admission decides; or no worker the guard let boot is left
             # (it died before ready): nothing will make the cost known, so the policy's back-off decides
@@ -908,23 +908,29 @@ class SlowStartArbiter(Arbiter):
                            exc, len(self._current()), self.num_workers)
         self._fork_failing = True
 
-    def _measure_room(self) -> Room:
+    def _measure_room(self, wanted: int) -> Room:
         """How many more workers fit now, counting what the booting ones will still take.
         A measurement that fails for any reason admits (as without admission) and is logged."""
         try:
             self._sample_ready_workers()
-            return self._room_now()
+            return self._room_now(wanted)
         except Exception as exc:  # noqa: BLE001 - a measurement must never stop a serving master
             self.log.warning("slow start: memory admission could not measure: %r", exc)
             return Room(None)
 
-    def _room_now(self) -> Room:
+    def _room_now(self, wanted: int) -> Room:
+        """The room; the booting workers' USS (milliseconds each, from smaps_rollup) is read
+        only when it matters: when ``wanted`` would not fit if each of them still took a whole
+        worker's cost (a lower bound of the room, so admitting by it is safe)."""
         self._room_known = set(self.WORKERS)
         booting = [key.id for key in self._boots.keys(HTTP) if key.id in self._room_known]
+        memory, pids = memory_view(), pids_limit()
+        pids_view = None if pids is None else PidsView(*pids)
+        worst = self._admission.room(memory, pids_view, [(None, None)] * len(booting))
+        if worst.count is None or worst.count >= wanted:
+            return worst
         costs = [process_cost(pid) for pid in booting]
-        pids = pids_limit()
-        return self._admission.room(memory_view(), None if pids is None else PidsView(*pids),
-                                    [(uss, t) for uss, _, t in costs])
+        return self._admission.room(memory, pids_view, [(uss, t) for uss, _, t in costs])
 
     def _admitted(self, wanted: int) -> int:
         """``wanted``, capped by the room measured last, less the forks made since."""

@@ -24,6 +24,7 @@ Nothing here raises on unreadable or malformed input: a missing answer is
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import posixpath
@@ -91,8 +92,11 @@ def under_root(root: str, path: str) -> str:
     return posixpath.normpath(os.path.join(root, path.lstrip("/")))
 
 
-def parse_mountinfo(text: str) -> list[Mount]:
-    """The cgroup (v1) and cgroup2 mounts listed in a mountinfo text; bad lines are skipped."""
+@functools.lru_cache(maxsize=4)
+def parse_mountinfo(text: str) -> tuple[Mount, ...]:
+    """The cgroup (v1) and cgroup2 mounts listed in a mountinfo text; bad lines are skipped.
+    Cached by text: the memory guard and admission look several times a second, and the
+    mounts almost never change (a changed text is parsed again)."""
     mounts = []
     for line in text.splitlines():
         left, sep, right = line.partition(" - ")
@@ -105,11 +109,12 @@ def parse_mountinfo(text: str) -> list[Mount]:
             point=_unescape(fields[4]),
             options=frozenset(tail[2].split(",")),
         ))
-    return mounts
+    return tuple(mounts)
 
 
-def parse_proc_cgroup(text: str) -> list[tuple[str, frozenset[str], str]]:
-    """``(hierarchy id, controllers, path)`` per line of /proc/self/cgroup."""
+@functools.lru_cache(maxsize=4)
+def parse_proc_cgroup(text: str) -> tuple[tuple[str, frozenset[str], str], ...]:
+    """``(hierarchy id, controllers, path)`` per line of /proc/self/cgroup (cached by text)."""
     entries = []
     for line in text.splitlines():
         parts = line.split(":", 2)
@@ -117,7 +122,7 @@ def parse_proc_cgroup(text: str) -> list[tuple[str, frozenset[str], str]]:
             continue
         controllers = frozenset(c for c in parts[1].split(",") if c)
         entries.append((parts[0], controllers, parts[2].removesuffix(" (deleted)")))
-    return entries
+    return tuple(entries)
 
 
 def find_cgroup(root: str = "/", controller: str | None = None,
@@ -136,7 +141,7 @@ def find_cgroup(root: str = "/", controller: str | None = None,
     return _locate(root, cgroup_path, mounts, 1 if controller else 2, logger)
 
 
-def _own_path(entries: list[tuple[str, frozenset[str], str]], controller: str | None) -> str | None:
+def _own_path(entries: tuple[tuple[str, frozenset[str], str], ...], controller: str | None) -> str | None:
     for hier, controllers, path in entries:
         if controller is None and hier == "0" and not controllers:
             return path
