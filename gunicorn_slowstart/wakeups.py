@@ -144,13 +144,20 @@ class Wakeups:
         return [fd for fd in extra if fd in readable]
 
     def poke(self) -> None:
-        """End a wait from another thread (gunicorn's ``wakeup()``)."""
-        with self._closing:
+        """End a wait from another thread (gunicorn's ``wakeup()``).  Never blocks: gunicorn 23
+        calls ``wakeup()`` from its signal handlers, which run in the main thread, maybe while
+        that thread holds the lock in ``close()`` / ``_fail()``; whoever holds it is closing the
+        pipe (no wait on it follows) or is another poke (its byte ends the wait)."""
+        if not self._closing.acquire(blocking=False):
+            return
+        try:
             if self._wake[1] >= 0:
                 try:
                     os.write(self._wake[1], b"\0")
                 except OSError:
                     pass  # full: a wake is pending anyway
+        finally:
+            self._closing.release()
 
     def close(self) -> None:
         with self._closing:

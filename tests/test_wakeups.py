@@ -16,7 +16,7 @@ import tempfile
 import time
 
 import pytest
-from support import GUNICORN_MAJOR, wait_for
+from support import GUNICORN_MAJOR, run_python, wait_for
 
 from gunicorn_slowstart.wakeups import Wakeups
 
@@ -205,3 +205,32 @@ def test_a_real_master_watches_its_booting_workers_only(server):
     srv.signal(signal.SIGTTIN)  # a fourth worker: watched while it boots, signals still handled
     srv.wait_ready(60, count=2)
     wait_for(lambda: _inotify_watches(srv.pid) == 0, 10, "no watch left after TTIN's ramp")
+
+
+def test_a_signal_handler_poking_while_the_master_closes_does_not_deadlock():
+    """gunicorn 23's signal handlers (``signal``, ``handle_chld``) call ``wakeup()``, which pokes,
+    in the main thread: a SIGCHLD arriving while that same thread holds the lock in ``close()``
+    (a late child at shutdown) or ``_fail()`` must not block it on a lock it holds itself."""
+    code = r'''
+import os, signal, tempfile
+from gunicorn_slowstart import wakeups as mod
+fd, name = tempfile.mkstemp(); os.unlink(name)
+w = mod.Wakeups(signal_pipe=False)
+assert w.watch(1, fd)
+signal.signal(signal.SIGUSR1, lambda *_: w.poke())  # gunicorn 23: handler -> wakeup() -> poke()
+real_close, sent = os.close, []
+def close(fd):
+    if not sent:
+        sent.append(1)
+        os.kill(os.getpid(), signal.SIGUSR1)  # arrives while close() holds the lock
+    real_close(fd)
+os.close = close
+w.close()
+print("closed")
+'''
+    import subprocess
+    try:
+        out = run_python(code)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the master deadlocked: a signal handler's poke() waited on the lock close() held")
+    assert out.strip() == "closed"
