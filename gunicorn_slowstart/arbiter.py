@@ -439,13 +439,22 @@ class SlowStartArbiter(Arbiter):
         baseline = _compat.heartbeat(worker) if worker is not None else 0.0
         self._boots.add(ProcKey(HTTP, pid), now, baseline, time.time())
         if worker is not None:
-            self._wakeups.watch(pid, _compat.heartbeat_fd(worker))
+            self._watch(pid, worker)
         self._tracked[pid] = now
         self.policy.spawned(ProcKey(HTTP, pid), now, HTTP)
         self.status.spawned(ProcKey(HTTP, pid), now, pid)
         self._place(ProcKey(HTTP, pid), now)
         self.rollout.spawned(pid)
         return pid
+
+    def _watch(self, pid: int, worker) -> None:
+        """Let the worker's first notify wake the master.  The watch comes after the fork (and
+        a template's fork is older still: its reply came first), so a worker that already
+        notified sends no event: it is left unwatched, and the next tick (RAMP_TICK) sees it.
+        A notify after the watch is in place is an event."""
+        if self._wakeups.watch(pid, _compat.heartbeat_fd(worker)) and self._notified(
+                worker, self._boots.get(ProcKey(HTTP, pid))):
+            self._wakeups.forget(pid)
 
     def _place(self, key: ProcKey, now: float) -> None:
         """A new boot on the CPUs boots share under a quota, at idle priority if the policy

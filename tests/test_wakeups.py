@@ -234,3 +234,64 @@ print("closed")
     except subprocess.TimeoutExpired:
         pytest.fail("the master deadlocked: a signal handler's poke() waited on the lock close() held")
     assert out.strip() == "closed"
+
+
+class _Tmp:
+    """gunicorn's WorkerTmp, as far as the arbiter reads it."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def last_update(self) -> float:
+        return os.fstat(self.fd).st_mtime
+
+
+def test_a_worker_that_notified_before_its_watch_is_looked_at_next_tick(heartbeat):
+    """A template's fork (the app already loaded) can notify before the master, which learns
+    its pid from the template's reply, adds the watch: no event will come for that notify, so
+    the master must not wait WATCHED_TICK (or longer) for it."""
+    from types import SimpleNamespace
+    from unittest import mock
+
+    from gunicorn.arbiter import Arbiter
+
+    from gunicorn_slowstart import arbiter as arbiter_mod
+    from gunicorn_slowstart.boots import Boots
+    from gunicorn_slowstart.policy import PolicyConfig, SlowStartPolicy
+    from gunicorn_slowstart.rollout import Rollout
+
+    arbiter = arbiter_mod.SlowStartArbiter.__new__(arbiter_mod.SlowStartArbiter)
+    arbiter.log, arbiter.status = mock.Mock(), mock.Mock()
+    arbiter.policy = SlowStartPolicy(PolicyConfig(max_batch=4), 0.0)
+    arbiter._pool_link, arbiter.templates, arbiter._wake_at = None, None, None
+    arbiter._terminating, arbiter._guard_look, arbiter._tracked, arbiter.WORKERS = {}, None, {}, {}
+    arbiter._reloading, arbiter.rollout, arbiter._place = False, Rollout(), lambda key, now: None
+    arbiter._wakeups = Wakeups(signal_pipe=False)
+    arbiter._boots = Boots()
+    fd, name = tempfile.mkstemp(prefix="wgunicorn-")
+    os.unlink(name)
+    files = {os.getpid(): heartbeat, os.getppid(): fd}  # two live pids, two heartbeat files
+
+    def fork(notified: bool):
+        def spawn_worker(self):
+            pid = os.getppid() if notified else os.getpid()
+            self.WORKERS[pid] = SimpleNamespace(tmp=_Tmp(files[pid]))
+            if notified:
+                _touch_from_child(files[pid])  # the child notified before spawn_worker() returned
+            return pid
+        return spawn_worker
+
+    try:
+        with mock.patch.object(Arbiter, "spawn_worker", fork(False)):
+            arbiter.spawn_worker()
+        assert arbiter._wakeups.watching(os.getpid())  # its notify will be an event
+        assert arbiter._timeout(1.0) == arbiter_mod.WATCHED_TICK
+        with mock.patch.object(Arbiter, "spawn_worker", fork(True)):
+            arbiter.spawn_worker()
+        assert arbiter._timeout(1.0) == arbiter_mod.RAMP_TICK  # no event will come for the other: look
+    finally:
+        arbiter._wakeups.close()
+        os.close(fd)
