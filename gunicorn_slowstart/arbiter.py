@@ -367,6 +367,8 @@ class SlowStartArbiter(Arbiter):
         boots = self._active_boots()
         if self._active_long_boots() or (self.templates and self.templates.busy()):
             return RAMP_TICK
+        if self.mode == "off":
+            self._guard_look = None  # the guard runs in no off-mode pass: a reload from ready left its last look
         if self._guard_look == RAMP_TICK:
             return RAMP_TICK  # the memory guard watches boots past ready_timeout too (a big model's load)
         if any(not self._wakeups.watching(pid) for pid in boots):

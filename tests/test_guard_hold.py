@@ -112,3 +112,19 @@ def test_two_looks_a_moment_apart_do_not_make_a_burst_a_rate(monkeypatch):
     watched, _ = arbiter._guard_sample(10.001)
     assert watched[0].grown == 110.0
     assert watched[0].rate * arbiter_mod.RAMP_TICK <= 10.0 + 1e-9  # no more than it grew
+
+
+def test_a_reload_to_mode_off_does_not_keep_the_guards_last_look():
+    """The guard runs only outside mode off: a SIGHUP from ready to off while it looked every
+    tick must not leave the master waking every RAMP_TICK (or WATCHED_TICK) for good."""
+    from gunicorn_slowstart import arbiter as arbiter_mod
+    from gunicorn_slowstart.wakeups import Wakeups
+
+    arbiter = _held_master()
+    arbiter._boots.pop(ProcKey(HTTP, 100))  # nothing boots any more
+    arbiter._pool_link, arbiter.templates, arbiter._wake_at = None, None, None
+    arbiter._wakeups = Wakeups(signal_pipe=False)
+    arbiter.slowstart.mode = "off"  # the reload's settings
+    for look in (arbiter_mod.RAMP_TICK, arbiter_mod.WATCHED_TICK):
+        arbiter._guard_look = look  # what the last ready-mode pass computed
+        assert arbiter._timeout(1.0) == 1.0
