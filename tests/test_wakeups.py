@@ -265,6 +265,7 @@ def test_a_worker_that_notified_before_its_watch_is_looked_at_next_tick(heartbea
 
     arbiter = arbiter_mod.SlowStartArbiter.__new__(arbiter_mod.SlowStartArbiter)
     arbiter.log, arbiter.status = mock.Mock(), mock.Mock()
+    arbiter.slowstart = SimpleNamespace(mode="ready", memory_admission=False)
     arbiter.policy = SlowStartPolicy(PolicyConfig(max_batch=4), 0.0)
     arbiter._pool_link, arbiter.templates, arbiter._wake_at = None, None, None
     arbiter._terminating, arbiter._guard_look, arbiter._tracked, arbiter.WORKERS = {}, None, {}, {}
