@@ -442,6 +442,10 @@ class SlowStartArbiter(Arbiter):
         self._boots.add(ProcKey(HTTP, pid), now, baseline, time.time())
         if worker is not None:
             self._watch(pid, worker)
+        if self.mode != "off" and self.slowstart.memory_admission and self._admission.cost_mb is None:
+            # the guard has not looked at this boot yet (it joins _unvetted at the next pass, after
+            # _guard_look was set): its first look comes in a tick, as every look did before
+            self._guard_look = RAMP_TICK
         self._tracked[pid] = now
         self.policy.spawned(ProcKey(HTTP, pid), now, HTTP)
         self.status.spawned(ProcKey(HTTP, pid), now, pid)
