@@ -134,8 +134,8 @@ def test_a_reload_to_mode_off_does_not_keep_the_guards_last_look():
 def test_the_guards_first_look_at_a_new_boot_comes_in_a_tick(monkeypatch):
     """The guard decides its next look in manage_workers before _spawn forks; a worker forked
     while no worker's cost is known (the first step) is looked at a tick later, as before the
-    master waited WATCHED_TICK: 4 workers allocating 200 MiB in 0.26 s each fill a 700 MiB pod
-    well within 0.25 s."""
+    master waited WATCHED_TICK (4 workers allocating 200 MiB in 0.26 s each, the README's
+    figure, fill a 700 MiB pod in about that time)."""
     from gunicorn.arbiter import Arbiter
 
     from gunicorn_slowstart import arbiter as arbiter_mod
