@@ -1006,11 +1006,11 @@ class SlowStartArbiter(Arbiter):
         if verdict.stop:
             self._guard_stop(verdict, memory, watched, now)
         # Look again in a tick, unless every guarded boot fits growing at its current rate until
-        # a look WATCHED_TICK away, and either what a worker grows by is known or memory to spare
-        # covers a burst from each (plenty of memory: no need to wake 40 times a second).
+        # a look WATCHED_TICK away with memory to spare for a burst from each beyond that (what a
+        # worker grows by may be unknown, or outgrown): plenty of memory, no need to wake 40 times a second.
         later = guard(memory, watched, self._grown_cost, WATCHED_TICK, headroom)
         spare = later.left - later.need - later.floor
-        close = bool(verdict.stop or later.stop) or (self._grown_cost is None and spare < GUARD_BURST * len(watched))
+        close = bool(verdict.stop or later.stop) or spare < GUARD_BURST * len(watched)
         self._guard_look = RAMP_TICK if close else WATCHED_TICK
 
     def _guard_sample(self, now: float) -> tuple[list[Growing], MemoryView | None]:

@@ -51,7 +51,8 @@ from collections.abc import Hashable, Iterable
 
 log = logging.getLogger(__name__)
 
-IN_ATTRIB = 0x00000004  # <sys/inotify.h>: metadata changed (utime)
+IN_MODIFY = 0x00000002  # <sys/inotify.h>: written (a worker class whose notify writes)
+IN_ATTRIB = 0x00000004  # metadata changed (WorkerTmp.notify's utime)
 _OPEN: weakref.WeakSet[Wakeups] = weakref.WeakSet()  # to close in a forked child
 
 
@@ -98,7 +99,8 @@ class Wakeups:
         self.forget(key)  # a reused pid's old watch
         if not self._opened():
             return False
-        wd = self._libc.inotify_add_watch(self._inotify, f"/proc/self/fd/{fd}".encode(), IN_ATTRIB)
+        wd = self._libc.inotify_add_watch(self._inotify, f"/proc/self/fd/{fd}".encode(),
+                                         IN_ATTRIB | IN_MODIFY)
         if wd < 0:
             log.debug("cannot watch heartbeat fd %s: %s", fd, os.strerror(ctypes.get_errno()))
             return False
