@@ -367,9 +367,9 @@ class SlowStartArbiter(Arbiter):
         boots = self._active_boots()
         if self._active_long_boots() or (self.templates and self.templates.busy()):
             return RAMP_TICK
-        if self.mode == "off":
-            self._guard_look = None  # the guard runs in no off-mode pass: a reload from ready left its last look
-        if self._guard_look == RAMP_TICK:
+        # the guard runs in no off-mode pass: a reload from ready mode leaves its last look behind
+        guard_look = self._guard_look if self.mode != "off" else None
+        if guard_look == RAMP_TICK:
             return RAMP_TICK  # the memory guard watches boots past ready_timeout too (a big model's load)
         if any(not self._wakeups.watching(pid) for pid in boots):
             return RAMP_TICK
@@ -377,7 +377,7 @@ class SlowStartArbiter(Arbiter):
         times = [t.escalation.next_at() for t in self._terminating.values()]
         if self._wake_at is not None:
             times.append(self._wake_at)
-        if boots or self._guard_look:
+        if boots or guard_look:
             times.append(now + WATCHED_TICK)
         if not times:
             return default
