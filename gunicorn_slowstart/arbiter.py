@@ -13,7 +13,8 @@ gunicorn 23) to ``RAMP_TICK`` so that it sees readiness within tens of
 milliseconds and still handles every signal at once; after the ramp it is back
 on gunicorn's 1 s loop.  Where the kernel can watch the booting workers'
 heartbeat files (``wakeups.py``: inotify) the wait ends the moment one of them
-notifies instead, and the master wakes only every ``WATCHED_TICK`` otherwise:
+notifies instead (a long worker's or a loading template's report on its socket
+ends it too), and the master wakes only every ``WATCHED_TICK`` otherwise:
 40 passes of the loop a second cost the master's CPU, which a container's
 quota shares with the booting workers.
 
@@ -365,8 +366,9 @@ class SlowStartArbiter(Arbiter):
         """How long the main loop may wait: a tick while something boots that only a look
         reveals, ``WATCHED_TICK`` while every boot is watched, else until the next timer."""
         boots = self._active_boots()
-        if self._active_long_boots() or (self.templates and self.templates.busy()):
-            return RAMP_TICK
+        reports = self._awaits_reports()
+        if reports and not self._wakeups.usable():
+            return RAMP_TICK  # their reports cannot end the wait: look again soon
         # the guard runs in no off-mode pass: a reload from ready mode leaves its last look behind
         guard_look = self._guard_look if self.mode != "off" else None
         if guard_look == RAMP_TICK:
@@ -377,8 +379,8 @@ class SlowStartArbiter(Arbiter):
         times = [t.escalation.next_at() for t in self._terminating.values()]
         if self._wake_at is not None:
             times.append(self._wake_at)
-        if boots or guard_look:
-            times.append(now + WATCHED_TICK)
+        if boots or reports or guard_look:
+            times.append(now + WATCHED_TICK)  # time-outs (boot_timeout), the guard's next look
         if not times:
             return default
         return max(RAMP_TICK, min(default, min(times) - now))
@@ -390,26 +392,45 @@ class SlowStartArbiter(Arbiter):
     def _active_long_boots(self) -> list[ProcKey]:
         return [key for key in self._boots.keys(LONG) if not self.policy.is_stale(key)]
 
+    def _awaits_reports(self) -> bool:
+        """Is a long worker booting or a template loading?  Their readiness comes as a report
+        on a socket (``_report_fds``), not as a heartbeat."""
+        return bool(self._active_long_boots()) or bool(self.templates and self.templates.busy())
+
+    def _report_fds(self) -> list[int]:
+        """Sockets whose reports end the wait: the pool manager's, a loading template's."""
+        fds = [self._pool_link.fileno()] if self._pool_link is not None else []
+        fds.append(self.templates.loading_fd() if self.templates is not None else None)
+        return [fd for fd in fds if fd is not None]
+
+    def _evented(self) -> bool:
+        """Can this wait end on events?  A watched boot's notify, a report awaited on a socket,
+        a signal.  Asked before ``_timeout``: it may open the descriptors, or find the signal
+        wake-up fd taken and stop watching."""
+        return self._wakeups.watched() or (self._awaits_reports() and self._wakeups.can_wait())
+
     def _booting(self, pid: int) -> bool:
         """Is HTTP worker ``pid`` booting (forked, not ready yet)?"""
         return ProcKey(HTTP, pid) in self._boots
 
     def wait_for_signals(self, timeout: float = 1.0):  # gunicorn >= 24
-        watched = self._wakeups.watched()  # first: it may find the wake-up fd taken, and stop watching
+        evented = self._evented()
         timeout = self._timeout(timeout)
-        if not watched:
+        if not evented:
             return super().wait_for_signals(timeout=timeout)
         signals = super().wait_for_signals(timeout=0)  # what came while the master worked
         if not signals:
-            self._wakeups.wait(timeout)  # a signal writes to the wake-up pipe: no wake is lost
+            self._wakeups.wait(timeout, self._report_fds())  # a signal writes to the wake-up pipe
             signals = super().wait_for_signals(timeout=0)
         return signals
 
     def sleep(self) -> None:  # gunicorn 23: the same wait, on the signal pipe
-        watched = self._wakeups.watched()
+        evented = self._evented()
         timeout = self._timeout(1.0)
-        if watched:
-            return _compat.wait_on_signal_pipe(self, timeout, self._wakeups.wait)
+        if evented:
+            reports = self._report_fds()
+            return _compat.wait_on_signal_pipe(
+                self, timeout, lambda seconds, fds: self._wakeups.wait(seconds, [*fds, *reports]))
         if timeout >= 1.0:
             return super().sleep()
         _compat.wait_on_signal_pipe(self, timeout)

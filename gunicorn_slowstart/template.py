@@ -201,6 +201,11 @@ class TemplateSpawner:
         """A template is importing: the master should look again soon."""
         return self.book.busy()
 
+    def loading_fd(self) -> int | None:
+        """The loading template's socket: readable when it reports (loaded, failed, exited)."""
+        link = self.links.get(self.book.loading) if self.book.loading is not None else None
+        return None if link is None else link.sock.fileno()
+
     def active(self) -> bool:
         """Workers are forked from a template now."""
         return self.book.active()

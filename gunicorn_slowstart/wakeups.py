@@ -12,8 +12,9 @@ stock's over an 8-worker ramp, most of slow start's gap to stock's all-ready
 there), and a ready worker waited up to a tick before the master saw it.
 
 Here the master asks the kernel instead.  An inotify watch (``IN_ATTRIB``:
-``notify()`` is an ``os.utime``) on each booting worker's heartbeat file
-makes one descriptor readable the moment any of them notifies.  The file is
+``notify()`` is an ``os.utime``; ``IN_MODIFY`` too, for a worker class whose
+notify writes) on each booting worker's heartbeat file makes one descriptor
+readable the moment any of them notifies.  The file is
 already unlinked, so the watch is added through ``/proc/self/fd/N``; it is
 removed once the worker is ready or gone (``keep``), so serving workers'
 heartbeats never wake the master.
@@ -25,6 +26,10 @@ and the arbiter's ``wakeup()`` (which gunicorn's control-socket thread calls)
 writes there as well (``poke``).  Should something else take the wake-up
 fd (an event loop in a preloaded app), the master notices at its next wait
 and goes back to polling: a signal is never left waiting.
+
+Long workers and a template report over sockets (the pool manager's, the
+loading template's): ``wait()`` selects on those too (``extra``), so their
+readiness wakes the master as an HTTP worker's does.
 
 An event only says "look": the arbiter still compares the mtime, so a
 spurious wake is one pass, never a false ready.  Whatever cannot be watched
@@ -113,6 +118,15 @@ class Wakeups:
     def watched(self) -> bool:
         """Is any boot watched, and can a signal end the wait?"""
         return bool(self._watches) and self._signals_wake()
+
+    def can_wait(self) -> bool:
+        """Can ``wait()`` end on events and on signals (opening the descriptors at the first
+        call)?  For waits on ``extra`` descriptors alone: long workers' and templates' reports."""
+        return self._opened() and self._signals_wake()
+
+    def usable(self) -> bool:
+        """Open and not failed: what ``can_wait()`` last found, without opening anything."""
+        return self._inotify >= 0 and (not self._signal_pipe or self._wake[1] >= 0)
 
     def forget(self, key: Hashable) -> None:
         wd = self._watches.pop(key, None)

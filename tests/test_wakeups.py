@@ -296,3 +296,42 @@ def test_a_worker_that_notified_before_its_watch_is_looked_at_next_tick(heartbea
     finally:
         arbiter._wakeups.close()
         os.close(fd)
+
+
+def _wakes(pid: int) -> int:
+    """How often the master's main thread went to sleep (its voluntary context switches)."""
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("voluntary_ctxt_switches"))
+
+
+@pytest.mark.slow
+def test_a_loading_template_and_booting_long_workers_wake_the_master_by_their_reports(server):
+    """A template and long workers report over sockets (the template's, the pool manager's):
+    while they load the master waits on those (and wakes every WATCHED_TICK for time-outs), not
+    every RAMP_TICK: 40 passes of its loop a second would come out of the CPU they boot on.
+    Counted as the master's voluntary context switches, which its timeline's fsyncs add to
+    (a few a second): seconds-long loads keep that noise well below a poll's 40."""
+    srv = server(workers=1, boot_cpu=3.0, env={"GUNICORN_SLOWSTART_FORK_FROM": "template",
+                                               "GUNICORN_SLOWSTART_LONG_WORKER": "examples.jobs:run",
+                                               "GUNICORN_SLOWSTART_LONG_WORKERS": "2",
+                                               "EXAMPLE_JOB_BOOT_CPU": "3.0"})
+
+    def rows(kind: str) -> list[dict]:
+        if kind == "template":
+            return srv.timeline().get("templates", [])
+        return [p for p in srv.timeline().get("processes", []) if p["kind"] == kind]
+
+    def wakes_while(what: str, loading, loaded) -> float:
+        wait_for(loading, 60, f"{what} loading")
+        wakes, started = _wakes(srv.pid), time.monotonic()
+        wait_for(loaded, 60, f"{what} loaded")
+        return (_wakes(srv.pid) - wakes) / (time.monotonic() - started)
+
+    rate = wakes_while("the template", lambda: rows("template") and rows("template")[0]["loaded"] is None,
+                       lambda: rows("template")[0]["loaded"] is not None)
+    assert rate < 25, f"the master woke {rate:.0f} times a second while the template loaded (a 25 ms poll: 40)"
+    rate = wakes_while("two long workers",
+                       lambda: len(rows("long")) == 2 and all(p["ready"] is None for p in rows("long")),
+                       lambda: any(p["ready"] is not None for p in rows("long")))
+    assert rate < 25, f"the master woke {rate:.0f} times a second while long workers booted (a 25 ms poll: 40)"
+    wait_for(lambda: all(p["ready"] is not None for p in rows("long")), 60, "both long workers ready")

@@ -118,6 +118,11 @@ class PoolLink:
         not exited (booting or ready: the arbiter's ``Boots`` knows which)."""
         return [ProcKey(LONG, wid) for wid in sorted(self.current)]
 
+    def fileno(self) -> int | None:
+        """The manager's socket: readable when it reports (a datagram socket: its closing is
+        not readable, the master learns of a dead manager from SIGCHLD and ``check_alive``)."""
+        return None if self.sock is None else self.sock.fileno()
+
     def pid_of(self, key: ProcKey) -> int | None:
         return self.pids.get(key.id)
 
