@@ -13,7 +13,11 @@ file, a clock or a process.
   (memory only it holds; what one more fork adds, since pages shared with the
   master are already paid for) and thread count are sampled when it becomes
   ready, and the cost is the **median** of those samples, so one odd worker
-  does not decide it.  Until the first worker is ready nothing is known, and
+  does not decide it.  An app keeps growing after it is ready (caches warm
+  up), so a sample is taken again when it is old (``sampled_before``): the
+  arbiter re-measures the ready workers when workers are wanted again after a
+  time when none were (a respawn, TTIN, a reload, a recycle), and any sample
+  older than a bound; the latest sample of each worker counts.  Until the first worker is ready nothing is known, and
   admission cannot cap the first step (as many workers as CPUs stand idle,
   plus one background boot): the **guard** below watches that step instead.
 * **What is left** is the memory really available (the cgroup limit minus the
@@ -96,15 +100,22 @@ class Admission:
         self.headroom = headroom
         self.uss: dict[Hashable, float] = {}
         self.threads: dict[Hashable, int] = {}
+        self.sampled_at: dict[Hashable, float] = {}  # when each worker was last measured
 
     # -- samples --------------------------------------------------------------------
 
-    def measured(self, key: Hashable, uss_mb: float | None, threads: int | None) -> None:
-        """A ready worker's USS (MiB) and thread count; None: could not be read."""
+    def measured(self, key: Hashable, uss_mb: float | None, threads: int | None, at: float = 0.0) -> None:
+        """A ready worker's USS (MiB) and thread count at time ``at``; None: could not be read
+        (an earlier sample of it stays)."""
         if uss_mb is not None and uss_mb > 0:
             self.uss[key] = float(uss_mb)
         if threads is not None and threads > 0:
             self.threads[key] = int(threads)
+        self.sampled_at[key] = at
+
+    def sampled_before(self, t: float) -> list[Hashable]:
+        """The workers last measured before ``t``, oldest first: to measure again."""
+        return sorted((key for key, at in self.sampled_at.items() if at < t), key=self.sampled_at.__getitem__)
 
     def forget(self, key: Hashable) -> None:
         """The worker is gone; keep its sample only while nothing else is known.
@@ -117,6 +128,7 @@ class Admission:
             self.uss.pop(key, None)
         if len(self.threads) > 1:
             self.threads.pop(key, None)
+        self.sampled_at.pop(key, None)  # a sample kept as the last one known is never re-measured
 
     @property
     def cost_mb(self) -> float | None:

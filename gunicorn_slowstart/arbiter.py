@@ -139,6 +139,8 @@ MEMORY_POLL = 1.0
 IDLE_SAMPLE = 0.25  # seconds between idle-CPU samples while a ramp is in progress
 ADMIT_POLL = 0.5  # seconds between memory/pids admission checks while workers are wanted (forks since
 # the last check are subtracted from its room, so a longer interval only delays seeing memory freed)
+RESAMPLE_AFTER = 60.0  # seconds: a ready worker's USS sample this old is taken again when forks are wanted
+RESAMPLE_PER_LOOK = 4  # at most this many re-measured per admission check (smaps_rollup: ~1 ms each)
 RECYCLE_POLL = 1.0  # seconds between looks for workers due for recycling (age, USS)
 RECYCLE_PAUSE = 60.0  # after a replacement failed to boot, no recycling for this long
 GUARD_HOLD = "memory guard stopped"  # how a hold set by the memory guard starts
@@ -198,6 +200,8 @@ class SlowStartArbiter(Arbiter):
         self._room = Room(None)
         self._room_known: set[int] = set()  # workers alive when the room was measured
         self._room_for_spawns = False  # was the room measured while workers were wanted?
+        self._wanted_since = 0.0  # when the last ramp began: samples taken before it are stale
+        self._said_cost: float | None = None  # the worker cost last logged
         self._held_text = ""
         self._age_limits: dict[int, float] = {}
         self._recycle_checked_at = -RECYCLE_POLL
@@ -891,6 +895,8 @@ class SlowStartArbiter(Arbiter):
         wanted = self.num_workers - len(self._current())
         stale = wanted > 0 and not self._room_for_spawns  # last look was with nothing wanted
         stale = stale or (wanted > 0 and self._first_cost_due())
+        if wanted > 0 and self._ramp is None:  # a ramp begins in this pass: what workers cost now
+            self._wanted_since, stale = now, True
         if now - self._memory_checked_at < (ADMIT_POLL if wanted > 0 else MEMORY_POLL) and not stale:
             return
         self._memory_checked_at = now
@@ -902,7 +908,7 @@ class SlowStartArbiter(Arbiter):
             reasons.append(f"{free:.0f} MiB available, below min_free_mb {floor:.0f}")
         self._room = Room(None)
         if self.slowstart.memory_admission and wanted > 0:
-            self._room = self._measure_room(wanted)
+            self._room = self._measure_room(wanted, now)
         if self._guard_text and (self._admission.cost_mb is not None or not self._guarded_boots()):
             # a worker's cost is known: admission decides; or no worker the guard let boot is left
             # (it died before ready): nothing will make the cost known, so the policy's back-off decides
@@ -921,20 +927,39 @@ class SlowStartArbiter(Arbiter):
         return (self.slowstart.memory_admission and self._admission.cost_mb is None
                 and any(not self._booting(pid) for pid in list(self.WORKERS)))
 
-    def _sample_ready_workers(self) -> None:
-        """Learn what a worker costs from each ready worker once (USS, threads)."""
+    def _sample_ready_workers(self, now: float) -> None:
+        """Learn what a worker costs from each ready worker (USS, threads) when it is first seen
+        ready, and again, a few per look, once its sample is stale: taken before this ramp
+        began (a respawn, TTIN, a reload, a recycle), or ``RESAMPLE_AFTER`` ago.  An app grows
+        after it is ready."""
         alive = set(self.WORKERS)
-        for pid in set(self._admission.uss) | set(self._admission.threads):
-            if pid not in alive:
-                self._admission.forget(pid)
-        for pid in alive - self._boots.ids(HTTP) - set(self._admission.uss) - self._retiring:
+        ready = alive - self._boots.ids(HTTP) - self._retiring
+        for pid in ready - set(self._admission.uss):  # an unreadable first sample is tried again
             first = self._admission.cost_mb is None
             uss, pss, threads = process_cost(pid)
-            self._admission.measured(pid, uss, threads)
+            self._admission.measured(pid, uss, threads, now)
             if first and self._admission.cost_mb is not None:  # PSS: for the reader; USS is what a fork adds
+                self._said_cost = self._admission.cost_mb
                 self.log.info("slow start: memory admission: a worker costs ~%.0f MiB USS (PSS %s), %s threads "
                               "(worker %s)", uss, "?" if pss is None else f"{pss:.0f} MiB",
                               "?" if threads is None else threads, pid)
+        for pid in set(self._admission.uss) | set(self._admission.threads):  # after: a live sample replaces
+            if pid not in alive:
+                self._admission.forget(pid)
+        stale = self._admission.sampled_before(max(self._wanted_since, now - RESAMPLE_AFTER))
+        for pid in [pid for pid in stale if pid in ready][:RESAMPLE_PER_LOOK]:
+            uss, _, threads = process_cost(pid)
+            self._admission.measured(pid, uss, threads, now)
+        self._say_cost_moved()
+
+    def _say_cost_moved(self) -> None:
+        """Log the cost admission counts with when it moved by a quarter since last said."""
+        cost, said = self._admission.cost_mb, self._said_cost
+        if cost is None or said is None or abs(cost - said) < 0.25 * said:
+            return
+        self._said_cost = cost
+        self.log.info("slow start: memory admission: a worker now costs ~%.0f MiB USS (was ~%.0f MiB), "
+                      "measured again on the ready workers", cost, said)
 
     def _fork_refused(self, exc: BaseException) -> None:
         """The kernel refused the fork (pids limit, no memory): the server keeps serving with
@@ -944,11 +969,11 @@ class SlowStartArbiter(Arbiter):
                            exc, len(self._current()), self.num_workers)
         self._fork_failing = True
 
-    def _measure_room(self, wanted: int) -> Room:
+    def _measure_room(self, wanted: int, now: float) -> Room:
         """How many more workers fit now, counting what the booting ones will still take.
         A measurement that fails for any reason admits (as without admission) and is logged."""
         try:
-            self._sample_ready_workers()
+            self._sample_ready_workers(now)
             return self._room_now(wanted)
         except Exception as exc:  # noqa: BLE001 - a measurement must never stop a serving master
             self.log.warning("slow start: memory admission could not measure: %r", exc)

@@ -238,3 +238,19 @@ def test_guard_properties(workers, available, limit, lookahead):
     assert list(verdict.stop) == [b.key for b in reversed(booting)][:len(verdict.stop)]  # youngest first
     if available - verdict.need >= 0.1 * limit:
         assert verdict.stop == ()
+
+
+def test_samples_taken_before_a_time_are_due_oldest_first_and_the_latest_counts():
+    admission = Admission()
+    admission.measured("a", 100, 2, at=5.0)
+    admission.measured("b", 100, 2, at=1.0)
+    admission.measured("c", 100, 2, at=9.0)
+    assert admission.sampled_before(6.0) == ["b", "a"]
+    admission.measured("b", 300, 2, at=10.0)  # it grew after it was ready
+    admission.measured("a", None, None, at=10.0)  # unreadable now: its old sample stays, not due again
+    assert admission.sampled_before(10.0) == ["c"]
+    assert admission.uss == {"a": 100.0, "b": 300.0, "c": 100.0} and admission.cost_mb == 100.0
+    admission.measured("c", 300, 2, at=11.0)
+    assert admission.cost_mb == 300.0  # the median of the latest samples
+    admission.forget("c")
+    assert "c" not in admission.sampled_at

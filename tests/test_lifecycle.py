@@ -96,6 +96,28 @@ def test_a_worker_that_grows_past_max_worker_memory_is_replaced(server):
              "generation 2 serving after SIGHUP")
 
 
+def test_admission_measures_again_what_workers_cost_once_they_grew(server, tmp_path):
+    """An app grows after it is ready (caches warm up): the cost sampled at readiness would
+    admit too many workers.  A ramp that begins later measures the ready workers again."""
+    import psutil
+
+    grow = tmp_path / "grow"
+    srv = server(app="memory_app:app", workers=2,
+                 env={"MEMAPP_MB": "10", "MEMAPP_GROW_IF": str(grow), "MEMAPP_GROW_MB": "60"})
+    srv.wait_ready(60)
+    srv.signal(signal.SIGTTIN)  # a ramp: the two ready workers are measured (~18 MiB USS)
+    wait_for(lambda: "memory admission: a worker costs" in srv.log(), 20, "the first cost")
+    wait_for(lambda: len(srv.workers()) == 3 and srv.timeline()["processes"][-1]["ready"] is not None, 30,
+             "3 ready")
+    grow.write_text("")
+    wait_for(lambda: all(psutil.Process(pid).memory_full_info().uss > 60 * 2**20 for pid in srv.workers()), 30,
+             "every worker grown by 60 MiB")
+    srv.signal(signal.SIGTTIN)  # a new ramp: the samples predate it
+    wait_for(lambda: "memory admission: a worker now costs" in srv.log(), 20, "the cost measured again")
+    line = next(x for x in srv.log().splitlines() if "a worker now costs" in x)
+    assert float(line.split("now costs ~")[1].split()[0]) > 60, line
+
+
 def test_a_replacement_that_fails_to_boot_cancels_the_recycle(server, tmp_path):
     """The old worker serves on and recycling pauses: a broken environment must not
     stop a serving master through max_boot_failures."""
