@@ -15,9 +15,11 @@ file, a clock or a process.
   ready, and the cost is the **median** of those samples, so one odd worker
   does not decide it.  An app keeps growing after it is ready (caches warm
   up), so a sample is taken again when it is old (``sampled_before``): the
-  arbiter re-measures the ready workers when workers are wanted again after a
-  time when none were (a respawn, TTIN, a reload, a recycle), and any sample
-  older than a bound; the latest sample of each worker counts.  Until the first worker is ready nothing is known, and
+  arbiter re-measures the ready workers, a few per look, when a later ramp
+  begins (a respawn, TTIN, a reload, a recycle: ``fresh_since``) and any
+  sample older than a bound; the latest sample of each worker counts, and the
+  cost is never below the median of the samples taken since the ramp began
+  (a respawn's single look refreshes only a few of many workers).  Until the first worker is ready nothing is known, and
   admission cannot cap the first step (as many workers as CPUs stand idle,
   plus one background boot): the **guard** below watches that step instead.
 * **What is left** is the memory really available (the cgroup limit minus the
@@ -101,6 +103,7 @@ class Admission:
         self.uss: dict[Hashable, float] = {}
         self.threads: dict[Hashable, int] = {}
         self.sampled_at: dict[Hashable, float] = {}  # when each worker was last measured
+        self.fresh_since = 0.0  # samples taken since (this ramp's start) outweigh older ones
 
     # -- samples --------------------------------------------------------------------
 
@@ -132,7 +135,11 @@ class Admission:
 
     @property
     def cost_mb(self) -> float | None:
-        return median(self.uss.values()) if self.uss else None
+        """The median sample, or the median of the fresh ones if that is more."""
+        if not self.uss:
+            return None
+        fresh = [uss for key, uss in self.uss.items() if self.sampled_at.get(key, 0.0) >= self.fresh_since]
+        return max(median(self.uss.values()), median(fresh) if fresh else 0.0)
 
     @property
     def threads_per_worker(self) -> int | None:

@@ -254,3 +254,16 @@ def test_samples_taken_before_a_time_are_due_oldest_first_and_the_latest_counts(
     assert admission.cost_mb == 300.0  # the median of the latest samples
     admission.forget("c")
     assert "c" not in admission.sampled_at
+
+
+def test_the_samples_taken_since_a_ramp_began_outweigh_older_ones_but_never_lower_the_cost():
+    admission = Admission()
+    for key in range(8):
+        admission.measured(key, 100, 2, at=1.0)
+    admission.fresh_since = 10.0  # a respawn: its one look measures 2 of the 8 again, grown
+    admission.measured(0, 400, 2, at=10.0)
+    admission.measured(1, 400, 2, at=10.0)
+    assert admission.cost_mb == 400.0  # not the median of all (100): most samples are stale
+    admission.fresh_since = 20.0
+    admission.measured(2, 50, 2, at=20.0)  # shrank (a new worker's first sample is small)
+    assert admission.cost_mb == 100.0  # the median of all latest samples is the floor

@@ -26,7 +26,7 @@ def _held_master():
     arbiter._boots.add(ProcKey(HTTP, 100), 0.0)  # the survivor: the guard stopped the 3 youngest
     arbiter._admission, arbiter._room, arbiter._room_known = Admission(), Room(None), set()
     arbiter._memory_checked_at, arbiter._room_for_spawns = -100.0, False
-    arbiter._ramp, arbiter._wanted_since = None, 0.0
+    arbiter._ramp = None
     arbiter._measure_room = lambda wanted, now: Room(None)  # no worker's cost known: admission caps nothing
     arbiter._guard_text = f"{GUARD_HOLD} 3 booting worker(s) to stay under 700 MiB"
     arbiter._guard_stopped = 3
