@@ -43,8 +43,8 @@ Model and assumptions
   worker ready 0.65 ms after its notify, median of 72, max 10.6 ms).  The
   simulator pays the gap once per ready -> fork round, so it takes the mean.
   ``--detect-lag 0.025`` (``POLLED_LAG``) models a master that polls every
-  ``RAMP_TICK`` instead (not Linux, the inotify watch limit, or the memory
-  guard close to a limit): a worst case, the poll's full period.
+  ``RAMP_TICK`` instead because it cannot watch (not Linux, no libc, the
+  inotify watch limit): a worst case, the poll's full period.
   ``first_ready`` and ``all_ready`` are these *seen* times, in every mode,
   so the modes compare on equal terms.
 * ``off``: at t=0 the master runs gunicorn's loop ``for _ in range(N - len(
@@ -137,7 +137,7 @@ MODES = tuple(reversed(POLICY_MODES))  # off (stock) first: the order of the gri
 DISTS = ("fixed", "normal", "longtail", "straggler")
 CONTENTION = 0.012  # a sensitivity --overhead: 8 % for stock at 16 workers on 2 cores (CPU accounting here: < 1 %)
 DETECT_LAG = 0.004  # a worker's first notify -> the master's next fork, event-driven (benchmarks/detectlag.py: mean)
-POLLED_LAG = 0.025  # the same for a master that polls (RAMP_TICK: no inotify, or memory close): its worst case
+POLLED_LAG = 0.025  # the same for a master that polls (RAMP_TICK: it cannot watch the heartbeats): its worst case
 TIMER_DELAY = 2.0
 SAMPLE_EVERY = 0.25
 OFF_JITTER = 0.1
