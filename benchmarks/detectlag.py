@@ -25,7 +25,9 @@ of the machine):
   mode, is the master's reaction to it, at microsecond resolution: the whole
   ready -> detect -> decide gap the simulator models as ``detect_lag`` before
   its ``fork_cost``.  Counted only when it follows within
-  ``REACTION_WINDOW`` (a notify that frees no place forks nothing).
+  ``REACTION_WINDOW`` (a notify that frees no place forks nothing) and not
+  before the master saw the notify (less the timeline's rounding): a fork
+  the master decided before it knew is a reaction to something else.
 
 Each run starts one master, waits (bounded) until its timeline has N ready
 workers and N stamps were written, then stops it (SIGTERM, SIGKILL after
@@ -64,6 +66,7 @@ GRACEFUL_TIMEOUT = 10.0
 RUN_DEADLINE = 120.0  # seconds a run may take to get every worker ready
 POLL = 0.05
 REACTION_WINDOW = 0.1  # a fork this soon after a notify is the master's reaction to it
+ROUNDING = 0.0005  # the timeline's times are rounded to 1 ms
 
 
 class StampedWorker(UvicornWorker):
@@ -102,8 +105,8 @@ def read_stamps(text: str) -> list[dict]:
 
 def worker_lags(stamps: list[dict], timeline: dict) -> list[dict]:
     """Per stamped worker: ``seen`` (the timeline's ready minus its notify, seconds) and
-    ``reaction`` (the next worker built after its notify, minus the notify; None when none
-    came within ``REACTION_WINDOW``).  Workers the timeline does not know are left out."""
+    ``reaction`` (the next worker built once the master saw it, minus the notify; None when
+    none came within ``REACTION_WINDOW``).  Workers the timeline does not know are left out."""
     if not stamps:
         return []
     offset = statistics.median(s["offset"] for s in stamps)
@@ -114,9 +117,10 @@ def worker_lags(stamps: list[dict], timeline: dict) -> list[dict]:
     for s in sorted(stamps, key=lambda s: s["notify"]):
         if ready.get(s["pid"]) is None:
             continue
-        after = [c - s["notify"] for c in created if c > s["notify"]]
+        seen = t0 + ready[s["pid"]] - s["notify"]
+        after = [c - s["notify"] for c in created if c > s["notify"] and c - s["notify"] >= seen - ROUNDING]
         reaction = after[0] if after and after[0] <= REACTION_WINDOW else None
-        rows.append({"pid": s["pid"], "seen": t0 + ready[s["pid"]] - s["notify"], "reaction": reaction})
+        rows.append({"pid": s["pid"], "seen": seen, "reaction": reaction})
     return rows
 
 
@@ -215,7 +219,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--workers and --repeat must be >= 1, --boot-cpu >= 0")
     modes = [m for m in args.modes.split(",") if m]
     rows: dict[str, list[dict]] = {m: [] for m in modes}
-    errors = []
+    errors: list[str] = []
+    raw: list[dict] = []  # every run's stamps and timeline, to analyse again
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="detectlag-") as tmp:
         for repeat in range(args.repeat):
@@ -227,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 mine = worker_lags(stamps, timeline)
                 rows[mode] += [dict(r, run=repeat + 1) for r in mine]
+                raw.append({"mode": mode, "run": repeat + 1, "stamps": stamps, "timeline": timeline})
                 print(f"run {repeat + 1} {mode}: {len(mine)} workers, {json.dumps(summarize(mine))}", flush=True)
     summary = {m: summarize(r) for m, r in rows.items()}
     for mode, s in summary.items():
@@ -234,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"({time.perf_counter() - started:.1f} s; load average {os.getloadavg()[0]:.2f})")
     if args.json:
         Path(args.json).write_text(json.dumps({"options": vars(args), "summary": summary, "rows": rows,
-                                               "errors": errors}, indent=1))
+                                               "errors": errors, "runs": raw}, indent=1))
     return 1 if errors else 0
 
 

@@ -39,9 +39,9 @@ Model and assumptions
   UvicornWorkers, slow start's defaults; 87 forks that followed a worker's
   first notify, in 9 ramps of 8 and 16 workers, on a shared machine): from
   the worker's first ``notify()`` to the master building the next worker,
-  just before its fork, median 2.4 ms, mean 4.4 ms, max 36 ms (the master's
-  timeline stamped the worker ready 0.7 ms after its notify, median of 120,
-  max 11 ms).  The simulator pays the gap once per ready -> fork round, so it
+  just before its fork, median 1.7 ms, mean 3.9 ms, max 24 ms (the master's
+  timeline stamped the worker ready 0.6 ms after its notify, median of 120,
+  max 17 ms).  The simulator pays the gap once per ready -> fork round, so it
   takes the mean.
   ``--detect-lag 0.025`` (``POLLED_LAG``) models a master that polls every
   ``RAMP_TICK`` instead because it cannot watch (not Linux, no libc, the
@@ -137,7 +137,7 @@ from gunicorn_slowstart.policy import MODES as POLICY_MODES  # noqa: E402
 MODES = tuple(reversed(POLICY_MODES))  # off (stock) first: the order of the grid's rows
 DISTS = ("fixed", "normal", "longtail", "straggler")
 CONTENTION = 0.012  # a sensitivity --overhead: 8 % for stock at 16 workers on 2 cores (CPU accounting here: < 1 %)
-DETECT_LAG = 0.004  # first notify -> the master's next fork, event-driven master (benchmarks/detectlag.py: mean 4.4 ms)
+DETECT_LAG = 0.004  # first notify -> the master's next fork, event-driven master (benchmarks/detectlag.py: mean 3.9 ms)
 POLLED_LAG = 0.025  # the same for a master that polls (RAMP_TICK: it cannot watch the heartbeats): its worst case
 TIMER_DELAY = 2.0
 SAMPLE_EVERY = 0.25

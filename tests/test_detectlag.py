@@ -42,6 +42,14 @@ def test_reaction_is_the_next_worker_built_after_a_notify_within_the_window():
     assert rows[3]["reaction"] is None and rows[4]["reaction"] is None  # nothing built after them
 
 
+def test_a_fork_the_master_decided_before_it_saw_the_notify_is_no_reaction_to_it():
+    stamps = [stamp(1, 0.0, 1.0), stamp(2, 1.0016, 1.5)]  # built 1.6 ms after 1's notify, seen at 5 ms
+    rows = {r["pid"]: r for r in detectlag.worker_lags(stamps, timeline((1, 1.005), (2, 1.5)))}
+    assert rows[1]["seen"] == pytest.approx(0.005) and rows[1]["reaction"] is None
+    rows = {r["pid"]: r for r in detectlag.worker_lags(stamps, timeline((1, 1.002), (2, 1.5)))}
+    assert rows[1]["reaction"] == pytest.approx(0.0016)  # within the timeline's rounding: kept
+
+
 def test_workers_the_timeline_has_not_seen_ready_are_left_out():
     rows = detectlag.worker_lags([stamp(1, 0.0, 1.0), stamp(2, 0.0, 1.1)], timeline((1, 1.0), (2, None)))
     assert [r["pid"] for r in rows] == [1]
