@@ -31,12 +31,23 @@ Model and assumptions
   fork is done.  In the policy modes ``policy.spawned(key, t)`` is stamped at
   the decision time (the arbiter is blocked while it forks, so no decision can
   come in between).
-* Readiness is seen ``detect_lag`` seconds after the boot ends (the arbiter
-  is woken by the kernel within a millisecond where it can watch the heartbeat
-  files, ``wakeups.py``, and polls every 25 ms where it cannot: the default is
-  that worst case).  ``first_ready`` and
-  ``all_ready`` are these *seen* times, in every mode, so the modes compare
-  on equal terms.
+* Readiness is seen ``detect_lag`` seconds after the boot ends, and the
+  policy's decision (and its forks) come at that instant.  The default,
+  ``DETECT_LAG`` = 4 ms, is the event-driven master (``wakeups.py``: an
+  inotify watch on each booting worker's heartbeat file wakes it), measured
+  on a real gunicorn 27 master by ``benchmarks/detectlag.py`` (2 cores,
+  UvicornWorkers, slow start's defaults; 87 forks that followed a worker's
+  first notify, in 9 ramps of 8 and 16 workers, on a shared machine): from
+  the worker's first ``notify()`` to the master building the next worker,
+  just before its fork, median 1.7 ms, mean 3.9 ms, max 24 ms (the master's
+  timeline stamped the worker ready 0.6 ms after its notify, median of 120,
+  max 17 ms).  The simulator pays the gap once per ready -> fork round, so it
+  takes the mean.
+  ``--detect-lag 0.025`` (``POLLED_LAG``) models a master that polls every
+  ``RAMP_TICK`` instead because it cannot watch (not Linux, no libc, the
+  inotify watch limit): a worst case, the poll's full period.
+  ``first_ready`` and ``all_ready`` are these *seen* times, in every mode,
+  so the modes compare on equal terms.
 * ``off``: at t=0 the master runs gunicorn's loop ``for _ in range(N - len(
   WORKERS)): spawn_worker(); time.sleep(0.1 * random())``.  The sleep blocks
   the master; deaths during the loop are reaped and respawned by another loop
@@ -65,13 +76,20 @@ Model and assumptions
 * Contention: with ``overhead = c > 0`` every runnable process's rate is
   further divided by ``1 + c * max(0, runnable / cores - 1)``: the cost of
   caches, memory bandwidth and context switches when more processes share a
-  core (with a quota they still spread over every core).  The default, 0, is
-  pure processor sharing; ``c = 0.012`` reproduces stock gunicorn's 8 % over
-  the CPU bound with 16 workers on 2 cores measured
-  on this project's machine (8.9 s against 8.2 s), and then predicts 34.7 s
-  for 16 workers in a 0.5-CPU quota (measured: 34.1 s).  A ``wake_at`` that is not in the future is
-  counted (``zero_wakes``) and re-polled one ``detect_lag`` later, as the
-  arbiter's poll would do, rather than looping at one instant.
+  core (with a quota they still spread over every core).  It is a
+  sensitivity parameter, not this machine's fact.  The default, 0, is pure
+  processor sharing, and it is what was measured for CPU-bound boots here:
+  stock gunicorn's 16 workers on 2 cores burned 16.38-16.41 CPU-s from the
+  first fork to the last ready, where 16 lone boots burn 16.3 (under 1 %
+  more; README, Results).  ``c = 0.012`` (``CONTENTION``) makes 16 boots on
+  2 cores cost 8 % more each (``1 + 0.012 * (16 / 2 - 1)``): it was once
+  fitted to stock's wall time over the CPU bound (8.9 s against 8.2 s), but
+  that gap is mostly the master's own start, the client and the kernel, not
+  the boots slowing each other.  Use it to ask what pacing would be worth on
+  a machine whose caches or memory bandwidth do make crowded boots slower.
+* A ``wake_at`` that is not in the future is counted (``zero_wakes``) and
+  re-polled one ``detect_lag`` later (at least 1 ms), rather than looping at
+  one instant.
 * Default caps: the product's rule (``policy.default_max_batch``): ``ready`` ->
   usable CPUs (``floor(min(cores, quota))``, at least 1); ``timer`` ->
   ``max(1, usable // 2)``.
@@ -118,7 +136,9 @@ from gunicorn_slowstart.policy import MODES as POLICY_MODES  # noqa: E402
 
 MODES = tuple(reversed(POLICY_MODES))  # off (stock) first: the order of the grid's rows
 DISTS = ("fixed", "normal", "longtail", "straggler")
-CONTENTION = 0.012  # --overhead that reproduces stock's 8 % over the CPU bound (16 workers, 2 cores)
+CONTENTION = 0.012  # a sensitivity --overhead: 8 % for stock at 16 workers on 2 cores (CPU accounting here: < 1 %)
+DETECT_LAG = 0.004  # first notify -> the master's next fork, event-driven master (benchmarks/detectlag.py: mean 3.9 ms)
+POLLED_LAG = 0.025  # the same for a master that polls (RAMP_TICK: it cannot watch the heartbeats): its worst case
 TIMER_DELAY = 2.0
 SAMPLE_EVERY = 0.25
 OFF_JITTER = 0.1
@@ -208,7 +228,7 @@ class SimConfig:
     dist: str = "fixed"
     seed: int = 0
     growth: str = DEFAULT_GROWTH
-    detect_lag: float = 0.025
+    detect_lag: float = DETECT_LAG
     fork_cost: float = 0.002
     fail_prob: float = 0.0
     cap: int | None = None
@@ -619,7 +639,7 @@ def simulate(
     dist: str = "fixed",
     seed: int = 0,
     growth: str = DEFAULT_GROWTH,
-    detect_lag: float = 0.025,
+    detect_lag: float = DETECT_LAG,
     fork_cost: float = 0.002,
     fail_prob: float = 0.0,
     cap: int | None = None,
@@ -711,7 +731,7 @@ def run_grid(
     dist: str = "fixed",
     seed: int = 0,
     fail_prob: float = 0.0,
-    detect_lag: float = 0.025,
+    detect_lag: float = DETECT_LAG,
     fork_cost: float = 0.002,
     policy_factory: PolicyFactory | None = None,
     *,
@@ -822,7 +842,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help=f"the policy's background boots (default {DEFAULT_BACKGROUND}: an unprivileged master; "
                              "1: the product's default where the master may raise priorities back)")
     parser.add_argument("--overhead", type=float, default=0.0,
-                        help=f"contention cost c (default 0: pure sharing; {CONTENTION} fits this machine)")
+                        help=f"contention cost c, a sensitivity (default 0: pure sharing, < 1 %% measured here "
+                             f"for CPU-bound boots; {CONTENTION}: 16 boots on 2 cores cost 8 %% more each)")
     parser.add_argument("--ns", type=lambda s: [int(x) for x in s.split(",")],
                         help=f"worker counts instead of the grid's (e.g. {','.join(map(str, SWEEP_NS))})")
     parser.add_argument(
@@ -832,7 +853,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="comma-separated core counts (default 2,8,16,64,128)",
     )
     parser.add_argument("--fail-prob", type=float, default=0.0)
-    parser.add_argument("--detect-lag", type=float, default=0.025)
+    parser.add_argument("--detect-lag", type=float, default=DETECT_LAG,
+                        help=f"seconds from a worker's first notify to the master's next fork decision (default "
+                             f"{DETECT_LAG:g}: the event-driven master, measured by benchmarks/detectlag.py; "
+                             f"{POLLED_LAG:g}: a master that polls, no inotify)")
     parser.add_argument("--fork-cost", type=float, default=0.002)
     parser.add_argument("--json", metavar="PATH", help="write every row (and its goal) as JSON here")
     args = parser.parse_args(argv)

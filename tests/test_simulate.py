@@ -18,9 +18,10 @@ if str(ROOT) not in sys.path:  # pyproject's pythonpath does this too; keep the 
     sys.path.insert(0, str(ROOT))
 
 from benchmarks import simulate as sim  # noqa: E402
+from gunicorn_slowstart.arbiter import RAMP_TICK  # noqa: E402
 from gunicorn_slowstart.policy import PolicyConfig, SlowStartPolicy  # noqa: E402
 
-LAG = 0.025
+LAG = sim.DETECT_LAG  # the default: the event-driven master's measured ready -> fork gap
 FORK = 0.002
 TOL = 1e-9
 
@@ -55,6 +56,15 @@ def test_ready_two_cores_two_workers_probe_then_second_exactly() -> None:
     assert r.first_ready == pytest.approx(1.0 + LAG, abs=TOL)
     assert r.all_ready == pytest.approx(2.0 + 2 * LAG, abs=TOL)
     assert r.peak_booting == 1
+
+
+def test_a_polling_master_sees_readiness_a_tick_late() -> None:
+    """``--detect-lag 0.025``: the master that polls every RAMP_TICK (no inotify) pays it per round."""
+    assert sim.POLLED_LAG == RAMP_TICK and 0 < sim.DETECT_LAG < RAMP_TICK
+    polled = sim.simulate("ready", 2, cores=2, fork_cost=0.0, initial=1, detect_lag=sim.POLLED_LAG)
+    watched = sim.simulate("ready", 2, cores=2, fork_cost=0.0, initial=1)
+    assert polled.all_ready == pytest.approx(2.0 + 2 * RAMP_TICK, abs=TOL)
+    assert watched.all_ready == pytest.approx(2.0 + 2 * sim.DETECT_LAG, abs=TOL)
 
 
 def test_ready_two_cores_two_workers_with_fork_cost() -> None:
@@ -218,7 +228,7 @@ def test_no_run_beats_the_lower_bounds(c: dict, mode: str) -> None:
     r = run_config(mode, c)
     seconds_per_cpu_second = r.lone_boot / 1.0  # boot_cpu is 1.0: lone_boot is 1 / the lone rate
     fastest = min(p.boot_cpu for p in r.procs) * seconds_per_cpu_second
-    assert r.first_ready >= fastest + 0.025 - 1e-6
+    assert r.first_ready >= fastest + LAG - 1e-6
     assert r.all_ready >= r.cpu_bound - 1e-6
     if not r.exhausted and r.all_ready < math.inf:
         assert all_seen(r) == c["n"]
@@ -226,7 +236,7 @@ def test_no_run_beats_the_lower_bounds(c: dict, mode: str) -> None:
         for p in r.procs:
             assert p.spawned_at <= p.started_at <= p.done_at
             if p.seen_at is not None:
-                assert p.seen_at == pytest.approx(p.done_at + 0.025)
+                assert p.seen_at == pytest.approx(p.done_at + LAG)
 
 
 # -- failures ------------------------------------------------------------------------------------
