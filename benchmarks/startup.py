@@ -16,7 +16,8 @@ What is measured, per run (all times in seconds from ``t0``, taken just before `
   ``200`` came back: what a user or a load balancer waits for.
 * **all ready**: when the N-th HTTP worker became ready, from the master's
   own timeline (``GUNICORN_SLOWSTART_TIMELINE``; the master stamps readiness
-  within 25 ms of a worker's first heartbeat).  Timeline times are relative to
+  within milliseconds of a worker's first heartbeat: median 0.6 ms,
+  ``benchmarks/detectlag.py``; within 25 ms where it must poll).  Timeline times are relative to
   the master's start; they are moved onto our clock with the timeline's
   ``wall_t0`` and our wall-clock time at ``t0``.  The time is the first ramp's
   ``first_ready`` / ``all_ready``, which count HTTP workers against the HTTP

@@ -32,8 +32,8 @@ def test_first_start_is_paced_by_readiness(server):
 def test_readiness_seen_from_the_first_heartbeat(server, tmp_path):
     """The master stamps readiness from the worker's first heartbeat, not on its next
     once-a-second main-loop pass: well under half a second later, even while the
-    sibling workers burn CPU (the nominal lag is 25 ms; the bound is generous because
-    the machine running the tests is shared)."""
+    sibling workers burn CPU (an inotify watch wakes the master: about a millisecond;
+    the bound is generous because the machine running the tests is shared)."""
     record = tmp_path / "notify"
     record.mkdir()
     srv = server(workers=3, worker_class="notify_record.RecordingWorker", boot_cpu=0.2,
