@@ -335,3 +335,38 @@ def test_a_loading_template_and_booting_long_workers_wake_the_master_by_their_re
                        lambda: any(p["ready"] is not None for p in rows("long")))
     assert rate < 25, f"the master woke {rate:.0f} times a second while long workers booted (a 25 ms poll: 40)"
     wait_for(lambda: all(p["ready"] is not None for p in rows("long")), 60, "both long workers ready")
+
+
+def test_a_booting_long_worker_waits_on_reports_where_it_can_else_ticks():
+    """The wait's length while only a long worker boots: WATCHED_TICK (for its time-outs)
+    once the descriptors are open, RAMP_TICK where they cannot be (its report would wait)."""
+    from types import SimpleNamespace
+    from unittest import mock
+
+    from gunicorn_slowstart import arbiter as arbiter_mod
+    from gunicorn_slowstart.boots import Boots
+    from gunicorn_slowstart.keys import ProcKey
+    from gunicorn_slowstart.policy import LONG, PolicyConfig, SlowStartPolicy
+
+    arbiter = arbiter_mod.SlowStartArbiter.__new__(arbiter_mod.SlowStartArbiter)
+    arbiter.slowstart = SimpleNamespace(mode="ready")
+    arbiter.policy = SlowStartPolicy(PolicyConfig(max_batch=4), 0.0)
+    arbiter._pool_link = SimpleNamespace(fileno=lambda: 99)
+    arbiter.templates, arbiter._wake_at, arbiter._terminating, arbiter._guard_look = None, None, {}, None
+    arbiter._boots = Boots()
+    key = ProcKey(LONG, 0)
+    arbiter._boots.add(key, 0.0)
+    arbiter.policy.spawned(key, 0.0, LONG)
+    arbiter._wakeups = Wakeups(signal_pipe=False)
+    try:
+        assert arbiter._evented() and arbiter._wakeups.usable()
+        assert arbiter._report_fds() == [99]
+        assert arbiter._timeout(1.0) == arbiter_mod.WATCHED_TICK
+        arbiter._wakeups.close()
+        with mock.patch.object(Wakeups, "_opened", lambda self: False):  # no inotify here
+            assert not arbiter._evented()
+            assert arbiter._timeout(1.0) == arbiter_mod.RAMP_TICK
+        arbiter._boots.pop(key)
+        assert arbiter._timeout(1.0) == 1.0  # nothing boots: gunicorn's own second
+    finally:
+        arbiter._wakeups.close()
