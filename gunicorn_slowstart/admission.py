@@ -31,6 +31,12 @@ file, a clock or a process.
   ``pids`` limit, with threads per worker in place of MiB and no headroom
   fraction but one spare task.
 
+Long workers (the pool) are a second kind with their own ``Admission``: their
+cost is learnt from the ready long workers the same way, and each kind's room
+is computed with the other's promises reserved (its booting workers still
+growing, and for the long workers' room the HTTP forks admitted first: HTTP
+workers come first, as in the policy).
+
 The arbiter forks at most ``room`` more, logs once when the room runs out
 (``hold_message``) and looks again later: memory freed by a worker that exited
 or by the rest of the cgroup lets the ramp resume.
@@ -148,22 +154,32 @@ class Admission:
     # -- the answer -----------------------------------------------------------------
 
     def room(self, memory: MemoryView | None, pids: PidsView | None,
-             booting: Iterable[tuple[float | None, int | None]] = ()) -> Room:
-        """How many more fit; ``booting`` gives (USS MiB, threads) so far of each booting worker."""
-        booting = list(booting)
+             booting: Iterable[tuple[float | None, int | None]] = (),
+             reserved: tuple[float, int] = (0.0, 0)) -> Room:
+        """How many more fit; ``booting`` gives (USS MiB, threads) so far of each booting worker;
+        ``reserved`` (MiB, tasks) is promised to others (the other kind's boots and forks)."""
         rooms = []
-        cost = self.cost_mb
+        cost, threads = self.cost_mb, self.threads_per_worker
+        pending_mb, pending_tasks = self.promised(booting)
         if memory is not None and cost is not None:
-            pending = sum(max(0.0, cost - (uss or 0.0)) for uss, _ in booting)
-            count = memory_room(memory.available, memory.limit, cost, pending, self.headroom)
+            count = memory_room(memory.available, memory.limit, cost, pending_mb + reserved[0], self.headroom)
             rooms.append(Room(count, "memory", cost, memory.limit))
-        threads = self.threads_per_worker
         if pids is not None and threads is not None:
-            pending = sum(max(0, threads - (t or 0)) for _, t in booting)
-            rooms.append(Room(pids_room(pids.limit, pids.current, threads, pending), "pids", threads, pids.limit))
+            count = pids_room(pids.limit, pids.current, threads, pending_tasks + reserved[1])
+            rooms.append(Room(count, "pids", threads, pids.limit))
         if not rooms:
             return Room(None)
         return min(rooms, key=lambda r: r.count)
+
+    def promised(self, booting: Iterable[tuple[float | None, int | None]] = (), forks: int = 0) -> tuple[float, int]:
+        """(MiB, tasks) that ``booting`` workers will still take, growing to the cost, and that
+        ``forks`` more would take: what this kind reserves while the other's room is computed.
+        Nothing for what is not known yet."""
+        cost, threads = self.cost_mb, self.threads_per_worker
+        booting = list(booting)
+        mb = 0.0 if cost is None else sum(max(0.0, cost - (uss or 0.0)) for uss, _ in booting) + forks * cost
+        tasks = 0 if threads is None else sum(max(0, threads - (t or 0)) for _, t in booting) + forks * threads
+        return mb, tasks
 
 
 def memory_room(available_mb: float, limit_mb: float, cost_mb: float, pending_mb: float = 0.0,
@@ -233,11 +249,11 @@ def admit(wanted: int, room: Room) -> int:
     return wanted if room.count is None else min(wanted, room.count)
 
 
-def hold_message(room: Room, workers: int, target: int) -> str:
+def hold_message(room: Room, workers: int, target: int, what: str = "workers") -> str:
     """Why the ramp holds, for the log, the status line and the status file:
     ``6 of 8 workers fit in 700 MiB (~200 MiB each)``."""
     fit = workers + (room.count or 0)
     if room.reason == "pids":
-        return (f"{fit} of {target} workers fit under the pids limit of {room.limit:.0f} tasks "
+        return (f"{fit} of {target} {what} fit under the pids limit of {room.limit:.0f} tasks "
                 f"(~{room.cost:.0f} threads each)")
-    return f"{fit} of {target} workers fit in {room.limit:.0f} MiB (~{room.cost:.0f} MiB each)"
+    return f"{fit} of {target} {what} fit in {room.limit:.0f} MiB (~{room.cost:.0f} MiB each)"

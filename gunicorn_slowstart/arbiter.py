@@ -200,7 +200,11 @@ class SlowStartArbiter(Arbiter):
         self._room = Room(None)
         self._room_known: set[int] = set()  # workers alive when the room was measured
         self._room_for_spawns = False  # was the room measured while workers were wanted?
-        self._said_cost: float | None = None  # the worker cost last logged
+        self._said_cost: dict[str, float] = {}  # the cost last logged, per kind ("worker", "long worker")
+        self._long_admission = Admission()  # the long workers' cost: a kind of its own
+        self._long_room = Room(None)
+        self._long_granted = 0  # the pool's next id when the long room was measured
+        self._long_held = ""  # why long workers are held for memory, logged once
         self._held_text = ""
         self._age_limits: dict[int, float] = {}
         self._recycle_checked_at = -RECYCLE_POLL
@@ -550,7 +554,7 @@ class SlowStartArbiter(Arbiter):
         if self.templates is not None and self.templates.holds():
             wanted = 0  # the template is still importing the app: nothing to fork from yet
         link = self._pool_link
-        decision = self.policy.decide(now, self._admitted(wanted), link.wanted() if link else 0)
+        decision = self.policy.decide(now, self._admitted(wanted), self._admitted_long(link.wanted()) if link else 0)
         self._warn_stale(decision.stale, now)
         self._boot_timeout(decision.kill, now)
         if HTTP in decision.exhausted:  # the policy says so only while no HTTP worker is ready
@@ -891,23 +895,24 @@ class SlowStartArbiter(Arbiter):
         """Hold the ramp while memory is short: below ``min_free_mb``, or (memory admission)
         no room for one more worker in the memory or pids limit.  Re-checked every
         ``ADMIT_POLL`` s while workers are wanted, every ``MEMORY_POLL`` s otherwise."""
-        wanted = self.num_workers - len(self._current())
-        stale = wanted > 0 and not self._room_for_spawns  # last look was with nothing wanted
-        stale = stale or (wanted > 0 and self._first_cost_due())
+        wanted, long_wanted = self.num_workers - len(self._current()), self._long_wanted()
+        stale = (wanted > 0 or long_wanted > 0) and not self._room_for_spawns  # last look: nothing wanted
+        stale = stale or (wanted > 0 and self._first_cost_due()) or (long_wanted > 0 and self._first_long_cost_due())
         if wanted > 0 and self._ramp is None:  # a ramp begins in this pass: what workers cost now
             self._admission.fresh_since, stale = now, True
-        if now - self._memory_checked_at < (ADMIT_POLL if wanted > 0 else MEMORY_POLL) and not stale:
+        if now - self._memory_checked_at < (ADMIT_POLL if wanted or long_wanted else MEMORY_POLL) and not stale:
             return
         self._memory_checked_at = now
-        self._room_for_spawns = wanted > 0
+        self._room_for_spawns = wanted > 0 or long_wanted > 0
         reasons = []
         floor = self.slowstart.min_free_mb
         free = available_memory_mb() if floor else None
         if free is not None and free < floor:
             reasons.append(f"{free:.0f} MiB available, below min_free_mb {floor:.0f}")
-        self._room = Room(None)
-        if self.slowstart.memory_admission and wanted > 0:
-            self._room = self._measure_room(wanted, now)
+        self._room, self._long_room = Room(None), Room(None)
+        if self.slowstart.memory_admission and (wanted > 0 or long_wanted > 0):
+            self._room, self._long_room = self._measure_room(wanted, long_wanted, now)
+        self._hold_long(long_wanted, now)
         if self._guard_text and (self._admission.cost_mb is not None or not self._guarded_boots()):
             # a worker's cost is known: admission decides; or no worker the guard let boot is left
             # (it died before ready): nothing will make the cost known, so the policy's back-off decides
@@ -926,39 +931,54 @@ class SlowStartArbiter(Arbiter):
         return (self.slowstart.memory_admission and self._admission.cost_mb is None
                 and any(not self._booting(pid) for pid in list(self.WORKERS)))
 
-    def _sample_ready_workers(self, now: float) -> None:
-        """Learn what a worker costs from each ready worker (USS, threads) when it is first seen
-        ready, and again, a few per look, once its sample is stale: taken before this ramp
-        began (a respawn, TTIN, a reload, a recycle), or ``RESAMPLE_AFTER`` ago.  An app grows
-        after it is ready."""
-        alive = set(self.WORKERS)
-        ready = alive - self._boots.ids(HTTP) - self._retiring
-        for pid in ready - set(self._admission.uss):  # an unreadable first sample is tried again
-            first = self._admission.cost_mb is None
-            uss, pss, threads = process_cost(pid)
-            self._admission.measured(pid, uss, threads, now)
-            if first and self._admission.cost_mb is not None:  # PSS: for the reader; USS is what a fork adds
-                self._said_cost = self._admission.cost_mb
-                self.log.info("slow start: memory admission: a worker costs ~%.0f MiB USS (PSS %s), %s threads "
-                              "(worker %s)", uss, "?" if pss is None else f"{pss:.0f} MiB",
-                              "?" if threads is None else threads, pid)
-        for pid in set(self._admission.uss) | set(self._admission.threads):  # after: a live sample replaces
-            if pid not in alive:
-                self._admission.forget(pid)
-        stale = self._admission.sampled_before(max(self._admission.fresh_since, now - RESAMPLE_AFTER))
-        for pid in [pid for pid in stale if pid in ready][:RESAMPLE_PER_LOOK]:
-            uss, _, threads = process_cost(pid)
-            self._admission.measured(pid, uss, threads, now)
-        self._say_cost_moved()
+    def _first_long_cost_due(self) -> bool:
+        """The same for long workers: one is ready, what it costs is not known yet."""
+        link = self._pool_link
+        return (self.slowstart.memory_admission and self._long_admission.cost_mb is None and link is not None
+                and any(key not in self._boots for key in link.current_keys()))
 
-    def _say_cost_moved(self) -> None:
+    def _sample_ready_workers(self, now: float) -> None:
+        """Learn what an HTTP worker and a long worker cost from the ready ones."""
+        alive = set(self.WORKERS)
+        ready = {pid: pid for pid in alive - self._boots.ids(HTTP) - self._retiring}
+        self._sample(self._admission, ready, alive, now, "worker")
+        link = self._pool_link
+        if link is not None:
+            current = link.current_keys()
+            ready_long = {key: link.pid_of(key) for key in current if key not in self._boots}
+            self._sample(self._long_admission, {key: pid for key, pid in ready_long.items() if pid},
+                         set(current), now, "long worker")
+
+    def _sample(self, admission: Admission, ready: dict, alive: set, now: float, what: str) -> None:
+        """Measure each ready process (``ready``: key -> pid) when first seen ready, and again,
+        a few per look, once its sample is stale: taken before this ramp began (a respawn, TTIN,
+        a reload, a recycle), or ``RESAMPLE_AFTER`` ago.  An app grows after it is ready."""
+        for key in ready.keys() - set(admission.uss):  # an unreadable first sample is tried again
+            first = admission.cost_mb is None
+            uss, pss, threads = process_cost(ready[key])
+            admission.measured(key, uss, threads, now)
+            if first and admission.cost_mb is not None:  # PSS: for the reader; USS is what a fork adds
+                self._said_cost[what] = admission.cost_mb
+                self.log.info("slow start: memory admission: a %s costs ~%.0f MiB USS (PSS %s), %s threads "
+                              "(%s %s)", what, uss, "?" if pss is None else f"{pss:.0f} MiB",
+                              "?" if threads is None else threads, what, ready[key])
+        for key in set(admission.uss) | set(admission.threads):  # after: a live sample replaces
+            if key not in alive:
+                admission.forget(key)
+        stale = admission.sampled_before(max(admission.fresh_since, now - RESAMPLE_AFTER))
+        for key in [key for key in stale if key in ready][:RESAMPLE_PER_LOOK]:
+            uss, _, threads = process_cost(ready[key])
+            admission.measured(key, uss, threads, now)
+        self._say_cost_moved(admission, what)
+
+    def _say_cost_moved(self, admission: Admission, what: str) -> None:
         """Log the cost admission counts with when it moved by a quarter since last said."""
-        cost, said = self._admission.cost_mb, self._said_cost
+        cost, said = admission.cost_mb, self._said_cost.get(what)
         if cost is None or said is None or abs(cost - said) < 0.25 * said:
             return
-        self._said_cost = cost
-        self.log.info("slow start: memory admission: a worker now costs ~%.0f MiB USS (was ~%.0f MiB), "
-                      "measured again on the ready workers", cost, said)
+        self._said_cost[what] = cost
+        self.log.info("slow start: memory admission: a %s now costs ~%.0f MiB USS (was ~%.0f MiB), "
+                      "measured again on the ready ones", what, cost, said)
 
     def _fork_refused(self, exc: BaseException) -> None:
         """The kernel refused the fork (pids limit, no memory): the server keeps serving with
@@ -968,29 +988,42 @@ class SlowStartArbiter(Arbiter):
                            exc, len(self._current()), self.num_workers)
         self._fork_failing = True
 
-    def _measure_room(self, wanted: int, now: float) -> Room:
-        """How many more workers fit now, counting what the booting ones will still take.
-        A measurement that fails for any reason admits (as without admission) and is logged."""
+    def _measure_room(self, wanted: int, long_wanted: int, now: float) -> tuple[Room, Room]:
+        """How many more HTTP and long workers fit now, counting what the booting ones will
+        still take.  A measurement that fails for any reason admits (as without admission)."""
         try:
             self._sample_ready_workers(now)
-            return self._room_now(wanted)
+            return self._room_now(wanted, long_wanted)
         except Exception as exc:  # noqa: BLE001 - a measurement must never stop a serving master
             self.log.warning("slow start: memory admission could not measure: %r", exc)
-            return Room(None)
+            return Room(None), Room(None)
 
-    def _room_now(self, wanted: int) -> Room:
-        """The room; the booting workers' USS (milliseconds each, from smaps_rollup) is read
-        only when it matters: when ``wanted`` would not fit if each of them still took a whole
-        worker's cost (a lower bound of the room, so admitting by it is safe)."""
+    def _room_now(self, wanted: int, long_wanted: int) -> tuple[Room, Room]:
+        """The rooms; the booting workers' USS (milliseconds each, from smaps_rollup) is read
+        only when it matters: when what is wanted would not fit if each of them still took a
+        whole worker's cost (a lower bound of the room, so admitting by it is safe)."""
         self._room_known = set(self.WORKERS)
+        link = self._pool_link
+        self._long_granted = link.next_id if link is not None else 0
         booting = [key.id for key in self._boots.keys(HTTP) if key.id in self._room_known]
+        booting_long = [link.pid_of(key) for key in self._boots.keys(LONG)] if link is not None else []
         memory, pids = memory_view(), pids_limit()
         pids_view = None if pids is None else PidsView(*pids)
-        worst = self._admission.room(memory, pids_view, [(None, None)] * len(booting))
-        if worst.count is None or worst.count >= wanted:
+
+        def rooms(costs: list, long_costs: list) -> tuple[Room, Room]:
+            http = (self._admission.room(memory, pids_view, costs, self._long_admission.promised(long_costs))
+                    if wanted > 0 else Room(None))
+            forks = admit(wanted, http)  # HTTP workers come first
+            reserved = self._admission.promised(costs, forks)
+            long = (self._long_admission.room(memory, pids_view, long_costs, reserved)
+                    if long_wanted > 0 else Room(None))
+            return http, long
+
+        worst = rooms([(None, None)] * len(booting), [(None, None)] * len(booting_long))
+        if all(room.count is None or room.count >= want for room, want in zip(worst, (wanted, long_wanted))):
             return worst
-        costs = [process_cost(pid) for pid in booting]
-        return self._admission.room(memory, pids_view, [(uss, t) for uss, _, t in costs])
+        measured = [process_cost(pid)[::2] for pid in booting]
+        return rooms(measured, [process_cost(pid)[::2] if pid else (None, None) for pid in booting_long])
 
     def _admitted(self, wanted: int) -> int:
         """``wanted``, capped by the room measured last, less the forks made since."""
@@ -998,6 +1031,35 @@ class SlowStartArbiter(Arbiter):
             return wanted
         forked_since = len(set(self.WORKERS) - self._room_known)
         return admit(wanted, Room(max(0, self._room.count - forked_since)))
+
+    def _long_wanted(self) -> int:
+        """Long workers the pool still wants (none admitted by memory in mode off: stock forks all)."""
+        link = self._pool_link
+        return link.wanted() if link is not None and self.mode != "off" else 0
+
+    def _admitted_long(self, wanted: int) -> int:
+        """The long workers' ``wanted``, capped by their room measured last, less the grants since."""
+        link = self._pool_link
+        if self._long_room.count is None or link is None:
+            return wanted
+        return admit(wanted, Room(max(0, self._long_room.count - (link.next_id - self._long_granted))))
+
+    def _hold_long(self, long_wanted: int, now: float) -> None:
+        """Log (once) and record that long workers wait for memory, and when that ends.  HTTP
+        workers are not held by it: they come first, and their own room decides for them."""
+        link = self._pool_link
+        room = self._long_room
+        text = ""
+        if link is not None and long_wanted > 0 and room.count == 0:
+            text = hold_message(room, link.size - long_wanted, link.size, "long workers")
+        if text and not self._long_held:
+            self.log.warning("slow start: holding the long workers: %s", text)
+        elif self._long_held and not text:
+            self.log.info("slow start: long workers: %s", "memory recovered, they resume" if long_wanted
+                          else "memory hold ended: no more wanted")
+        if bool(text) != bool(self._long_held):
+            self.status.long_memory_held(now, bool(text), text or self._long_held)
+        self._long_held = text
 
     def _set_held(self, text: str, now: float, wanted: int) -> None:
         """Log a hold once, and its end; tell the policy, the timeline, statsd and systemd."""

@@ -86,6 +86,11 @@ class StatusReporter:
         self._notify(f"memory held: {text}" if held else "memory released; ramp resumes")
         self.write(now)
 
+    def long_memory_held(self, now: float, held: bool, text: str) -> None:
+        """Admission holds (or releases) the long workers' forks: timeline and statsd."""
+        self.timeline.event(now, "long workers held" if held else "long workers released", text)
+        self._metric("gauge", "gunicorn.slowstart.long_memory_held", 1 if held else 0)
+
     def template_started(self, now: float, generation: int, pid: int, reason: str) -> None:
         """``fork_from = template``: a template was forked to import the app."""
         self.dirty = True

@@ -200,6 +200,37 @@ def test_workers_that_do_not_fit_in_the_memory_limit_are_not_forked(server):
 
 
 @pytest.mark.slow
+def test_long_workers_that_do_not_fit_in_the_memory_limit_are_not_forked(server):
+    """6 long workers x 60 MiB beside an HTTP worker in a 320 MiB cgroup: they have a cost of
+    their own, learnt from the first ones ready; the rest wait, HTTP serves, nothing is OOM-killed."""
+    with cgroup(MemoryLimit(LIMIT_MB), "memory") as limit:
+        srv = server(app="memory_app:app", workers=1, preexec_fn=limit.preexec_fn(),
+                     env=status_env({"MEMAPP_MB": "1", "MEMJOB_MB": str(WORKER_MB),
+                                     "GUNICORN_SLOWSTART_LONG_WORKER": "memory_job:run",
+                                     "GUNICORN_SLOWSTART_LONG_WORKERS": "6"}))
+        wait_for(lambda: "slow start: holding the long workers: " in srv.log(), 60, "the long workers held")
+        log = srv.log()
+        assert "memory admission: a long worker costs" in log
+        held = next(x for x in log.splitlines() if "holding the long workers" in x)
+        assert "of 6 long workers fit in 320 MiB" in held, held
+        assert "holding the ramp" not in log, "HTTP workers are not held by the long workers' room"
+        long_alive = lambda: [p for p in srv.timeline()["processes"] if p["kind"] == "long" and p["exit"] is None]  # noqa: E731
+        wait_for(lambda: long_alive() and all(p["ready"] is not None for p in long_alive()), 30,
+                 "the admitted long workers ready")
+        assert 2 <= len(long_alive()) <= 4, long_alive()
+        assert get(srv.port)[0] == 200
+        assert limit.oom_kills() == 0, "the kernel OOM-killed a process"
+        events = [e[1] for e in srv.timeline().get("events", [])]
+        assert "long workers held" in events
+        limit.set_memory(1024)  # memory frees: the rest come
+        wait_for(lambda: len(long_alive()) == 6 and all(p["ready"] is not None for p in long_alive()), 60,
+                 "all 6 long workers after the limit was raised")
+        assert "long workers: memory recovered, they resume" in srv.log()
+        assert limit.oom_kills() == 0 and srv.proc.poll() is None
+        srv.stop()
+
+
+@pytest.mark.slow
 def test_workers_that_do_not_fit_under_the_pids_limit_are_not_forked(server):
     """8 tasks for the whole server: stock gunicorn's fork fails with EAGAIN and the master dies."""
     with cgroup(MemoryLimit(pids=8), "pids") as limit:

@@ -27,7 +27,8 @@ def _held_master():
     arbiter._admission, arbiter._room, arbiter._room_known = Admission(), Room(None), set()
     arbiter._memory_checked_at, arbiter._room_for_spawns = -100.0, False
     arbiter._ramp = None
-    arbiter._measure_room = lambda wanted, now: Room(None)  # no worker's cost known: admission caps nothing
+    arbiter._measure_room = lambda wanted, long_wanted, now: (Room(None), Room(None))  # no cost known: no cap
+    arbiter._pool_link, arbiter._long_room, arbiter._long_held = None, Room(None), ""
     arbiter._guard_text = f"{GUARD_HOLD} 3 booting worker(s) to stay under 700 MiB"
     arbiter._guard_stopped = 3
     arbiter._held_text = arbiter._guard_text
