@@ -267,3 +267,21 @@ def test_the_samples_taken_since_a_ramp_began_outweigh_older_ones_but_never_lowe
     admission.fresh_since = 20.0
     admission.measured(2, 50, 2, at=20.0)  # shrank (a new worker's first sample is small)
     assert admission.cost_mb == 100.0  # the median of all latest samples is the floor
+
+
+def test_each_kind_reserves_what_the_other_promised():
+    """HTTP workers of 100 MiB and long workers of 300 MiB share 1000 MiB (no headroom):
+    the long workers' room counts the HTTP boots still growing and the HTTP forks admitted."""
+    http, long = Admission(headroom=0.0), Admission(headroom=0.0)
+    http.measured(1, 100, 2)
+    long.measured("a", 300, 5)
+    memory = MemoryView(available=1000.0, limit=2000.0)
+    booting_http = [(40.0, 1)]  # 60 MiB and 1 task still to come
+    assert http.promised(booting_http) == (60.0, 1)
+    assert http.promised(booting_http, forks=2) == (260.0, 5)
+    assert long.promised([(None, None)]) == (300.0, 5)  # unmeasured: its whole cost
+    assert Admission().promised([(None, None)], forks=3) == (0.0, 0)  # nothing known: nothing promised
+    room = long.room(memory, None, [], http.promised(booting_http, forks=2))
+    assert room.count == 2  # (1000 - 260) // 300
+    pids = PidsView(limit=30, current=10)
+    assert long.room(None, pids, [], http.promised(booting_http, forks=2)).count == 2  # (30-10-5-1) // 5
