@@ -75,6 +75,7 @@ def test_boot_timeout_kills_the_hung_probe_and_replaces_it(server, tmp_path):
     procs = http_workers(srv.timeline())
     dead = next(p for p in procs if p["pid"] == hung)
     assert dead["ready"] is None and dead["exit_signal"] == signal.SIGTERM, dead
+    assert dead["stop"]["reason"] == "boot_timeout" and dead["stop"]["at"] <= dead["exit"], dead
     assert 2.0 <= dead["exit"] - dead["fork"] < 4.0, dead  # SIGTERM ended it, long before the 5 s SIGKILL
     assert f"worker {hung} died" in srv.log() and "(signal 15) before it was ready" in srv.log()
     # a boot failure backs off: the replacement comes about 1 s after the hung one is gone

@@ -119,6 +119,7 @@ def test_sighup_rolls_the_long_workers(server):
     for proc in procs:
         if proc["pid"] in old:
             assert proc["exit_signal"] == signal.SIGTERM or proc["exit_code"] is not None
+            assert proc["stop"]["reason"] == "reload", proc
             assert ready_at(procs, proc["exit"] - 0.001) >= 3, "an old one stopped before a new one was ready"
     assert all(p["fork"] >= t0 - 0.05 for p in procs if p["pid"] not in old)
 

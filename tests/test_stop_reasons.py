@@ -44,8 +44,8 @@ def test_the_timeline_says_why_each_worker_stopped(server):
 
     # a worker the test kills: an exit of its own, no stop record
     victims = {mode: live(srv)[0]["pid"] for mode, srv in servers.items()}
-    for mode, srv in servers.items():
-        os.kill(victims[mode], signal.SIGKILL)
+    for pid in victims.values():
+        os.kill(pid, signal.SIGKILL)
     for mode, srv in servers.items():
         wait_for(lambda srv=srv, mode=mode: by_pid(srv)[victims[mode]]["exit"] is not None and settled(srv, 3),
                  60, f"the killed worker replaced ({mode})")
