@@ -24,7 +24,7 @@ Reasons
 ``recycle``       max_worker_age / max_worker_memory: replaced by a ready new one
 ``memory_guard``  the memory guard stopped a booting worker before the OOM killer
 ``boot_timeout``  not ready within boot_timeout
-``scale_down``    TTOU, the control socket's ``worker remove``, a smaller ``workers``
+``scale_down``    TTOU, the control socket's ``worker remove``
 ``rollback``      a reload abandoned: its generation's booting workers are stopped
 ``priority``      a background boot that could not be raised to normal priority
 ``timeout``       gunicorn's own worker ``timeout`` (a hung worker; SIGABRT)
