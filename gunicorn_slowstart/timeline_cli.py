@@ -52,6 +52,10 @@ def _process_problem(p: Any) -> str | None:
         return f"a process lacks {', '.join(missing)}"
     if not (_is_number(p["fork"]) and _is_time(p["ready"]) and _is_time(p["exit"])):
         return f"process {p['pid']!r} has a time that is not a number"
+    stop = p.get("stop")  # absent in files written before stop reasons
+    if stop is not None and not (isinstance(stop, dict) and isinstance(stop.get("reason"), str)
+                                 and _is_number(stop.get("at"))):
+        return f"process {p['pid']!r} has a stop that is not {{\"reason\": text, \"at\": seconds}}"
     return None
 
 

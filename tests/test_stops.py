@@ -16,7 +16,7 @@ from gunicorn_slowstart import charts, stops
 from gunicorn_slowstart.keys import ProcKey
 from gunicorn_slowstart.policy import HTTP, LONG
 from gunicorn_slowstart.status import StatusReporter
-from gunicorn_slowstart.timeline import Timeline, summarize
+from gunicorn_slowstart.timeline import Timeline, TimelineError, summarize
 from gunicorn_slowstart.timeline_cli import format_summary, load, main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -172,6 +172,12 @@ def test_an_older_timeline_loads_and_says_reasons_were_not_recorded(tmp_path: Pa
     assert "stop" not in load(str(path))["processes"][0]  # absent stays absent: "not recorded", not "none"
     assert main(["summary", str(path)]) == 0
     assert "stopped by the master: not recorded (a timeline written before stop reasons)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("stop", ["reload", {"reason": "reload"}, {"reason": 3, "at": 1.0}, {"at": 1.0}, []])
+def test_a_malformed_stop_is_refused_with_the_process_named(tmp_path: Path, stop) -> None:
+    with pytest.raises(TimelineError, match="process 1 has a stop that is not"):
+        load(str(_file(tmp_path, [dict(OLD, stop=stop)])))
 
 
 def test_the_summary_counts_reasons_and_exits_of_their_own(tmp_path: Path, capsys) -> None:
