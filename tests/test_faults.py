@@ -135,6 +135,7 @@ def test_boot_timeouts_count_toward_max_boot_failures(server, tmp_path):
     assert len(kills) == 2 and log.count("Booting worker with pid") == 2, srv.tail()
     assert re.search(rf"Reason: 2 consecutive boot failures; last: worker {kills[-1][0]} died "
                      r"[\d.]+ s after fork \(signal 15\)", log), srv.tail()
+    assert [p["stop"]["reason"] for p in http_workers(srv.timeline())] == ["boot_timeout"] * 2, srv.timeline()
     assert "Traceback" not in log
 
 
@@ -155,6 +156,7 @@ def test_crash_loop_backs_off_then_stops_with_boot_error(server):
     procs = wait_for(lambda: len(http_workers(srv.timeline())) == 4 and http_workers(srv.timeline()),
                      5, "4 forks in the timeline")
     assert all(p["exit_code"] == 1 and p["ready"] is None for p in procs), procs
+    assert all(p["stop"] is None for p in procs), procs  # each failed on its own: the halt stopped none
     # back-off between a failed boot's exit and the next fork: 1, 2, 4 s
     gaps = [later["fork"] - earlier["exit"] for earlier, later in zip(procs, procs[1:])]
     for gap, expected in zip(gaps, (1, 2, 4)):

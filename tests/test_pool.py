@@ -80,6 +80,8 @@ def test_sigterm_stops_everything(server):
     srv.signal(signal.SIGTERM)
     assert srv.wait_exit(5 + 1) == 0
     assert time.monotonic() - start <= 6
+    procs = srv.timeline()["processes"]
+    assert [p["stop"]["reason"] for p in procs if p["kind"] == "long"] == ["shutdown"] * 3, procs
     wait_for(lambda: not srv.leftovers(), 2, "no process left")
 
 
