@@ -50,7 +50,7 @@ NOTIFIED_SKEW = 86400.0  # a notified heartbeat mtime (monotonic) is this far fr
 
 # Arbiter methods SlowStartArbiter overrides, and the ones it calls; by the gunicorn that has them.
 OVERRIDDEN = ("setup", "spawn_worker", "spawn_workers", "manage_workers", "reap_workers", "reload",
-              "halt", "stop", "wakeup")
+              "halt", "stop", "wakeup", "kill_worker")  # kill_worker: also called (CALLED)
 OVERRIDDEN_24 = ("wait_for_signals",)  # gunicorn >= 24
 OVERRIDDEN_23 = ("sleep",)  # gunicorn 23's main-loop wait
 # gunicorn >= 25 (the control socket): the override only defers gunicorn's own call, so where

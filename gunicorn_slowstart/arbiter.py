@@ -95,7 +95,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from . import _compat
+from . import _compat, stops
 from . import settings as settings_mod
 from ._compat import Arbiter, HaltServer
 from .admission import (
@@ -185,6 +185,7 @@ class SlowStartArbiter(Arbiter):
         self._idle_sampled_at = -IDLE_SAMPLE
         self._last_failure = "no failure recorded"
         self._halting = False
+        self._stop_reason: str | None = None  # why the master stops every process (stops.halt_reason)
         self._reloading = False
         self._control_pending = False
         self.pool: LongWorkerPool | None = None
@@ -590,7 +591,7 @@ class SlowStartArbiter(Arbiter):
         self.policy.reconfigure(dataclasses.replace(self.policy.config, background=0))
         self.status.meta["background"] = 0
         self._priorities.forget(pid)
-        self._terminate(pid, time.monotonic(), expected=True)
+        self._terminate(pid, time.monotonic(), expected=True, reason=stops.PRIORITY)
 
     def _confine_failed(self) -> None:
         """A boot we could not confine would spend the quota a foreground boot needs, were
@@ -666,7 +667,8 @@ class SlowStartArbiter(Arbiter):
         """Feed the policy what happened since the last look: exits, then readiness."""
         if self._pool_link is not None:
             self._on_pool_events(self._pool_link.check_alive(self, now), now)
-            self._on_pool_events(self._pool_link.poll(), now)
+            retiring = self._long_retiring(self._pool_link)  # poll() forgets them as they exit
+            self._on_pool_events(self._pool_link.poll(), now, retiring)
         self._record_exits(now)
         self._poll_templates(now)
         for key, boot in self._boots.items(HTTP):
@@ -675,8 +677,17 @@ class SlowStartArbiter(Arbiter):
                 self._on_ready(key.id, now)
         self._wakeups.keep(self._boots.ids(HTTP))  # ready or gone: its heartbeats no longer wake us
 
-    def _on_pool_events(self, events: list[PoolEvent], now: float) -> None:
-        """What the long-worker pool reported, fed to the policy and the status reporter."""
+    @staticmethod
+    def _long_retiring(link: PoolLink) -> frozenset[ProcKey]:
+        """Long workers of the generation a pool reload replaces: the manager stops them."""
+        return frozenset(ProcKey(LONG, wid) for wid in link.retiring)
+
+    def _on_pool_events(self, events: list[PoolEvent], now: float,
+                        retiring: frozenset[ProcKey] = frozenset()) -> None:
+        """What the long-worker pool reported, fed to the policy and the status reporter.
+        A ``retiring`` worker the manager stopped (``expected``) was retired by the pool's
+        rolling reload: the master asked for it when it sent the reload, so its stop is
+        recorded here, when the master hears of it."""
         for event in events:
             if event.what == SPAWNED:
                 self._boots.forked(event.key, now)
@@ -686,6 +697,8 @@ class SlowStartArbiter(Arbiter):
                 self.policy.ready(event.key, now)
                 self.status.ready(event.key, now, None if boot is None else now - boot.forked_at)
             else:
+                if event.expected and event.key in retiring:
+                    self._record_stop(event.key, stops.RELOAD, now)
                 self._boots.pop(event.key)
                 self.policy.exited(event.key, now, expected=event.expected, failed=event.failed)
                 self.status.exited(event.key, now, event.code, event.sig)
@@ -810,13 +823,15 @@ class SlowStartArbiter(Arbiter):
 
     # -- stopping workers ---------------------------------------------------------
 
-    def _terminate(self, pid: int, now: float, expected: bool) -> None:
-        """SIGTERM now, again every second, SIGKILL at the deadline.
+    def _terminate(self, pid: int, now: float, expected: bool, reason: str) -> None:
+        """SIGTERM now, again every second, SIGKILL at the deadline; ``reason`` (``stops.py``)
+        goes to the timeline.
 
         A worker forked a moment ago may still run the master's signal
         handler, which only queues the signal in its own copy of the master:
         a single SIGTERM can be lost, so it is re-sent until the worker exits.
         """
+        self._record_stop(ProcKey(HTTP, pid), reason, now)
         grace = KILL_GRACE if self._booting(pid) else self.cfg.graceful_timeout
         self._terminating[pid] = _Termination(expected, Escalation.begin(now, grace, RESEND))
         self.kill_worker(pid, signal.SIGTERM)
@@ -829,8 +844,27 @@ class SlowStartArbiter(Arbiter):
             if sig is not None:
                 self.kill_worker(pid, sig)
 
-    def _stop(self, pid: int) -> None:
-        self._terminate(pid, time.monotonic(), expected=True)
+    def _stop(self, pid: int, reason: str) -> None:
+        self._terminate(pid, time.monotonic(), expected=True, reason=reason)
+
+    def _record_stop(self, key: ProcKey, reason: str, now: float) -> None:
+        """The one place the master's decision to stop a process is recorded, with its reason
+        (``stops.py``), for both kinds: the timeline keeps the first one per process, so an
+        exit without one is the process's own."""
+        self.status.stopping(key, now, reason)
+
+    def kill_worker(self, pid: int, sig: int) -> None:
+        """Every signal to an HTTP worker goes through here.  The master's own stops are
+        recorded before they send one; what is left is gunicorn's own code: its worker
+        timeout, its shutdown, and its ``manage_workers`` scale-down and reload (``mode =
+        "off"``), named by ``stops.gunicorn_stop_reason``."""
+        if pid in self._tracked and self.status is not None:
+            generation = self.rollout.of.get(pid, self.rollout.generation)
+            reason = stops.gunicorn_stop_reason(sig, stopping=self._stop_reason,
+                                                older_generation=generation < self.rollout.generation)
+            if reason is not None:
+                self._record_stop(ProcKey(HTTP, pid), reason, time.monotonic())
+        super().kill_worker(pid, sig)
 
     def _scale_down(self) -> None:
         """TTOU or fewer workers: stop booting workers first, then the oldest."""
@@ -843,7 +877,7 @@ class SlowStartArbiter(Arbiter):
         booting = sorted((p for p in age if self._booting(p)), key=age.get, reverse=True)
         ready = sorted((p for p in age if not self._booting(p)), key=age.get)
         for pid in (booting + ready)[:surplus]:
-            self._stop(pid)
+            self._stop(pid, stops.SCALE_DOWN)
 
     def _retire_old(self) -> None:
         """Rolling reload: stop an old worker only once a new one is ready."""
@@ -853,8 +887,9 @@ class SlowStartArbiter(Arbiter):
             return
         ready_new = sum(1 for pid in self._current() if not self._booting(pid))
         old.sort(key=ages.get)
+        reason = stops.retire_reason(reloading=self.rollout.reload is not None)
         for pid in to_retire(old, self.num_workers, ready_new):
-            self._stop(pid)
+            self._stop(pid, reason)
 
     def _boot_timeout(self, keys: tuple[ProcKey, ...], now: float) -> None:
         for key in keys:
@@ -862,11 +897,12 @@ class SlowStartArbiter(Arbiter):
             if key.kind == LONG:
                 self.log.warning("slow start: long worker #%s not ready after %.1f s: killing it "
                                  "(boot_timeout)", key.id, self.slowstart.boot_timeout)
+                self._record_stop(key, stops.BOOT_TIMEOUT, now)
                 self._pool_link.kill(key)
             elif pid in self.WORKERS:
                 self.log.warning("slow start: worker %s not ready %.1f s after fork: killing it "
                                  "(boot_timeout)", pid, self._boots.age(key, now) or 0.0)
-                self._terminate(pid, now, expected=False)
+                self._terminate(pid, now, expected=False, reason=stops.BOOT_TIMEOUT)
 
     def _warn_stale(self, keys: tuple[ProcKey, ...], now: float) -> None:
         for key in keys:
@@ -1160,6 +1196,7 @@ class SlowStartArbiter(Arbiter):
             self.log.warning("slow start: memory guard: stopping booting worker %s (+%.0f MiB since fork), the "
                              "youngest, before the kernel's OOM killer picks a process: %s", pid, grown[pid],
                              figures)
+            self._record_stop(ProcKey(HTTP, pid), stops.MEMORY_GUARD, now)
             self._terminating[pid] = _Termination(True, Escalation.begin(now, KILL_GRACE))
             self._unvetted.discard(pid)
             self._guard_samples.pop(pid, None)
@@ -1402,7 +1439,7 @@ class SlowStartArbiter(Arbiter):
         reload = self.rollout.abandon()
         for other in [key.id for key in self._boots.keys(HTTP)]:
             if self.rollout.of.get(other) == reload.generation and other in self.WORKERS:
-                self._terminate(other, now, expected=True)
+                self._terminate(other, now, expected=True, reason=stops.ROLLBACK)
         self._retiring.clear()  # the old generation is the current one again
         target = min(self.num_workers, reload.target or self.num_workers)  # lowering forks no failed code
         target = max(target, len(self._current()))  # nor does the roll-back stop a serving worker
@@ -1465,15 +1502,19 @@ class SlowStartArbiter(Arbiter):
 
     def halt(self, reason=None, exit_status=0) -> None:
         self._halting = True
+        self._stop_reason = self._stop_reason or stops.halt_reason(exit_status)
         super().halt(reason=reason, exit_status=exit_status)
 
     def stop(self, graceful: bool = True) -> None:
         """Stop the pool alongside the HTTP workers, within gunicorn's graceful timeout."""
         self._halting = True
+        self._stop_reason = self._stop_reason or stops.SHUTDOWN  # gunicorn's kills say so (kill_worker)
         if self.templates is not None:
             self.templates.stop()
         self._write_status(time.monotonic())
         link = self._pool_link
+        for key in link.current_keys() if link else ():  # a pool reload's old ones: the reload's (_observe)
+            self._record_stop(key, self._stop_reason, time.monotonic())
         deadline = link.request_stop(graceful, self.cfg.graceful_timeout) if link else 0.0
         super().stop(graceful)
         reap_until = time.monotonic() + SHUTDOWN_REAP
@@ -1481,8 +1522,9 @@ class SlowStartArbiter(Arbiter):
             time.sleep(0.02)
             self.reap_workers()
         if link is not None:
+            retiring = self._long_retiring(link)
             link.wait_stopped(deadline)
-            self._on_pool_events(link.poll(), time.monotonic())
+            self._on_pool_events(link.poll(), time.monotonic(), retiring)
         self._record_exits(time.monotonic())
         self.status.close(time.monotonic())
         self._wakeups.close()

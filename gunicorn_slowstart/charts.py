@@ -13,9 +13,11 @@ keep them apart; what does not fit is left out, its line stays.  The time
 axis ends a little after the last ramp's work (``chart_edge``): a server that
 served for long after it and then stopped would otherwise have its ramps in a
 sliver of the width; bars that go on past the edge end in an arrow and the
-legend says when they exited.  Exits are told apart by status: a crash (red)
-from a worker the master stopped on purpose (exit 0 or SIGTERM / SIGINT /
-SIGQUIT: grey while booting, a plain end while serving).  matplotlib is imported only
+legend says when they exited.  Exits are told apart: a crash (red) from a
+worker the master stopped (grey; its recorded reason, ``stop``, written beside
+the end where the rows are few) or that exited 0 or on SIGTERM / SIGINT /
+SIGQUIT (an operator, or a timeline written before stop reasons: grey while
+booting, a plain end while serving).  matplotlib is imported only
 when a chart is drawn (``MissingMatplotlib`` otherwise), with the Agg
 canvas, and the image is written through ``files.write_atomic``.  The
 figures come from ``timeline.summaries``; the CLI is ``timeline_cli.py``.
@@ -54,6 +56,8 @@ BOOTING_COLOR = "#d9d9d9"
 FAILED_COLOR = "#d62728"
 STOPPED_COLOR = "#777777"
 STOP_SIGNALS = (2, 3, 15)   # SIGINT, SIGQUIT, SIGTERM: how the master (or an operator) stops a worker
+STOPPED_SERVING = "stopped by the master"   # a serving worker's end, with the reason (``stop``) beside it
+REASON_ROWS = 30            # at most this many rows: each stopped process's end is labelled with its reason
 TEMPLATE_COLORS = ("#c2a5cf", "#762a83")  # importing the app, loaded (forking workers)
 TEMPLATE_LABELS = ("template importing the app", "template loaded (workers fork from it)")
 TEMPLATE_LABEL_INSIDE = 0.3  # an import bar this share of the axis wide holds its label
@@ -391,11 +395,11 @@ def _draw_bars(ax: Any, processes: list[dict], marks: list, edge: float, beyond:
 
 
 def stopped_on_purpose(p: dict) -> bool:
-    """Exit 0, or SIGTERM / SIGINT / SIGQUIT: a worker the master stopped (a reload's old
-    generation, a rolled-back or timed-out boot, TTOU, a recycle) or an operator did.  Any
-    other exit is a crash; so is SIGKILL, which the master sends only to a worker that
-    ignored SIGTERM for its grace, and the kernel's OOM killer always."""
-    return p["exit_code"] == 0 or p["exit_signal"] in STOP_SIGNALS
+    """The master recorded why it stopped it (``stop``, ``stops.py``: whatever the signal,
+    e.g. the memory guard's SIGKILL); else exit 0, or SIGTERM / SIGINT / SIGQUIT: an
+    operator, or the master in a timeline written before stop reasons.  Any other exit is
+    a crash; so is a SIGKILL the master did not record, the kernel's OOM killer's."""
+    return bool(p.get("stop")) or p["exit_code"] == 0 or p["exit_signal"] in STOP_SIGNALS
 
 
 EXIT_MARKERS = {    # label: (before ready?, on purpose?, matplotlib style)
@@ -405,6 +409,8 @@ EXIT_MARKERS = {    # label: (before ready?, on purpose?, matplotlib style)
                                            "markersize": 6, "markeredgewidth": 1.5}),
     "crashed while serving": (False, False, {"marker": "|", "color": FAILED_COLOR, "markersize": 10,
                                              "markeredgewidth": 2.5}),
+    STOPPED_SERVING: (False, True, {"marker": "|", "color": STOPPED_COLOR, "markersize": 10,
+                                    "markeredgewidth": 1.5}),
 }
 
 
@@ -412,10 +418,12 @@ def _exit_kind(p: dict) -> str | None:
     """Which ``EXIT_MARKERS`` entry a process's exit is drawn with (None: a plain end of its bar)."""
     if p["exit"] is None:
         return None
+    if p["ready"] is not None and p.get("stop"):
+        return STOPPED_SERVING  # the master recorded why: its reason is written beside the mark
     for label, (before_ready, on_purpose, _) in EXIT_MARKERS.items():
-        if (p["ready"] is None) == before_ready and stopped_on_purpose(p) == on_purpose:
+        if label != STOPPED_SERVING and (p["ready"] is None) == before_ready and stopped_on_purpose(p) == on_purpose:
             return label
-    return None     # a serving worker stopped on purpose: its bar just ends
+    return None     # a serving worker that exited 0 or on SIGTERM with no recorded reason: its bar just ends
 
 
 def _draw_exits(ax: Any, processes: list[dict], edge: float, beyond: str | None = None, first: int = 0) -> None:
@@ -428,6 +436,7 @@ def _draw_exits(ax: Any, processes: list[dict], edge: float, beyond: str | None 
         if points:
             xs, ys = zip(*points, strict=True)
             ax.plot(xs, ys, linestyle="none", label=label, zorder=4, **style)
+    _draw_stop_reasons(ax, processes, edge, first)
     on = beyond or beyond_edge({"processes": processes}, edge)
     for kind, (_, dark) in (("http", HTTP_COLORS), ("long", LONG_COLORS)) if on else ():
         ys = [y for y, p in enumerate(processes, first) if p["kind"] == kind and p["ready"] is not None
@@ -436,6 +445,21 @@ def _draw_exits(ax: Any, processes: list[dict], edge: float, beyond: str | None 
             ax.plot([edge] * len(ys), ys, linestyle="none", marker=">", color=dark, markersize=6,
                     clip_on=False, zorder=4, label=on)
             on = "_" + on       # one legend entry (matplotlib skips labels starting with "_")
+
+
+def _draw_stop_reasons(ax: Any, processes: list[dict], edge: float, first: int = 0) -> None:
+    """The master's reason (``stop``) beside the end of each process it stopped, where the
+    rows are few enough to be read (``REASON_ROWS``); a reason near the right edge goes left."""
+    if len(processes) + first > REASON_ROWS:
+        return
+    for y, p in enumerate(processes, first):
+        if not p.get("stop") or p["exit"] is None or p["exit"] > edge:
+            continue
+        right = p["exit"] > 0.85 * edge
+        ax.annotate(str(p["stop"].get("reason")), (p["exit"], y), xytext=(-5 if right else 5, 0),
+                    textcoords="offset points", ha="right" if right else "left", va="center", fontsize=6,
+                    color=STOPPED_COLOR, zorder=5,
+                    bbox={"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.8})
 
 
 def _draw_background_share(ax: Any, processes: list[dict], steps: list, edge: float) -> None:

@@ -64,6 +64,12 @@ class StatusReporter:
         if boot_seconds is not None:
             self._metric("histogram", "gunicorn.slowstart.boot_duration", round(boot_seconds * 1000, 3))
 
+    def stopping(self, key: ProcKey, now: float, reason: str) -> None:
+        """The master asked ``key`` to stop, for ``reason`` (``stops.REASONS``): the timeline
+        keeps the first request, so its exit says why."""
+        self.dirty = True
+        self.timeline.stopped(key, now, reason)
+
     def exited(self, key: ProcKey, now: float, code: int | None, sig: int | None) -> None:
         self.dirty = True
         self.timeline.exited(key, now, code, sig)

@@ -41,7 +41,8 @@ All times are seconds relative to ``t0`` (the master's start), rounded to
     {"version": 1, "wall_t0": 1790000000.0,
      "meta": {"mode": "ready", "cap": 2, "cpus": 2, "target": 16, "background": 1, ...},
      "processes": [{"kind": "http", "pid": 123, "fork": 0.012, "ready": 1.204,
-                    "exit": null, "exit_code": null, "exit_signal": null}, ...],
+                    "exit": 14.8, "exit_code": 0, "exit_signal": null,
+                    "stop": {"reason": "reload", "at": 14.5}}, ...],
      "steps": [[t, window, cap, booting, ready], ...],
      "ramps": [{"reason": "start", "start": 0.0, "target": 16, "end": 9.8,
                 "first_ready": 1.2, "all_ready": 9.8}, ...],
@@ -59,6 +60,14 @@ while it lives) say how it ended: ``retired`` (a newer one loaded),
 ``failed`` (the import failed: ``error`` says why), ``superseded`` (a
 SIGHUP came while it imported), ``unsafe`` (a fork-safety refusal),
 ``lost`` (it died or stopped answering) or ``stopped`` (shutdown).
+
+``stop`` says why the master stopped the process (``stops.py``: ``reload``,
+``recycle``, ``memory_guard``, ``boot_timeout``, ``scale_down``, ``rollback``,
+``priority``, ``timeout``, ``shutdown``, ``halt``) and when it asked (``at``;
+for a long worker retired by the pool's rolling reload, when the master heard
+it exit: the pool manager stops it); null if it did not: an exit without a
+``stop`` is the process's own (a crash, a failed boot, ``max_requests``).
+Files written before this field lack it (readers use ``p.get("stop")``).
 
 ``kind`` is ``"http"`` or ``"long"``.  A process that booted in the
 background (idle CPU priority, ``priority.py``) also has ``"background":
@@ -157,7 +166,7 @@ class Timeline:
     def spawned(self, key: ProcKey, t: float, pid: int | None = None) -> None:
         """``key`` was forked at ``t``; ``pid`` is its OS pid if known yet (see ``pid_known``)."""
         proc = {"kind": key.kind, "pid": pid, "fork": self._rel(t), "ready": None,
-                "exit": None, "exit_code": None, "exit_signal": None}
+                "exit": None, "exit_code": None, "exit_signal": None, "stop": None}
         self._processes.append(proc)
         self._live[key] = proc
         if len(self._processes) - len(self._live) > KEEP_EXITED * (1 + TRIM_SLACK):
@@ -185,6 +194,14 @@ class Timeline:
         proc = self._live.get(key)
         if proc is not None and proc["ready"] is None:
             proc["ready"] = self._rel(t)
+
+    def stopped(self, key: ProcKey, t: float, reason: str) -> None:
+        """The master asked ``key`` to stop at ``t``, for ``reason`` (``stops.REASONS``).  The
+        first request is the one kept: a later one (a shutdown while a reload's old worker
+        drains) does not say why it was stopped."""
+        proc = self._live.get(key)
+        if proc is not None and proc.get("stop") is None:
+            proc["stop"] = {"reason": reason, "at": self._rel(t)}
 
     def exited(self, key: ProcKey, t: float, code: int | None = None, signal: int | None = None) -> None:
         proc = self._live.pop(key, None)
@@ -377,8 +394,11 @@ def _boot_stats(processes: list[dict]) -> dict | None:
 
 
 def _failures(processes: list[dict]) -> list[dict]:
+    """The processes that exited before they were ready; ``stop`` (the master's reason, see
+    ``stops.py``) only on those the master stopped."""
     return [{"pid": p["pid"], "kind": p["kind"], "after": round(p["exit"] - p["fork"], 3),
-             "exit_code": p["exit_code"], "exit_signal": p["exit_signal"]}
+             "exit_code": p["exit_code"], "exit_signal": p["exit_signal"],
+             **({"stop": p["stop"]["reason"]} if p.get("stop") else {})}
             for p in processes if p["exit"] is not None and p["ready"] is None]
 
 

@@ -20,6 +20,7 @@ import os
 import sys
 from typing import Any
 
+from .stops import stop_counts
 from .timeline import VERSION, TimelineError, fill_ramps, summaries
 
 PLOT_HINT = "gunicorn-slowstart: rendering needs matplotlib: pip install 'gunicorn-slowstart[plot]'"
@@ -51,6 +52,10 @@ def _process_problem(p: Any) -> str | None:
         return f"a process lacks {', '.join(missing)}"
     if not (_is_number(p["fork"]) and _is_time(p["ready"]) and _is_time(p["exit"])):
         return f"process {p['pid']!r} has a time that is not a number"
+    stop = p.get("stop")  # absent in files written before stop reasons
+    if stop is not None and not (isinstance(stop, dict) and isinstance(stop.get("reason"), str)
+                                 and _is_number(stop.get("at"))):
+        return f"process {p['pid']!r} has a stop that is not {{\"reason\": text, \"at\": seconds}}"
     return None
 
 
@@ -156,7 +161,9 @@ def _signal_name(number: int) -> str:
 
 
 def _describe_failure(f: dict) -> str:
-    if f["exit_signal"]:
+    if f.get("stop"):
+        how = f"stopped by the master ({f['stop']})"
+    elif f["exit_signal"]:
         how = f"killed by {_signal_name(f['exit_signal'])}"
     elif f["exit_code"] is not None:
         how = f"exit code {f['exit_code']}"
@@ -210,9 +217,24 @@ def format_summary(data: dict, name: str = "timeline") -> str:
             rows.insert(2, ("background", _background_text(s["background"])))
         lines.append(f"{_ramp_heading(s, index)}: {headline(s)}")
         lines += [f"  {label:<13} {value}" for label, value in rows]
+    lines += _stop_lines(data["processes"])
     lines += _template_lines(data.get("templates", []))
     lines += _event_lines(data.get("events"))
     return "\n".join(lines)
+
+
+def stops_text(counts: dict) -> str:
+    """``reload 4, scale_down 1, shutdown 3; exited on its own: 1`` (``stops.stop_counts``)."""
+    stopped = ", ".join(f"{reason} {n}" for reason, n in counts["stopped"].items()) or "none"
+    return f"{stopped}; exited on its own: {counts['on_own']}"
+
+
+def _stop_lines(processes: list) -> list[str]:
+    """Why the processes in the file ended: the master's reasons, counted, and the rest."""
+    counts = stop_counts(processes)
+    if counts is None:
+        return ["stopped by the master: not recorded (a timeline written before stop reasons)"]
+    return [f"stopped by the master: {stops_text(counts)}"]
 
 
 def template_line(row: dict) -> str:

@@ -75,6 +75,7 @@ def test_boot_timeout_kills_the_hung_probe_and_replaces_it(server, tmp_path):
     procs = http_workers(srv.timeline())
     dead = next(p for p in procs if p["pid"] == hung)
     assert dead["ready"] is None and dead["exit_signal"] == signal.SIGTERM, dead
+    assert dead["stop"]["reason"] == "boot_timeout" and dead["stop"]["at"] <= dead["exit"], dead
     assert 2.0 <= dead["exit"] - dead["fork"] < 4.0, dead  # SIGTERM ended it, long before the 5 s SIGKILL
     assert f"worker {hung} died" in srv.log() and "(signal 15) before it was ready" in srv.log()
     # a boot failure backs off: the replacement comes about 1 s after the hung one is gone
@@ -134,6 +135,7 @@ def test_boot_timeouts_count_toward_max_boot_failures(server, tmp_path):
     assert len(kills) == 2 and log.count("Booting worker with pid") == 2, srv.tail()
     assert re.search(rf"Reason: 2 consecutive boot failures; last: worker {kills[-1][0]} died "
                      r"[\d.]+ s after fork \(signal 15\)", log), srv.tail()
+    assert [p["stop"]["reason"] for p in http_workers(srv.timeline())] == ["boot_timeout"] * 2, srv.timeline()
     assert "Traceback" not in log
 
 
@@ -154,6 +156,7 @@ def test_crash_loop_backs_off_then_stops_with_boot_error(server):
     procs = wait_for(lambda: len(http_workers(srv.timeline())) == 4 and http_workers(srv.timeline()),
                      5, "4 forks in the timeline")
     assert all(p["exit_code"] == 1 and p["ready"] is None for p in procs), procs
+    assert all(p["stop"] is None for p in procs), procs  # each failed on its own: the halt stopped none
     # back-off between a failed boot's exit and the next fork: 1, 2, 4 s
     gaps = [later["fork"] - earlier["exit"] for earlier, later in zip(procs, procs[1:])]
     for gap, expected in zip(gaps, (1, 2, 4)):

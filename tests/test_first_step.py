@@ -65,4 +65,7 @@ def test_broken_app_costs_the_first_step_only(server, app, codes):
         assert log.count("Booting worker with pid") == 2 + extra, srv.tail()
         assert f"spawned {2 + extra}, booting {2 + extra}, ready 0 of 8" in log, srv.tail()
         assert "Shutting down: Master" in log and "Reason: " in log, srv.tail()
+        # a boot that failed has no stop; one still booting when the master gave up was stopped for the halt
+        stops = [p["stop"] for p in srv.timeline()["processes"]]
+        assert {None if s is None else s["reason"] for s in stops} <= {None, "halt"}, stops
         assert "Traceback" not in log.split("Shutting down: Master")[-1], srv.tail()

@@ -76,6 +76,8 @@ def test_workers_recycled_by_age_without_a_failed_request(server):
     http = [p for p in srv.timeline()["processes"] if p["kind"] == "http"]
     assert sum(1 for p in http if p["ready"] is not None) >= 9, srv.tail()
     assert srv.log().count("slow start: recycling worker") >= 6
+    reasons = [p["stop"]["reason"] for p in http if p["stop"]]
+    assert reasons.count("recycle") >= 3 and set(reasons) == {"recycle"}, reasons  # the file lags up to 1 s
     assert "max_worker_age" in srv.log()
     wait_for(lambda: status(srv).get("state") == "serving" and status(srv).get("ready") >= 3, 20, "serving")
     assert probe(srv, "--min-ready-fraction", "1", "--max-age", "30").returncode == 0

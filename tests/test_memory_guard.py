@@ -57,6 +57,8 @@ def test_the_first_step_never_meets_the_oom_killer(server, tmp_path, case):
         if case == "first-step-4" or int(first.split("spawned ")[1].split(",")[0]) >= 4:
             assert stopped >= 1, srv.tail()  # 4 x 230 MiB cannot all fit in 700: the guard had to act
         if stopped:
+            wait_for(lambda: sum(1 for p in srv.timeline()["processes"] if (p.get("stop") or {}).get("reason")
+                                 == "memory_guard") == stopped, 10, "the guard's stops in the timeline")
             line = next(x for x in log.splitlines() if "memory guard: stopping" in x)
             assert f"of {POD_MB} MiB" in line and "MiB left" in line, line
         held = srv.timeline().get("events", [])

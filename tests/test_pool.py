@@ -80,6 +80,8 @@ def test_sigterm_stops_everything(server):
     srv.signal(signal.SIGTERM)
     assert srv.wait_exit(5 + 1) == 0
     assert time.monotonic() - start <= 6
+    procs = srv.timeline()["processes"]
+    assert [p["stop"]["reason"] for p in procs if p["kind"] == "long"] == ["shutdown"] * 3, procs
     wait_for(lambda: not srv.leftovers(), 2, "no process left")
 
 
@@ -119,6 +121,7 @@ def test_sighup_rolls_the_long_workers(server):
     for proc in procs:
         if proc["pid"] in old:
             assert proc["exit_signal"] == signal.SIGTERM or proc["exit_code"] is not None
+            assert proc["stop"]["reason"] == "reload", proc
             assert ready_at(procs, proc["exit"] - 0.001) >= 3, "an old one stopped before a new one was ready"
     assert all(p["fork"] >= t0 - 0.05 for p in procs if p["pid"] not in old)
 

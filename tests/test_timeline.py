@@ -98,9 +98,9 @@ def test_processes_are_relative_to_t0_and_rounded_to_ms() -> None:
     by_pid = {p["pid"]: p for p in data["processes"]}
     assert [p["pid"] for p in data["processes"]] == [101, 102, 103, 201, 104, 105, 301, 302, 303, 304]
     assert by_pid[101] == {"kind": "http", "pid": 101, "fork": 0.01, "ready": 1.01, "exit": 13.1,
-                           "exit_code": None, "exit_signal": 15}
+                           "exit_code": None, "exit_signal": 15, "stop": None}
     assert by_pid[103] == {"kind": "http", "pid": 103, "fork": 1.02, "ready": None, "exit": 1.42,
-                           "exit_code": 3, "exit_signal": None}
+                           "exit_code": 3, "exit_signal": None, "stop": None}
     assert by_pid[201]["kind"] == "long" and by_pid[201]["exit"] is None
     t = tl.Timeline(5.0, 0.0)
     t.spawned(http(1), 5.0 + 1.23456, 1)
@@ -293,6 +293,7 @@ def test_cli_summary(written: Path, capsys: pytest.CaptureFixture) -> None:
         "  peak booting  2",
         "  boot time     min 0.99 s   median 1.00 s   max 1.10 s",
         "  failures      none",
+        "stopped by the master: none; exited on its own: 5",
     ]
 
 
