@@ -1392,7 +1392,7 @@ class SlowStartArbiter(Arbiter):
         self._retiring.clear()
         self.rollout.begin_reload(0)
         self._ramp, self._next_reason = None, "reload"
-        self._maybe_begin_ramp(time.monotonic(), self.num_workers)
+        self._maybe_begin_ramp(time.monotonic(), self.app.cfg.workers)  # the new config's (a TTOU is undone)
         super().reload()
 
     def _reload_rolling(self) -> None:

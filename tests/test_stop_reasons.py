@@ -85,6 +85,8 @@ def test_the_timeline_says_why_each_worker_stopped(server):
         procs = by_pid(srv)
         stops = [procs[pid]["stop"] for pid in old[mode]]
         assert [s["reason"] for s in stops] == ["reload"] * len(old[mode]), (mode, stops)
+        reload_ramp = [r for r in srv.timeline()["ramps"] if r["reason"] == "reload"][-1]
+        assert reload_ramp["target"] == 3, (mode, reload_ramp)  # the config's, not TTOU's 2
         if mode == "ready":
             first_new = min(p["ready"] for p in live(srv))
             assert all(s["at"] >= first_new for s in stops), (stops, first_new)
