@@ -181,7 +181,7 @@ def test_workers_that_do_not_fit_in_the_memory_limit_are_not_forked(server):
         full = probe(srv, "--min-ready-fraction", "1")
         assert full.returncode == 1 and "memory held" in full.stderr and "need 8" in full.stderr, full
         events = wait_for(lambda: srv.timeline().get("events"), 10, "the hold in the timeline")
-        assert events[0][1] == "memory held" and "fit in" in events[0][2]
+        assert any(e[1] == "memory held" and "fit in" in e[2] for e in events), events  # the guard's may come first
         assert limit.oom_kills() == 0, "the kernel OOM-killed a worker"
         log = srv.log()  # gunicorn's SIGKILL line is only for the booting workers the memory guard stopped
         assert srv.proc.poll() is None and log.count("Perhaps out of memory") == log.count("memory guard: stopping")
