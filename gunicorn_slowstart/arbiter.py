@@ -200,7 +200,8 @@ class SlowStartArbiter(Arbiter):
         self._idle_per_cpu: dict[int, float] = {}
         self._room = Room(None)
         self._room_known: set[int] = set()  # workers alive when the room was measured
-        self._room_for_spawns = False  # was the room measured while workers were wanted?
+        self._room_for_spawns = False  # was the HTTP room measured while HTTP workers were wanted?
+        self._long_room_for_spawns = False  # and the long workers' room while long workers were?
         self._said_cost: dict[str, float] = {}  # the cost last logged, per kind ("worker", "long worker")
         self._long_admission = Admission()  # the long workers' cost: a kind of its own
         self._long_room = Room(None)
@@ -932,14 +933,15 @@ class SlowStartArbiter(Arbiter):
         no room for one more worker in the memory or pids limit.  Re-checked every
         ``ADMIT_POLL`` s while workers are wanted, every ``MEMORY_POLL`` s otherwise."""
         wanted, long_wanted = self.num_workers - len(self._current()), self._long_wanted()
-        stale = (wanted > 0 or long_wanted > 0) and not self._room_for_spawns  # last look: nothing wanted
+        # a kind not wanted at the last look got no room (Room(None): admit all): measure once it is
+        stale = (wanted > 0 and not self._room_for_spawns) or (long_wanted > 0 and not self._long_room_for_spawns)
         stale = stale or (wanted > 0 and self._first_cost_due()) or (long_wanted > 0 and self._first_long_cost_due())
         if wanted > 0 and self._ramp is None:  # a ramp begins in this pass: what workers cost now
             self._admission.fresh_since, stale = now, True
         if now - self._memory_checked_at < (ADMIT_POLL if wanted or long_wanted else MEMORY_POLL) and not stale:
             return
         self._memory_checked_at = now
-        self._room_for_spawns = wanted > 0 or long_wanted > 0
+        self._room_for_spawns, self._long_room_for_spawns = wanted > 0, long_wanted > 0
         reasons = []
         floor = self.slowstart.min_free_mb
         free = available_memory_mb() if floor else None

@@ -1,0 +1,76 @@
+"""Memory admission's looks on a fake master (no fork): a look taken while only one kind was
+wanted measured no room for the other (``Room(None)``: admit all), so the first time the other
+kind is wanted the room must be measured at once, not up to ``ADMIT_POLL`` later."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from unittest import mock
+
+from gunicorn_slowstart.admission import Admission, Room
+from gunicorn_slowstart.arbiter import SlowStartArbiter
+from gunicorn_slowstart.boots import Boots
+from gunicorn_slowstart.policy import PolicyConfig, SlowStartPolicy
+
+
+class _Link:
+    def __init__(self, size: int, current: int) -> None:
+        self.size, self.next_id, self.pid = size, 0, 1
+        self.current = set(range(current))
+
+    def wanted(self) -> int:
+        return self.size - len(self.current)
+
+    def current_keys(self) -> list:
+        return []
+
+
+def _master(link: _Link):
+    arbiter = SlowStartArbiter.__new__(SlowStartArbiter)
+    arbiter.log, arbiter.status = mock.Mock(), mock.Mock()
+    arbiter.slowstart = SimpleNamespace(min_free_mb=0, memory_admission=True, mode="ready")
+    arbiter.policy = SlowStartPolicy(PolicyConfig(max_batch=4), 0.0)
+    arbiter._num_workers, arbiter.WORKERS = 2, {100: object(), 101: object()}
+    arbiter._retiring, arbiter._terminating = set(), {}
+    arbiter._boots = Boots()
+    arbiter._admission, arbiter._long_admission = Admission(), Admission()
+    arbiter._admission.measured(100, 100.0, 2)  # both kinds' cost is known
+    arbiter._long_admission.measured("a", 100.0, 2)
+    arbiter._room, arbiter._room_known, arbiter._long_room = Room(None), set(), Room(None)
+    arbiter._memory_checked_at, arbiter._room_for_spawns = -100.0, False
+    arbiter._long_room_for_spawns = False
+    arbiter._ramp = object()  # a ramp is in progress (its HTTP workers all forked)
+    arbiter._pool_link, arbiter._long_held, arbiter._long_granted = link, "", 0
+    arbiter._guard_text, arbiter._guard_stopped, arbiter._held_text = "", 0, ""
+    looks = []
+
+    def measure(wanted, long_wanted, now):  # no memory left for either kind; unmeasured: None
+        looks.append((wanted, long_wanted))
+        full = Room(0, "memory", 100.0, 1000.0)
+        return (full if wanted else Room(None)), (full if long_wanted else Room(None))
+
+    arbiter._measure_room = measure
+    return arbiter, looks
+
+
+def test_an_http_fork_wanted_after_a_look_for_long_workers_only_is_measured_at_once():
+    link = _Link(size=2, current=1)  # a long worker is wanted, no HTTP worker
+    arbiter, looks = _master(link)
+    arbiter._check_memory(1.0)
+    assert looks == [(0, 1)] and arbiter._admitted_long(1) == 0
+    arbiter._num_workers = 3  # TTIN during the ramp: an HTTP worker is wanted a moment later
+    arbiter._check_memory(1.1)
+    assert looks[-1] == (1, 1)
+    assert arbiter._admitted(1) == 0  # not forked unchecked
+
+
+def test_a_long_worker_wanted_after_a_look_for_http_workers_only_is_measured_at_once():
+    link = _Link(size=1, current=1)  # no long worker wanted
+    arbiter, looks = _master(link)
+    arbiter._num_workers = 3  # one HTTP worker wanted
+    arbiter._check_memory(1.0)
+    assert looks == [(1, 0)] and arbiter._admitted(1) == 0
+    link.current.clear()  # the long worker died: the pool wants one
+    arbiter._check_memory(1.1)
+    assert looks[-1] == (1, 1)
+    assert arbiter._admitted_long(1) == 0  # not granted unchecked
