@@ -888,9 +888,12 @@ class SlowStartArbiter(Arbiter):
             return
         ready_new = sum(1 for pid in self._current() if not self._booting(pid))
         old.sort(key=ages.get)
-        reason = stops.retire_reason(reloading=self.rollout.reload is not None)
+        # an older generation than the newest (the reload's, or the one serving once it is done: a
+        # new worker booting past ready_timeout does not hold its ramp) is a reload's; else a recycle
+        rollout = self.rollout
+        newest = rollout.reload.generation if rollout.reload is not None else rollout.serving
         for pid in to_retire(old, self.num_workers, ready_new):
-            self._stop(pid, reason)
+            self._stop(pid, stops.retire_reason(reloading=rollout.of.get(pid, newest) < newest))
 
     def _boot_timeout(self, keys: tuple[ProcKey, ...], now: float) -> None:
         for key in keys:
