@@ -74,3 +74,17 @@ def test_a_long_worker_wanted_after_a_look_for_http_workers_only_is_measured_at_
     arbiter._check_memory(1.1)
     assert looks[-1] == (1, 1)
     assert arbiter._admitted_long(1) == 0  # not granted unchecked
+
+
+def test_a_long_worker_hold_marks_the_timeline_for_writing():
+    """Nothing else changes while long workers are held (no fork, no exit): the hold's event
+    must make the next step write the timeline, as the HTTP hold's does."""
+    import logging
+
+    from gunicorn_slowstart.status import StatusReporter
+
+    status = StatusReporter(logging.getLogger("test"), 0.0, 0.0)
+    for held in (True, False):
+        status.written_at, status.dirty = 0.0, False
+        status.long_memory_held(1.0, held, "4 of 6 long workers fit in 320 MiB (~60 MiB each)")
+        assert status.dirty
