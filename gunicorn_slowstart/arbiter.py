@@ -1003,7 +1003,8 @@ class SlowStartArbiter(Arbiter):
                 self.log.info("slow start: memory admission: a %s costs ~%.0f MiB USS (PSS %s), %s threads "
                               "(%s %s)", what, uss, "?" if pss is None else f"{pss:.0f} MiB",
                               "?" if threads is None else threads, what, ready[key])
-        for key in set(admission.uss) | set(admission.threads):  # after: a live sample replaces
+        for key in set(admission.uss) | set(admission.threads) | set(admission.sampled_at):  # after: a live
+            # sample replaces; and a worker that could never be read leaves only its time
             if key not in alive:
                 admission.forget(key)
         stale = admission.sampled_before(max(admission.fresh_since, now - RESAMPLE_AFTER))

@@ -88,3 +88,19 @@ def test_a_long_worker_hold_marks_the_timeline_for_writing():
         status.written_at, status.dirty = 0.0, False
         status.long_memory_held(1.0, held, "4 of 6 long workers fit in 320 MiB (~60 MiB each)")
         assert status.dirty
+
+
+def test_a_worker_that_could_never_be_measured_is_forgotten_once_gone(monkeypatch):
+    """A measurement that read nothing (the worker exited as it was read, or it cannot be
+    read at all) leaves only its time: once the worker is gone that goes too, or a master
+    that runs for months keeps one entry per such worker and sorts them at every look."""
+    from gunicorn_slowstart import arbiter as arbiter_mod
+
+    arbiter, _ = _master(_Link(size=1, current=1))
+    arbiter._said_cost = {}
+    monkeypatch.setattr(arbiter_mod, "process_cost", lambda pid: (None, None, None))
+    admission = Admission()
+    arbiter._sample(admission, {7: 7}, {7}, 1.0, "worker")
+    assert 7 in admission.sampled_at
+    arbiter._sample(admission, {}, set(), 2.0, "worker")  # it exited
+    assert admission.sampled_at == {}
