@@ -141,6 +141,7 @@ ADMIT_POLL = 0.5  # seconds between memory/pids admission checks while workers a
 # the last check are subtracted from its room, so a longer interval only delays seeing memory freed)
 RESAMPLE_AFTER = 60.0  # seconds: a ready worker's USS sample this old is taken again when forks are wanted
 RESAMPLE_PER_LOOK = 4  # at most this many re-measured per admission check (smaps_rollup: 5.6 ms for 215 MiB)
+RESAMPLE_BUDGET = 0.025  # and no more once a check spent this re-measuring (a worker of GiBs: tens of ms each)
 RECYCLE_POLL = 1.0  # seconds between looks for workers due for recycling (age, USS)
 RECYCLE_PAUSE = 60.0  # after a replacement failed to boot, no recycling for this long
 GUARD_HOLD = "memory guard stopped"  # how a hold set by the memory guard starts
@@ -1008,7 +1009,10 @@ class SlowStartArbiter(Arbiter):
             if key not in alive:
                 admission.forget(key)
         stale = admission.sampled_before(max(admission.fresh_since, now - RESAMPLE_AFTER))
-        for key in [key for key in stale if key in ready][:RESAMPLE_PER_LOOK]:
+        started = time.monotonic()
+        for index, key in enumerate([key for key in stale if key in ready][:RESAMPLE_PER_LOOK]):
+            if index and time.monotonic() - started >= RESAMPLE_BUDGET:
+                break  # the rest at the next look: the master has boots to watch and signals to handle
             uss, _, threads = process_cost(ready[key])
             admission.measured(key, uss, threads, now)
         self._say_cost_moved(admission, what)

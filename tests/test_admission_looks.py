@@ -104,3 +104,30 @@ def test_a_worker_that_could_never_be_measured_is_forgotten_once_gone(monkeypatc
     assert 7 in admission.sampled_at
     arbiter._sample(admission, {}, set(), 2.0, "worker")  # it exited
     assert admission.sampled_at == {}
+
+
+def test_measuring_again_stops_once_a_look_took_its_time(monkeypatch):
+    """Re-measuring ready workers is bounded by time, not only by count: smaps_rollup of a
+    worker holding GiBs takes tens of milliseconds, and four of them in one pass would hold
+    the master (a booting worker's readiness, a signal) for a good part of a second."""
+    from gunicorn_slowstart import arbiter as arbiter_mod
+
+    arbiter, _ = _master(_Link(size=1, current=1))
+    arbiter._said_cost = {}
+    clock = {"now": 0.0}
+
+    def slow_cost(pid):
+        clock["now"] += 0.05  # a 2 GiB worker's smaps_rollup
+        return 2000.0, None, 4
+
+    monkeypatch.setattr(arbiter_mod, "process_cost", slow_cost)
+    monkeypatch.setattr(arbiter_mod, "time", SimpleNamespace(monotonic=lambda: clock["now"]))
+    admission = Admission()
+    for pid in range(8):
+        admission.measured(pid, 1000.0, 4, at=1.0)
+    admission.fresh_since = 10.0  # a ramp began: all eight samples are stale
+    ready = {pid: pid for pid in range(8)}
+    arbiter._sample(admission, ready, set(ready), 10.0, "worker")
+    assert len(admission.sampled_before(10.0)) == 7  # one per look, not four
+    arbiter._sample(admission, ready, set(ready), 10.5, "worker")
+    assert len(admission.sampled_before(10.0)) == 6  # and the next look goes on
