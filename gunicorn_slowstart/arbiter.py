@@ -141,6 +141,7 @@ ADMIT_POLL = 0.5  # seconds between memory/pids admission checks while workers a
 # the last check are subtracted from its room, so a longer interval only delays seeing memory freed)
 RESAMPLE_AFTER = 60.0  # seconds: a ready worker's USS sample this old is taken again when forks are wanted
 RESAMPLE_PER_LOOK = 4  # at most this many re-measured per admission check (smaps_rollup: 5.6 ms for 215 MiB)
+RESAMPLE_BUDGET = 0.025  # and no more once a check spent this re-measuring (a worker of GiBs: tens of ms each)
 RECYCLE_POLL = 1.0  # seconds between looks for workers due for recycling (age, USS)
 RECYCLE_PAUSE = 60.0  # after a replacement failed to boot, no recycling for this long
 GUARD_HOLD = "memory guard stopped"  # how a hold set by the memory guard starts
@@ -200,7 +201,8 @@ class SlowStartArbiter(Arbiter):
         self._idle_per_cpu: dict[int, float] = {}
         self._room = Room(None)
         self._room_known: set[int] = set()  # workers alive when the room was measured
-        self._room_for_spawns = False  # was the room measured while workers were wanted?
+        self._room_for_spawns = False  # was the HTTP room measured while HTTP workers were wanted?
+        self._long_room_for_spawns = False  # and the long workers' room while long workers were?
         self._said_cost: dict[str, float] = {}  # the cost last logged, per kind ("worker", "long worker")
         self._long_admission = Admission()  # the long workers' cost: a kind of its own
         self._long_room = Room(None)
@@ -887,9 +889,12 @@ class SlowStartArbiter(Arbiter):
             return
         ready_new = sum(1 for pid in self._current() if not self._booting(pid))
         old.sort(key=ages.get)
-        reason = stops.retire_reason(reloading=self.rollout.reload is not None)
+        # an older generation than the newest (the reload's, or the one serving once it is done: a
+        # new worker booting past ready_timeout does not hold its ramp) is a reload's; else a recycle
+        rollout = self.rollout
+        newest = rollout.reload.generation if rollout.reload is not None else rollout.serving
         for pid in to_retire(old, self.num_workers, ready_new):
-            self._stop(pid, reason)
+            self._stop(pid, stops.retire_reason(reloading=rollout.of.get(pid, newest) < newest))
 
     def _boot_timeout(self, keys: tuple[ProcKey, ...], now: float) -> None:
         for key in keys:
@@ -932,14 +937,15 @@ class SlowStartArbiter(Arbiter):
         no room for one more worker in the memory or pids limit.  Re-checked every
         ``ADMIT_POLL`` s while workers are wanted, every ``MEMORY_POLL`` s otherwise."""
         wanted, long_wanted = self.num_workers - len(self._current()), self._long_wanted()
-        stale = (wanted > 0 or long_wanted > 0) and not self._room_for_spawns  # last look: nothing wanted
+        # a kind not wanted at the last look got no room (Room(None): admit all): measure once it is
+        stale = (wanted > 0 and not self._room_for_spawns) or (long_wanted > 0 and not self._long_room_for_spawns)
         stale = stale or (wanted > 0 and self._first_cost_due()) or (long_wanted > 0 and self._first_long_cost_due())
         if wanted > 0 and self._ramp is None:  # a ramp begins in this pass: what workers cost now
             self._admission.fresh_since, stale = now, True
         if now - self._memory_checked_at < (ADMIT_POLL if wanted or long_wanted else MEMORY_POLL) and not stale:
             return
         self._memory_checked_at = now
-        self._room_for_spawns = wanted > 0 or long_wanted > 0
+        self._room_for_spawns, self._long_room_for_spawns = wanted > 0, long_wanted > 0
         reasons = []
         floor = self.slowstart.min_free_mb
         free = available_memory_mb() if floor else None
@@ -998,11 +1004,15 @@ class SlowStartArbiter(Arbiter):
                 self.log.info("slow start: memory admission: a %s costs ~%.0f MiB USS (PSS %s), %s threads "
                               "(%s %s)", what, uss, "?" if pss is None else f"{pss:.0f} MiB",
                               "?" if threads is None else threads, what, ready[key])
-        for key in set(admission.uss) | set(admission.threads):  # after: a live sample replaces
+        for key in set(admission.uss) | set(admission.threads) | set(admission.sampled_at):  # after: a live
+            # sample replaces; and a worker that could never be read leaves only its time
             if key not in alive:
                 admission.forget(key)
         stale = admission.sampled_before(max(admission.fresh_since, now - RESAMPLE_AFTER))
-        for key in [key for key in stale if key in ready][:RESAMPLE_PER_LOOK]:
+        started = time.monotonic()
+        for index, key in enumerate([key for key in stale if key in ready][:RESAMPLE_PER_LOOK]):
+            if index and time.monotonic() - started >= RESAMPLE_BUDGET:
+                break  # the rest at the next look: the master has boots to watch and signals to handle
             uss, _, threads = process_cost(ready[key])
             admission.measured(key, uss, threads, now)
         self._say_cost_moved(admission, what)

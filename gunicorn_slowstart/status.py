@@ -94,6 +94,7 @@ class StatusReporter:
 
     def long_memory_held(self, now: float, held: bool, text: str) -> None:
         """Admission holds (or releases) the long workers' forks: timeline and statsd."""
+        self.dirty = True  # nothing else may change while they wait: the next step writes it
         self.timeline.event(now, "long workers held" if held else "long workers released", text)
         self._metric("gauge", "gunicorn.slowstart.long_memory_held", 1 if held else 0)
 

@@ -58,9 +58,10 @@ def halt_reason(exit_status: int) -> str:
 
 
 def retire_reason(reloading: bool) -> str:
-    """A retiring HTTP worker stopped once its replacement is ready: the old generation of a
-    reload in progress, else the one worker recycling marked (it marks one only while
-    nothing else retires)."""
+    """A retiring HTTP worker stopped once its replacement is ready: one of a generation older
+    than the newest (a reload's, in progress or done: its ramp does not wait for a boot past
+    ready_timeout), else the one worker recycling marked (it marks one only while nothing
+    else retires)."""
     return RELOAD if reloading else RECYCLE
 
 

@@ -26,6 +26,7 @@ def _held_master():
     arbiter._boots.add(ProcKey(HTTP, 100), 0.0)  # the survivor: the guard stopped the 3 youngest
     arbiter._admission, arbiter._room, arbiter._room_known = Admission(), Room(None), set()
     arbiter._memory_checked_at, arbiter._room_for_spawns = -100.0, False
+    arbiter._long_room_for_spawns = False
     arbiter._ramp = None
     arbiter._measure_room = lambda wanted, long_wanted, now: (Room(None), Room(None))  # no cost known: no cap
     arbiter._pool_link, arbiter._long_room, arbiter._long_held = None, Room(None), ""

@@ -222,3 +222,60 @@ def test_a_chart_with_stops_is_drawn_with_their_reasons(tmp_path: Path) -> None:
     out = tmp_path / "stops.png"
     charts.render(data, str(out), until=5.0)
     assert out.read_bytes().startswith(b"\x89PNG")
+
+
+def _retiring_master(rollout):
+    """A fake master for ``_retire_old``: workers 1, 2 of the old generation retire, 3 and 4
+    are the new one; what it stops is recorded with the reason."""
+    from types import SimpleNamespace
+    from unittest import mock
+
+    from gunicorn_slowstart.arbiter import SlowStartArbiter
+    from gunicorn_slowstart.boots import Boots
+
+    arbiter = SlowStartArbiter.__new__(SlowStartArbiter)
+    arbiter.cfg, arbiter.log = mock.Mock(), mock.Mock()
+    arbiter._num_workers = 2
+    arbiter.WORKERS = {pid: SimpleNamespace(age=pid) for pid in (1, 2, 3, 4)}
+    arbiter._retiring, arbiter._terminating, arbiter._boots = {1, 2}, {}, Boots()
+    arbiter.rollout = rollout
+    stopped = []
+    arbiter._stop = lambda pid, reason: stopped.append((pid, reason)) or arbiter._retiring.discard(pid)
+    return arbiter, stopped
+
+
+def test_old_workers_retired_after_a_reloads_ramp_ended_are_the_reloads() -> None:
+    """A reload's ramp ends once no boot holds it back: a new worker booting past
+    ready_timeout (stale) does not, so the reload is done while old workers still serve in
+    its place.  They retire when it is ready at last, for the reload, not as a recycle."""
+    from gunicorn_slowstart.keys import ProcKey
+    from gunicorn_slowstart.policy import HTTP
+    from gunicorn_slowstart.rollout import Rollout
+
+    rollout = Rollout()
+    rollout.spawned(1), rollout.spawned(2)
+    rollout.begin_reload(0)
+    rollout.spawned(3), rollout.spawned(4)
+    arbiter, stopped = _retiring_master(rollout)
+    arbiter._boots.add(ProcKey(HTTP, 4), 0.0)  # still booting, past ready_timeout
+    arbiter._retire_old()
+    assert stopped == [(1, "reload")]  # 3 is ready: one old one goes
+    rollout.reload_done()  # the ramp ended: the stale boot did not hold it back
+    arbiter._boots.pop(ProcKey(HTTP, 4))  # ready at last
+    arbiter._retire_old()
+    assert stopped == [(1, "reload"), (2, "reload")]
+
+
+def test_a_recycled_worker_retires_as_a_recycle_even_after_an_abandoned_reload() -> None:
+    from gunicorn_slowstart.rollout import Rollout
+
+    rollout = Rollout()
+    for pid in (1, 2, 3):
+        rollout.spawned(pid)
+    rollout.begin_reload(1)
+    rollout.abandon()  # the serving generation stays; a respawn after it is of the newest
+    rollout.spawned(4)
+    arbiter, stopped = _retiring_master(rollout)
+    arbiter._retiring = {1}  # recycling marked the oldest; its replacement (4) is ready
+    arbiter._retire_old()
+    assert stopped == [(1, "recycle")]
