@@ -1518,7 +1518,8 @@ class SlowStartArbiter(Arbiter):
     def stop(self, graceful: bool = True) -> None:
         """Stop the pool alongside the HTTP workers, within gunicorn's graceful timeout."""
         self._halting = True
-        self._stop_reason = self._stop_reason or stops.SHUTDOWN  # gunicorn's kills say so (kill_worker)
+        # gunicorn's kills say so (kill_worker); a crash of its main loop ends here too, handling it
+        self._stop_reason = self._stop_reason or stops.shutdown_reason(sys.exc_info()[1])
         if self.templates is not None:
             self.templates.stop()
         self._write_status(time.monotonic())

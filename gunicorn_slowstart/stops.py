@@ -57,6 +57,14 @@ def halt_reason(exit_status: int) -> str:
     return HALT if exit_status else SHUTDOWN
 
 
+def shutdown_reason(handling: BaseException | None) -> str:
+    """Why ``stop()`` stops everything when no halt said why first: a shutdown (SIGTERM and
+    SIGQUIT reach it as gunicorn's StopIteration, SIGINT as KeyboardInterrupt), or a halt
+    when gunicorn's main loop calls it on an unexpected exception (it then exits -1)."""
+    crashed = isinstance(handling, Exception) and not isinstance(handling, StopIteration)
+    return HALT if crashed else SHUTDOWN
+
+
 def retire_reason(reloading: bool) -> str:
     """A retiring HTTP worker stopped once its replacement is ready: one of a generation older
     than the newest (a reload's, in progress or done: its ramp does not wait for a boot past

@@ -61,8 +61,8 @@ def test_every_reason_the_arbiter_records_is_in_the_vocabulary() -> None:
     used = {node.attr for node in ast.walk(tree)
             if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "stops"}
     constants = {name for name in used if name.isupper()}
-    assert constants >= {"RELOAD", "SCALE_DOWN", "MEMORY_GUARD", "BOOT_TIMEOUT", "ROLLBACK", "PRIORITY",
-                         "SHUTDOWN"}, constants
+    assert constants >= {"RELOAD", "SCALE_DOWN", "MEMORY_GUARD", "BOOT_TIMEOUT", "ROLLBACK", "PRIORITY"}, constants
+    assert "shutdown_reason" in used and "halt_reason" in used  # SHUTDOWN and HALT come through these
     assert {getattr(stops, name) for name in constants} <= set(stops.REASONS)
     assert len(set(stops.REASONS)) == len(stops.REASONS)
 
@@ -279,3 +279,10 @@ def test_a_recycled_worker_retires_as_a_recycle_even_after_an_abandoned_reload()
     arbiter._retiring = {1}  # recycling marked the oldest; its replacement (4) is ready
     arbiter._retire_old()
     assert stopped == [(1, "recycle")]
+
+
+def test_stop_is_a_shutdown_unless_the_main_loop_crashed():
+    assert stops.shutdown_reason(None) == "shutdown"
+    assert stops.shutdown_reason(StopIteration()) == "shutdown"  # SIGTERM, SIGQUIT (gunicorn's handle_*)
+    assert stops.shutdown_reason(KeyboardInterrupt()) == "shutdown"  # SIGINT
+    assert stops.shutdown_reason(RuntimeError("bug")) == "halt"  # "Unhandled exception in main loop"
