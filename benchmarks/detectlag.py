@@ -53,6 +53,8 @@ from typing import Any
 if __package__ in (None, ""):  # run as a file: import the project from here
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks.startup import free_port  # noqa: E402
+
 try:
     from uvicorn_worker import UvicornWorker
 except ImportError:  # uvicorn < 0.30 ships the worker itself
@@ -139,14 +141,6 @@ def summarize(rows: list[dict]) -> dict:
 
 
 # -- one real master --------------------------------------------------------------
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def read_json(path: Path) -> dict | None:
