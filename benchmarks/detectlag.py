@@ -53,7 +53,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a file: import the project from here
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.startup import free_port  # noqa: E402
+from benchmarks.startup import free_port, stop_master  # noqa: E402
 
 try:
     from uvicorn_worker import UvicornWorker
@@ -187,14 +187,7 @@ def run_once(n: int, mode: str, boot_cpu: float, workdir: Path) -> tuple[list[di
 def stop(proc: subprocess.Popen, workers: list[int]) -> None:
     """SIGTERM our master, SIGKILL it if it outlives the graceful time-out, then any of the
     worker pids it forked for us that is still there."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(GRACEFUL_TIMEOUT + 5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+    stop_master(proc, GRACEFUL_TIMEOUT)
     for pid in workers:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)  # the master is gone; a pid of ours still alive is its orphan

@@ -553,19 +553,25 @@ def stop_server(server: Server, limit: CpuLimit | None) -> list[dict]:
         signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
+def stop_master(proc: subprocess.Popen, graceful: float, say=None) -> None:
+    """SIGTERM a master we started; SIGKILL it if it outlives its graceful time-out (+5 s)."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(graceful + 5)
+    except subprocess.TimeoutExpired:
+        if say is not None:
+            say(f"  master {proc.pid} still running {graceful + 5:.0f} s after SIGTERM: SIGKILL")
+        proc.kill()
+        proc.wait(10)
+
+
 def _stop_server(server: Server, limit: CpuLimit | None) -> list[dict]:
     server.sampler.stop()
     server.sampler.sample()  # a last look at the tree, from this thread
-    proc = server.proc
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(GRACEFUL_TIMEOUT + 5)
-        except subprocess.TimeoutExpired:
-            say(f"  master {proc.pid} still running {GRACEFUL_TIMEOUT + 5:.0f} s after SIGTERM: SIGKILL")
-            proc.kill()
-            proc.wait(10)
+    stop_master(server.proc, GRACEFUL_TIMEOUT, say)
     if server.log_file is not None:
         server.log_file.close()
     left = wait_gone(list(server.sampler.seen.values()), LEFTOVER_GRACE)
@@ -584,7 +590,7 @@ def _stop_server(server: Server, limit: CpuLimit | None) -> list[dict]:
             pass
     for item in report:
         say(f"    !!! LEFTOVER: process {item['pid']} ({item['cmdline']}) outlived master "
-            f"{proc.pid}: killed")
+            f"{server.proc.pid}: killed")
     return report
 
 
