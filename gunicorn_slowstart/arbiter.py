@@ -860,7 +860,7 @@ class SlowStartArbiter(Arbiter):
         recorded before they send one; what is left is gunicorn's own code: its worker
         timeout, its shutdown, and its ``manage_workers`` scale-down and reload (``mode =
         "off"``), named by ``stops.gunicorn_stop_reason``."""
-        if pid in self._tracked and self.status is not None:
+        if pid in self._tracked and pid not in self._terminating and self.status is not None:  # else recorded
             generation = self.rollout.of.get(pid, self.rollout.generation)
             reason = stops.gunicorn_stop_reason(sig, stopping=self._stop_reason,
                                                 older_generation=generation < self.rollout.generation)

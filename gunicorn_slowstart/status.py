@@ -67,8 +67,8 @@ class StatusReporter:
     def stopping(self, key: ProcKey, now: float, reason: str) -> None:
         """The master asked ``key`` to stop, for ``reason`` (``stops.REASONS``): the timeline
         keeps the first request, so its exit says why."""
-        self.dirty = True
-        self.timeline.stopped(key, now, reason)
+        if self.timeline.stopped(key, now, reason):
+            self.dirty = True  # a repeated request changes nothing: no write (and fsync) for it
 
     def exited(self, key: ProcKey, now: float, code: int | None, sig: int | None) -> None:
         self.dirty = True

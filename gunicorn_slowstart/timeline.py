@@ -195,13 +195,15 @@ class Timeline:
         if proc is not None and proc["ready"] is None:
             proc["ready"] = self._rel(t)
 
-    def stopped(self, key: ProcKey, t: float, reason: str) -> None:
+    def stopped(self, key: ProcKey, t: float, reason: str) -> bool:
         """The master asked ``key`` to stop at ``t``, for ``reason`` (``stops.REASONS``).  The
         first request is the one kept: a later one (a shutdown while a reload's old worker
-        drains) does not say why it was stopped."""
+        drains) does not say why it was stopped.  True if this one was recorded."""
         proc = self._live.get(key)
-        if proc is not None and proc.get("stop") is None:
-            proc["stop"] = {"reason": reason, "at": self._rel(t)}
+        if proc is None or proc.get("stop") is not None:
+            return False
+        proc["stop"] = {"reason": reason, "at": self._rel(t)}
+        return True
 
     def exited(self, key: ProcKey, t: float, code: int | None = None, signal: int | None = None) -> None:
         proc = self._live.pop(key, None)

@@ -107,6 +107,9 @@ def test_the_status_reporter_passes_the_request_to_the_timeline() -> None:
     status.stopping(ProcKey(LONG, 0), 2.0, "boot_timeout")
     assert status.dirty
     assert status.timeline.to_dict()["processes"][0]["stop"] == {"reason": "boot_timeout", "at": 2.0}
+    status.dirty = False
+    status.stopping(ProcKey(LONG, 0), 3.0, "shutdown")  # a re-sent signal, a later reason: nothing new
+    assert not status.dirty
 
 
 def test_a_failure_the_master_caused_says_so_in_the_summary() -> None:
